@@ -1,0 +1,35 @@
+"""pyprocserv: a drop-in procServ in pure Python (trio).
+
+Run a program under a pseudo-terminal, restart it when it dies, and serve its console to
+telnet clients, log clients and a log file, byte for byte as procServ 2.7.0 does.
+
+Embedding::
+
+    config = pyprocserv.Config(command=("./st.cmd",), control=("20000",))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(pyprocserv.ProcessServer(config).run)
+"""
+
+from ._config import Config as Config
+from ._endpoints import EndpointError as EndpointError
+from ._endpoints import TcpEndpoint as TcpEndpoint
+from ._endpoints import UnixEndpoint as UnixEndpoint
+from ._endpoints import parse_endpoint as parse_endpoint
+from ._keys import KeyMap as KeyMap
+from ._policy import RestartMode as RestartMode
+from ._server import ProcessServer as ProcessServer
+from ._server import Status as Status
+from ._version import __version__ as __version__
+
+__all__ = [
+    "Config",
+    "EndpointError",
+    "KeyMap",
+    "ProcessServer",
+    "RestartMode",
+    "Status",
+    "TcpEndpoint",
+    "UnixEndpoint",
+    "parse_endpoint",
+    "__version__",
+]

@@ -1,0 +1,78 @@
+"""The configuration of one process server: everything the command line can say, as data."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+
+from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint, parse_endpoint
+from ._keys import KeyMap
+from ._policy import RestartMode
+
+DEFAULT_HOLDOFF = 15.0
+DEFAULT_QUEUE_LIMIT = 1 << 20  # bytes of console output queued per client before skipping
+DEFAULT_INPUT_LIMIT = 1 << 16  # bytes of client input queued for a child that does not read
+
+
+def _endpoint(value: Endpoint | str | int, role: str) -> Endpoint:
+    if isinstance(value, (TcpEndpoint, UnixEndpoint)):
+        return value
+    return parse_endpoint(str(value), role)
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to run and how to serve its console.
+
+    Only ``command`` is required. Endpoints may be given as specs (``20000``,
+    ``"unix:/run/ioc.sock"``) or as :class:`TcpEndpoint`/:class:`UnixEndpoint` objects.
+    """
+
+    command: tuple[str, ...]
+    control: tuple[Endpoint, ...] = ()
+    log_endpoint: Endpoint | None = None
+    name: str | None = None  # -n; default: the command word
+    executable: str | None = None  # -e; default: command[0], looked up in PATH
+    command_word: str | None = None  # what "Child started as:" shows; default: command[0]
+    chdir: str | None = None  # -c; default: the server's working directory at start
+    environment: dict[str, str] | None = None  # extra variables for the child
+    restart_mode: RestartMode = RestartMode.ON
+    holdoff: float = DEFAULT_HOLDOFF
+    wait: bool = False  # -w
+    keys: KeyMap = field(default_factory=KeyMap)
+    kill_signal: int = signal.SIGKILL
+    grace_period: float = 0.0
+    coresize: int | None = None
+    allow_remote_control: bool = False  # --allow
+    restrict_log: bool = False  # --restrict
+    logfile: str | None = None  # -L; "-" is standard output
+    logstamp: str | None = None  # --logstamp format; None: no stamps
+    timefmt: str = "%c"
+    info_file: str | None = None  # -I
+    history: int = 0  # lines replayed to a new client
+    echo_to_stdout: bool = False  # -d: every logged byte also goes to standard output
+    client_queue_limit: int = DEFAULT_QUEUE_LIMIT
+    input_queue_limit: int = DEFAULT_INPUT_LIMIT
+    program_name: str = "pyprocserv"  # prefixes the child's "could not execute" lines
+    version_text: str = ""  # inside "Welcome to procServ (...)"; default: pyprocserv's version
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            raise ValueError("Config.command needs at least the program to run")
+        object.__setattr__(self, "command", tuple(os.fspath(c) for c in self.command))
+        object.__setattr__(
+            self, "control", tuple(_endpoint(e, "control") for e in self.control)
+        )
+        if self.log_endpoint is not None:
+            object.__setattr__(self, "log_endpoint", _endpoint(self.log_endpoint, "log"))
+        if not isinstance(self.restart_mode, RestartMode):
+            object.__setattr__(self, "restart_mode", RestartMode(self.restart_mode))
+
+    @property
+    def child_name(self) -> str:
+        return self.name if self.name is not None else self.started_as
+
+    @property
+    def started_as(self) -> str:
+        return self.command_word if self.command_word is not None else self.command[0]

@@ -1,0 +1,197 @@
+"""Every text pyprocserv writes on a console, byte for byte as procServ 2.7.0 writes it.
+
+Rules:
+1. All ``@@@`` texts live here and nowhere else. procServControl (DLS, ISIS) and site scripts
+   scrape them with ``sscanf``, so a changed space breaks someone's screen: change nothing here
+   without a conformance test against procServ.
+2. Everything is bytes and ends in ``\\r\\n`` unless procServ does otherwise (the quirks are
+   reproduced on purpose and named in a comment).
+3. This module does no I/O and knows no state: callers pass in what the message shows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ._policy import RestartMode
+
+NL = b"\r\n"
+SEPARATOR = b"@@@ @@@ @@@ @@@ @@@" + NL
+# The telnet negotiation procServ sends after the greeting: IAC WILL ECHO, IAC DO LINEMODE.
+TELNET_OFFER = b"\xff\xfb\x01\xff\xfd\x22"
+
+# procServ formats greeting times into a 32-byte buffer: a longer result comes out empty.
+_GREETING_TIME_MAX = 31
+# "@@@ Current time: " lives in a 128-byte buffer; strftime gets the rest minus one byte.
+_CURRENT_TIME_MAX = 128 - len("@@@ Current time: ") - 1
+
+
+def _b(text: str | bytes) -> bytes:
+    return text if isinstance(text, bytes) else os.fsencode(text)
+
+
+def ctl(char: int) -> bytes:
+    """How procServ shows a command character: ``^X`` for a control character, else itself.
+
+    A disabled character (0) comes out as a NUL byte, as procServ's ``%c`` of 0 does; the
+    callers cut the message there, which is what C's string handling does to it.
+    """
+    if 0 < char < 32:
+        return b"^" + bytes([char + 64])
+    return bytes([char])
+
+
+def _cut_at_nul(text: bytes) -> bytes:
+    nul = text.find(b"\0")
+    return text if nul < 0 else text[:nul]
+
+
+def format_time(fmt: str, when: float) -> str:
+    """strftime in local time, the C locale way procServ does it ('' when it yields nothing)."""
+    try:
+        return time.strftime(fmt, time.localtime(when))
+    except (ValueError, OverflowError):
+        return ""
+
+
+def mode_word(mode: RestartMode) -> bytes:
+    return mode.value.encode()
+
+
+# -- the greeting (written only to the connecting client, never logged) ----------------------
+
+
+def welcome(version: str) -> bytes:
+    return b"@@@ Welcome to procServ (" + _b(version) + b")" + NL
+
+
+def usage(kill_char: int, mode: RestartMode, toggle_char: int, logout_char: int) -> bytes:
+    """Greeting line 2 (and 3 with a logout character): the keys a control client may use."""
+    if kill_char:
+        line = b"@@@ Use " + ctl(kill_char) + b" to kill the child, "
+    else:
+        line = b"@@@ Kill command disabled, "
+    line += b"auto restart is " + mode_word(mode) + b", "
+    if toggle_char:
+        line += b"use " + ctl(toggle_char) + b" to toggle auto restart" + NL
+    else:
+        line += b"auto restart toggle disabled" + NL
+    if logout_char:
+        line += b"@@@ Use " + ctl(logout_char) + b" to logout from procServ server" + NL
+    return line
+
+
+def server_info(server_pid: int, server_dir: str, child_dir: str, name: str, command: str) -> bytes:
+    """procServ's infoMessage1: server pid, directories and the command word."""
+    text = (
+        b"@@@ procServ server PID: %d" % server_pid + NL
+        + b"@@@ Server startup directory: " + _b(server_dir) + NL
+        + b"@@@ Child startup directory: " + _b(child_dir) + NL
+    )
+    if name != command:
+        text += b'@@@ Child "' + _b(name) + b'" started as: ' + _b(command) + NL
+    else:
+        text += b"@@@ Child started as: " + _b(command) + NL
+    return text
+
+
+def child_pid(name: str, pid: int) -> bytes:
+    return b'@@@ Child "' + _b(name) + b'" PID: %d' % pid + NL
+
+
+def child_shut_down(name: str) -> bytes:
+    return b'@@@ Child "' + _b(name) + b'" is SHUT DOWN' + NL
+
+
+def greeting_time(fmt: str, when: float) -> bytes:
+    text = format_time(fmt, when)
+    return b"" if len(_b(text)) > _GREETING_TIME_MAX else _b(text)
+
+
+def started_at(fmt: str, server_started: float, name: str, child_started: float | None) -> bytes:
+    text = b"@@@ procServ server started at: " + greeting_time(fmt, server_started) + NL
+    if child_started is not None:
+        text += (
+            b'@@@ Child "' + _b(name) + b'" started at: ' + greeting_time(fmt, child_started) + NL
+        )
+    return text
+
+
+def connected(users: int, loggers: int) -> bytes:
+    return b"@@@ %d user(s) and %d logger(s) connected (plus you)" % (users, loggers) + NL
+
+
+def commands(restart_char: int, kill_char: int, quit_char: int, logout_char: int) -> bytes:
+    """procServ's infoMessage3, shown while no child runs and when one shuts down."""
+    text = (
+        b"@@@ " + ctl(restart_char) + b" or " + ctl(kill_char) + b" restarts the child, "
+        + ctl(quit_char) + b" quits the server"
+    )
+    text = _cut_at_nul(text)  # a disabled kill char (-k "") cuts the line here, as in procServ
+    if logout_char:
+        text += b", " + ctl(logout_char) + b" closes this connection"
+    return text + NL
+
+
+# -- child lifecycle (broadcast: log file, every client, stdout in -d) ------------------------
+
+
+def restarting(name: str, argv0: str) -> bytes:
+    text = b'@@@ Restarting child "' + _b(name) + b'"' + NL
+    if name != argv0:
+        text += b"@@@    (as " + _b(argv0) + b")" + NL
+    return text
+
+
+def new_child(name: str, pid: int) -> bytes:
+    return b'@@@ The PID of new child "' + _b(name) + b'" is: %d' % pid + NL + SEPARATOR
+
+
+def child_exited(pid: int, returncode: int) -> bytes:
+    """The block procServ writes when it reaps the child (returncode as subprocess gives it)."""
+    text = b"@@@ Received a sigChild for process %d." % pid
+    if returncode >= 0:
+        text += b" Normal exit status = %d" % returncode
+    else:
+        text += b" The process was killed by signal %d" % -returncode
+    return NL + SEPARATOR + text + NL
+
+
+def current_time(fmt: str, when: float) -> bytes:
+    text = _b(format_time(fmt, when))
+    if not text or len(text) > _CURRENT_TIME_MAX:
+        return b"@@@ Current time: N/A"  # no line end: procServ's fallback has none
+    return b"@@@ Current time: " + text + NL
+
+
+def shutting_down(mode: RestartMode) -> bytes:
+    reason = {
+        RestartMode.ON: b"a new one will be restarted shortly",
+        RestartMode.OFF: b"auto restart is disabled",
+        RestartMode.ONESHOT: b"oneshot mode: server will exit",
+    }[mode]
+    return b"@@@ Child process is shutting down, " + reason + NL
+
+
+def toggled(mode: RestartMode) -> bytes:
+    return NL + b"@@@ Toggled auto restart to " + mode_word(mode) + NL
+
+
+# -- pyprocserv's own notices (procServ has no such situations) ------------------------------
+
+
+def output_skipped(nbytes: int) -> bytes:
+    return NL + b"@@@ pyprocserv: %d bytes of output skipped: this client could not keep up" % nbytes + NL
+
+
+def input_dropped(nbytes: int) -> bytes:
+    return NL + b"@@@ pyprocserv: %d bytes of input dropped: the child is not reading" % nbytes + NL
+
+
+def log_error(path: str, reason: str) -> bytes:
+    return b"@@@ pyprocserv: cannot write log file " + _b(path) + b": " + _b(reason) + NL
+
+
+def log_resumed(path: str) -> bytes:
+    return b"@@@ pyprocserv: log file " + _b(path) + b" is written again" + NL

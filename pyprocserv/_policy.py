@@ -1,0 +1,105 @@
+"""The restart policy: when the child is (re)started, and when the server exits with it.
+
+Rules:
+1. Everything that decides *when* a child starts lives here; the supervisor only asks
+   :meth:`RestartPolicy.due_at` and reports what happened. No I/O, no clock: callers pass
+   ``now`` (trio's clock), so holdoff, wait and oneshot are tested without waiting.
+2. The semantics are procServ 2.7.0's (reference §4.3, §4.4):
+   * the holdoff is measured from the previous child *start*, not from its exit;
+   * the first start is due at once, even with auto restart OFF (``--noautorestart`` starts once);
+   * ``-w`` holds every start until a restart request (^R, or ^X while shut down);
+   * a restart request starts the child at once, bypassing the holdoff and OFF mode once.
+3. Deliberate differences: a start happens exactly when it is due (procServ needs 0.5 s of
+   quiet on every fd first), and ONESHOT ends the server as soon as the child has exited
+   (procServ also waits out the holdoff). ONESHOT is in the ^T cycle only when the server was
+   started in it, so ^T twice still means OFF then ON, as procServControl's STOP/RESTART expect.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import signal
+from typing import final
+
+
+class RestartMode(enum.Enum):
+    """What happens when the child exits. The values are the words the console shows."""
+
+    ON = "ON"
+    OFF = "OFF"
+    ONESHOT = "ONESHOT"
+
+
+@final
+class RestartPolicy:
+    def __init__(
+        self,
+        mode: RestartMode = RestartMode.ON,
+        holdoff: float = 15.0,
+        *,
+        wait: bool = False,
+    ) -> None:
+        self.mode = mode
+        self.holdoff = max(0.0, holdoff)
+        self.waiting_for_manual_start = wait
+        self.running = False
+        self.starts = 0
+        self._last_start: float | None = None
+        self._start_requested = False
+        # procServ 2.7.0 toggles ON <-> OFF; the upstream cycle with ONESHOT only when asked for.
+        if mode is RestartMode.ONESHOT:
+            self._cycle = (RestartMode.ON, RestartMode.OFF, RestartMode.ONESHOT)
+        else:
+            self._cycle = (RestartMode.ON, RestartMode.OFF)
+
+    def due_at(self) -> float | None:
+        """The time the next start is due (``-inf``: now), or None while none is due."""
+        if self.running or self.waiting_for_manual_start:
+            return None
+        if self._start_requested or self._last_start is None:
+            return -math.inf
+        if self.mode is RestartMode.OFF:
+            return None
+        return self._last_start + self.holdoff
+
+    def child_started(self, now: float) -> None:
+        self.running = True
+        self.starts += 1
+        self._last_start = now
+        self._start_requested = False
+
+    def child_exited(self) -> bool:
+        """Record the exit; True when the server should now exit (ONESHOT)."""
+        self.running = False
+        return self.mode is RestartMode.ONESHOT
+
+    def request_start(self) -> None:
+        """^R (or ^X) while no child runs: start now, whatever the holdoff, mode or ``-w``."""
+        if not self.running:
+            self._start_requested = True
+            self.waiting_for_manual_start = False
+
+    def toggle(self) -> RestartMode:
+        """^T: the next mode in the cycle."""
+        try:
+            index = self._cycle.index(self.mode)
+        except ValueError:
+            index = -1
+        self.mode = self._cycle[(index + 1) % len(self._cycle)]
+        return self.mode
+
+
+def kill_sequence(kill_signal: int, grace_period: float) -> list[tuple[float, int]]:
+    """The signals an orderly shutdown sends the child's process group, with their delays.
+
+    procServ 2.7.0 sends ``--killsig`` and then, at once, SIGKILL. Upstream's
+    ``--grace-period N`` waits up to N seconds for the child to leave on ``--killsig`` first.
+    """
+    if kill_signal == signal.SIGKILL:
+        return [(0.0, signal.SIGKILL)]
+    steps: list[tuple[float, int]] = []
+    if kill_signal:
+        steps.append((0.0, kill_signal))
+    steps.append((max(0.0, grace_period) if kill_signal else 0.0, signal.SIGKILL))
+    return steps
