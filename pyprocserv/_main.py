@@ -1,0 +1,284 @@
+"""The ``pyprocserv`` command: parse, check, bind, daemonize, serve, clean up.
+
+Rules:
+1. Everything that can fail because of the command line fails here, before the fork, with a
+   message on stderr and a non-zero exit: options, endpoints, users, ports in use, the command.
+2. Daemon mode (the default) forks once; the parent waits until the daemon serves, prints
+   ``spawning daemon process: PID`` and writes the PID file with the daemon's pid (so systemd's
+   Type=forking never races it), or reports why the daemon failed, and exits accordingly.
+3. SIGTERM and SIGINT shut down in order, SIGHUP reopens the log; SIGPIPE stays ignored
+   (EPIPE is an error on one client, not an event, and never a console message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import stat
+import sys
+from typing import Sequence
+
+import trio
+
+from ._cli import CliExit, CliOptions, parse_args
+from ._endpoints import UnixEndpoint
+from ._listeners import BindError, BoundEndpoint, bind_all
+from ._logfile import LogFile
+from ._server import ProcessServer
+from ._stdio import RawTerminal, TerminalStream
+
+READY_TIMEOUT = 10.0
+
+
+def _write(stream: object, text: str) -> None:
+    if text:
+        stream.write(text)  # type: ignore[attr-defined]
+        stream.flush()  # type: ignore[attr-defined]
+
+
+def check_command(options: CliOptions) -> str | None:
+    """What is wrong with the command, as procServ 2.7.0 checks it at start-up (None: nothing).
+
+    Unlike procServ 2.7.0, a bare name is looked up in PATH as the child's exec will do.
+    """
+    config = options.config
+    program = config.executable if config.executable is not None else config.started_as
+    cwd = config.chdir or os.getcwd()
+    if not os.path.isdir(cwd):
+        return f"cannot start the child in {cwd}: no such directory (--chdir)"
+    if "/" in program:
+        path = os.path.join(cwd, program)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            return f"{program}: {exc.strerror}"
+        if not stat.S_ISREG(mode):
+            return f"{program} is not a regular file"
+        if not os.access(path, os.X_OK):
+            return f"{program}: Permission denied (not executable)"
+        return None
+    search = (config.environment or {}).get("PATH", os.environ.get("PATH", os.defpath))
+    if shutil.which(program, path=search) is None:
+        return f"{program}: command not found in PATH"
+    return None
+
+
+def _check_owners(options: CliOptions) -> str | None:
+    import grp
+    import pwd
+
+    endpoints = list(options.config.control) + [options.config.log_endpoint]
+    for endpoint in endpoints:
+        if isinstance(endpoint, UnixEndpoint):
+            if endpoint.user:
+                try:
+                    pwd.getpwnam(endpoint.user)
+                except KeyError:
+                    return f"Unknown user '{endpoint.user}'"
+            if endpoint.group:
+                try:
+                    grp.getgrnam(endpoint.group)
+                except KeyError:
+                    return f"Unknown group '{endpoint.group}'"
+    return None
+
+
+def _bind(options: CliOptions) -> list[BoundEndpoint]:
+    config = options.config
+    try:
+        bound = bind_all(
+            config.control, None, allow_remote_control=config.allow_remote_control, restrict_log=False
+        )
+    except BindError as exc:
+        raise CliExit(
+            exc.errno or 1,
+            stderr=f"Caught an exception creating the initial control telnet port: {exc.strerror}\n"
+            f"{config.program_name}: Exiting with error code: {exc.errno or 1}\n",
+        ) from None
+    if config.log_endpoint is not None:
+        try:
+            bound += bind_all((), config.log_endpoint, allow_remote_control=False, restrict_log=config.restrict_log)
+        except BindError as exc:
+            for b in bound:
+                b.close()
+            raise CliExit(
+                exc.errno or 1,
+                stderr=f"Caught an exception creating the initial log telnet port: {exc.strerror}\n"
+                f"{config.program_name}: Exiting with error code: {exc.errno or 1}\n",
+            ) from None
+    return bound
+
+
+def _loopback_warnings(options: CliOptions) -> list[str]:
+    """A control address other than loopback is not used without --allow: say so."""
+    config = options.config
+    if config.allow_remote_control:
+        return []
+    out = []
+    for endpoint in config.control:
+        host = getattr(endpoint, "host", None)
+        if host and host not in ("127.0.0.1", "::1"):
+            out.append(
+                f"{config.program_name}: control endpoint {host}:{endpoint.port} is bound to "  # type: ignore[union-attr]
+                "loopback; use --allow to listen on other addresses\n"
+            )
+    return out
+
+
+def _write_pidfile(path: str, pid: int, prog: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(f"{pid}\n")
+    except OSError:
+        _write(sys.stderr, f"{prog}: unable to open PID file {path}\n")
+
+
+def _daemonize(options: CliOptions, warnings: list[str]) -> int | None:
+    """Fork. In the parent: wait for the daemon to report, then return the exit code.
+
+    In the daemon: return None, with the ready pipe's write end in ``options``' place.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        global _READY_FD
+        _READY_FD = write_end
+        return None
+    os.close(write_end)
+    prog = options.config.program_name
+    report = b""
+    with os.fdopen(read_end, "rb") as pipe:
+        import select
+
+        if select.select([pipe], [], [], READY_TIMEOUT)[0]:
+            report = pipe.read()
+        else:
+            report = b"ok\n"  # slow, but alive: let it be
+    if not report.startswith(b"ok"):
+        text = report.decode(errors="replace").strip() or "the daemon exited during start-up"
+        _write(sys.stderr, f"{prog}: {text}\n")
+        return 1
+    if options.pidfile:
+        _write_pidfile(options.pidfile, pid, prog)
+    if not options.quiet:
+        _write(sys.stderr, f"{prog}: spawning daemon process: {pid}\n")
+        for line in warnings:
+            _write(sys.stderr, line)
+    return 0
+
+
+_READY_FD: int | None = None
+
+
+def _report_ready(text: bytes) -> None:
+    global _READY_FD
+    if _READY_FD is not None:
+        try:
+            os.write(_READY_FD, text)
+        except OSError:
+            pass
+        os.close(_READY_FD)
+        _READY_FD = None
+
+
+async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile | None) -> int:
+    config = options.config
+    server = ProcessServer(config, bound_endpoints=bound, log=log)
+    codes: list[int] = []
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run_server(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                codes.append(await server.run(task_status=task_status))
+                nursery.cancel_scope.cancel()
+
+            async def handle_signals() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        server.reopen_log()
+                    else:
+                        server.shutdown()
+
+            nursery.start_soon(handle_signals)
+            try:
+                await nursery.start(run_server)
+            except BaseException as exc:
+                _report_ready(f"error: {exc}\n".encode())
+                raise
+            _report_ready(b"ok\n")
+            if options.foreground and config.logfile != "-":
+                nursery.start_soon(functools.partial(server.serve_stream, TerminalStream(0, 1), telnet=False))
+    return codes[0] if codes else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if argv and os.path.basename(argv[0]) == "__main__.py":
+        argv[0] = "pyprocserv"
+    try:
+        options = parse_args(argv)
+        config = options.config
+        prog = config.program_name
+        problem = _check_owners(options)
+        if problem:
+            raise CliExit(1, stderr=problem + "\n")
+        problem = check_command(options)
+        if problem:
+            raise CliExit(1, stderr=f"{prog}: {problem}\n")
+        warnings = list(options.warnings) + _loopback_warnings(options)
+        bound = _bind(options)
+    except CliExit as exc:
+        _write(sys.stdout, exc.stdout)
+        _write(sys.stderr, exc.stderr)
+        return exc.code
+
+    log = None
+    if config.logfile and config.logfile != "-":
+        log = LogFile(config.logfile)
+        if log.failing:
+            _write(sys.stderr, f"{prog}: unable to open log file {config.logfile}\n")
+    daemon = not (options.foreground or options.debug)
+    if daemon and not options.quiet and (log is None or log.failing) and config.logfile != "-":
+        what = "" if config.log_endpoint is not None else " and no port for log connections"
+        warnings.append(f"Warning: No log file{what} specified.\n")
+    if daemon:
+        code = _daemonize(options, warnings)
+        if code is not None:
+            for b in bound:
+                b.sock.close()  # the daemon owns them now; the files are its to remove
+            return code
+    else:
+        if not options.quiet:
+            for line in warnings:
+                _write(sys.stderr, line)
+        if options.pidfile:
+            _write_pidfile(options.pidfile, os.getpid(), prog)
+
+    console = options.foreground and config.logfile != "-" and os.isatty(0)
+    try:
+        with RawTerminal(0) if console else contextlib.nullcontext():
+            return trio.run(_serve, options, bound, log)
+    except BaseException as exc:
+        _report_ready(f"error: {exc}\n".encode())
+        raise
+    finally:
+        if options.pidfile:
+            try:
+                os.unlink(options.pidfile)
+            except OSError:
+                pass
+
+
+def entrypoint() -> None:
+    sys.exit(main())

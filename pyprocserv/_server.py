@@ -1,0 +1,564 @@
+"""The process server: the trio shell that wires the pure parts to sockets, the pty and files.
+
+Rules:
+1. One :class:`ProcessServer` is one child and its console. It owns the listeners, the child,
+   the log and the info file; :meth:`ProcessServer.run` serves until ^Q, :meth:`shutdown`
+   or (oneshot) the child's exit, then cleans up and returns the exit code.
+2. Decisions are made by the pure modules (restart policy, key map, telnet codec, messages);
+   this module only carries bytes and events between them.
+3. Nothing a client or the child does may stop the server: every session catches its own
+   errors, the pty reader never waits on a client, and input to a child that does not read
+   waits in a bounded queue.
+4. All state the console shows lives here once and is read by the greeting, the
+   :class:`Status` snapshot and the info file alike.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Awaitable, Callable, final
+
+import trio
+
+from . import _messages as messages
+from ._child import Child, spawn_pty_child
+from ._config import Config
+from ._console import Console, InputQueue, Outbox, Reader
+from ._keys import Key
+from ._listeners import BoundEndpoint, bind_all, info_lines, procserv_info
+from ._logfile import LogFile
+from ._policy import RestartMode, RestartPolicy, kill_sequence
+from ._stdio import StdoutWriter
+from ._telnet import Data, TelnetConnection, WindowSize
+from ._version import __version__
+
+READ_SIZE = 1 << 16
+# After the child exits, its output is read until the pty reports its end (EIO). Only a
+# process outside the child's group can keep the pty open longer; we stop waiting when it has
+# been quiet this long, or at the latest after DRAIN_MAX.
+DRAIN_QUIET = 0.2
+DRAIN_MAX = 2.0
+# How long shutdown waits for a child to die after SIGKILL, and for clients to take the last bytes.
+REAP_MAX = 5.0
+FLUSH_MAX = 1.0
+
+SpawnFn = Callable[..., Awaitable[Child]]
+
+
+@dataclass(frozen=True)
+class Status:
+    """A snapshot of one server and its child, from the one place the console also reads."""
+
+    name: str
+    running: bool
+    pid: int | None
+    restart_mode: RestartMode
+    waiting_for_start: bool  # -w, or no start due (auto restart OFF after an exit)
+    start_count: int
+    child_started_at: float | None  # wall clock (time.time())
+    last_exit_code: int | None  # >= 0 exit status, -N killed by signal N
+    last_exit_at: float | None
+    server_pid: int
+    server_started_at: float
+    users: int
+    loggers: int
+    endpoints: tuple[str, ...]
+
+
+@final
+class ProcessServer:
+    """Runs one child under a pty and serves its console. See the README for embedding."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        spawn: SpawnFn | None = None,
+        bound_endpoints: list[BoundEndpoint] | None = None,
+        log: LogFile | None = None,
+    ) -> None:
+        self.config = config
+        self._spawn = spawn or spawn_pty_child
+        self._bound = bound_endpoints
+        self._log = log
+        self.policy = RestartPolicy(config.restart_mode, config.holdoff, wait=config.wait)
+        self.server_dir = os.getcwd()
+        self.child_dir = config.chdir or self.server_dir
+        self.server_pid = os.getpid()
+        self.server_started_at = time.time()
+        self._stdout: StdoutWriter | None = None
+        self.console = Console(history_lines=config.history)
+        self._input = InputQueue(config.input_queue_limit)
+        self._child: Child | None = None
+        self._child_started_at: float | None = None
+        self._last_exit: tuple[int, float] | None = None
+        self._window_size: tuple[int, int] | None = None
+        self._stopping = False
+        self._quiet_stop = True
+        self._exit_code = 0
+        self._quit = trio.Event()
+        self._poked = trio.Event()
+        self._child_gone = trio.Event()
+        self._child_gone.set()
+        self._changed = trio.lowlevel.ParkingLot()
+        self._sessions = 0
+        self._sessions_done = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The bound endpoints as the info file names them (``tcp:127.0.0.1:20000``, ...)."""
+        return tuple(b.address for b in self._bound or ())
+
+    @property
+    def status(self) -> Status:
+        users, loggers = self.console.counts()
+        return Status(
+            name=self.config.child_name,
+            running=self._child is not None,
+            pid=self._child.pid if self._child is not None else None,
+            restart_mode=self.policy.mode,
+            waiting_for_start=self._child is None and self.policy.due_at() is None,
+            start_count=self.policy.starts,
+            child_started_at=self._child_started_at if self._child is not None else None,
+            last_exit_code=self._last_exit[0] if self._last_exit else None,
+            last_exit_at=self._last_exit[1] if self._last_exit else None,
+            server_pid=self.server_pid,
+            server_started_at=self.server_started_at,
+            users=users,
+            loggers=loggers,
+            endpoints=self.endpoints,
+        )
+
+    async def wait_status_change(self) -> None:
+        """Return at the next change of :attr:`status` (start, exit, mode, clients)."""
+        await self._changed.park()
+
+    def start(self) -> None:
+        """Start the child now if it is not running (^R): bypasses holdoff, OFF mode and ``-w``."""
+        if self._child is None:
+            self.policy.request_start()
+            self._poke()
+
+    def kill(self) -> None:
+        """^X: send the kill signal to a running child, or start one if none runs."""
+        if self._child is not None:
+            self._child.signal_group(self.config.kill_signal)
+        else:
+            self.start()
+
+    def toggle_autorestart(self) -> RestartMode:
+        """^T: the next auto restart mode, announced on the console."""
+        mode = self.policy.toggle()
+        self.console.broadcast(messages.toggled(mode))
+        self._poke()
+        return mode
+
+    def set_restart_mode(self, mode: RestartMode) -> None:
+        """Set the auto restart mode; a change is announced as ^T announces it."""
+        mode = RestartMode(mode)
+        if mode is not self.policy.mode:
+            self.policy.mode = mode
+            self.console.broadcast(messages.toggled(mode))
+            self._poke()
+
+    def stop(self) -> None:
+        """Auto restart OFF, then kill the child (procServControl's STOP)."""
+        self.set_restart_mode(RestartMode.OFF)
+        if self._child is not None:
+            self._child.signal_group(self.config.kill_signal)
+
+    def restart(self) -> None:
+        """Auto restart ON, then kill the child, or start it if none runs (procServControl's RESTART)."""
+        self.set_restart_mode(RestartMode.ON)
+        self.kill()
+
+    def shutdown(self) -> None:
+        """Orderly exit, as on SIGTERM: stop the child, tell the clients, remove our files."""
+        if not self._stopping:
+            self._stopping = True
+            self._quit.set()
+            self._poke()
+
+    def reopen_log(self) -> None:
+        """SIGHUP: reopen the log file (after logrotate renamed it)."""
+        if self._log is not None:
+            notice = self._log.reopen()
+            if notice:
+                self.console.notify(notice)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[ProcessServer] = trio.TASK_STATUS_IGNORED) -> int:
+        """Serve until the end; returns the exit code (the child's, in oneshot mode)."""
+        config = self.config
+        self.server_pid = os.getpid()
+        self.server_started_at = time.time()
+        if self._bound is None:
+            self._bound = bind_all(
+                config.control,
+                config.log_endpoint,
+                allow_remote_control=config.allow_remote_control,
+                restrict_log=config.restrict_log,
+            )
+        opened_log = False
+        try:
+            self._open_outputs()
+            opened_log = self._log is not None
+            if config.info_file:
+                with open(config.info_file, "w") as f:
+                    f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._stdout is not None:
+                    nursery.start_soon(self._stdout.run)
+                for bound in self._bound:
+                    listener = trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))
+                    nursery.start_soon(self._serve, listener, bound.role == "control")
+                nursery.start_soon(self._supervise)
+                task_status.started(self)
+                await self._quit.wait()
+                await self._stop_child()
+                await self._close_sessions()
+                if self._stdout is not None:
+                    self._stdout.close()
+                    with trio.move_on_after(FLUSH_MAX):
+                        await self._stdout_drained()
+                nursery.cancel_scope.cancel()
+        finally:
+            for bound in self._bound:
+                bound.close()
+            if config.info_file:
+                try:
+                    os.unlink(config.info_file)
+                except OSError:
+                    pass
+            if opened_log and self._log is not None:
+                self._log.close()
+        return self._exit_code
+
+    async def serve_stream(self, stream: trio.abc.Stream, *, control: bool = True, telnet: bool = True) -> None:
+        """Serve one client on any stream (the foreground terminal uses this)."""
+        await self._session(stream, control=control, telnet=telnet)
+
+    def _open_outputs(self) -> None:
+        config = self.config
+        log_to_stdout = config.logfile == "-"
+        if log_to_stdout or config.echo_to_stdout:
+            self._stdout = StdoutWriter(1)
+        if self._log is None and config.logfile and not log_to_stdout:
+            self._log = LogFile(config.logfile)
+            if self._log.failing:
+                print(f"{config.program_name}: unable to open log file {config.logfile}", file=sys.stderr)
+        self.console.log = self._stdout if log_to_stdout else self._log
+        if config.echo_to_stdout and not log_to_stdout and self._stdout is not None:
+            self.console.echo = self._stdout.write
+        if config.logstamp is not None:
+            stamp_format = config.logstamp
+            self.console.stamp = lambda: messages.format_time(stamp_format, time.time()).encode()
+
+    async def _stdout_drained(self) -> None:
+        while self._stdout is not None and self._stdout.outbox.queued:
+            await trio.sleep(0.01)
+
+    def _poke(self) -> None:
+        """Something the supervisor or a status watcher cares about changed."""
+        self._poked.set()
+        self._changed.unpark_all()
+
+    # -- the child ---------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            self._poked = trio.Event()
+            due = self.policy.due_at()
+            if due is None:
+                await self._poked.wait()
+            elif due > trio.current_time():
+                with trio.move_on_at(due):
+                    await self._poked.wait()
+            else:
+                await self._run_child()
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.config.environment or {})
+        env["PROCSERV_INFO"] = procserv_info(self.server_pid, self._bound or [])
+        return env
+
+    async def _run_child(self) -> None:
+        config = self.config
+        name = config.child_name
+        self.console.broadcast(messages.restarting(name, config.command[0]))
+        self._child_gone = trio.Event()
+        try:
+            # Shielded: a child spawned while we are being cancelled must still be watched and reaped.
+            with trio.CancelScope(shield=True):
+                child = await self._spawn(
+                    config.command,
+                    executable=config.executable,
+                    cwd=self.child_dir,
+                    env=self._child_env(),
+                    coresize=config.coresize,
+                    window_size=self._window_size,
+                    program_name=config.program_name,
+                )
+        except OSError as exc:
+            # No pty or no fork: say so where procServ does (its stderr) and try again later.
+            print(f"Fork failed: {exc.strerror or exc}", file=sys.stderr)
+            self.policy.child_started(trio.current_time())
+            self.policy.child_exited()
+            self._child_gone.set()
+            self._poke()
+            return
+        self._child = child
+        self._child_started_at = time.time()
+        self.policy.child_started(trio.current_time())
+        self.console.broadcast(messages.new_child(name, child.pid))
+        self._poke()
+        try:
+            returncode = await self._watch(child)
+        finally:
+            self._child = None
+            self._input.clear()
+            with trio.CancelScope(shield=True):
+                await child.aclose()
+        self._last_exit = (returncode, time.time())
+        oneshot = self.policy.child_exited()
+        if oneshot:
+            self._exit_code = returncode if returncode >= 0 else 128 - returncode
+        if not (self._stopping and self._quiet_stop):
+            self.console.broadcast(messages.child_exited(child.pid, returncode))
+        self.console.broadcast(messages.current_time(config.timefmt, time.time()))
+        self.console.broadcast(messages.shutting_down(self.policy.mode))
+        if self.policy.mode is not RestartMode.ONESHOT:
+            self.console.broadcast(self._commands_line())
+        self._child_gone.set()
+        self._poke()
+        if oneshot:
+            self.shutdown()
+
+    async def _watch(self, child: Child) -> int:
+        """Carry the child's output and input until it exits and its output is drained."""
+        drained = trio.Event()
+        last_output = [trio.current_time()]
+
+        async def pump_output() -> None:
+            try:
+                while data := await child.read(READ_SIZE):
+                    last_output[0] = trio.current_time()
+                    self.console.broadcast(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            finally:
+                drained.set()
+
+        async def pump_input() -> None:
+            try:
+                while True:
+                    await child.write(await self._input.get())
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+        exited = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump_output)
+                nursery.start_soon(pump_input)
+                returncode = await child.wait()
+                exited = True
+                # procServ kills what is left of the child's process group once the child is gone.
+                child.signal_group(signal.SIGKILL)
+                deadline = trio.current_time() + DRAIN_MAX
+                while not drained.is_set():
+                    quiet_since = last_output[0]
+                    with trio.move_on_at(min(deadline, quiet_since + DRAIN_QUIET)):
+                        await drained.wait()
+                    if trio.current_time() >= deadline or last_output[0] == quiet_since:
+                        break
+                nursery.cancel_scope.cancel()
+        finally:
+            if not exited:
+                # We are being cancelled (an embedding program stopped us): leave no orphan.
+                child.signal_group(signal.SIGKILL)
+                with trio.CancelScope(shield=True), trio.move_on_after(REAP_MAX):
+                    await child.wait()
+        return returncode
+
+    async def _stop_child(self) -> None:
+        while self._child is None and not self._child_gone.is_set():
+            await self._changed.park()  # a start is under way: stop what it starts
+        child = self._child
+        config = self.config
+        if child is None:
+            return
+        graceful = config.grace_period > 0 and config.kill_signal not in (0, signal.SIGKILL)
+        self._quiet_stop = not graceful
+        if graceful:
+            self.policy.mode = RestartMode.ONESHOT  # upstream: the child leaves as in oneshot mode
+        for delay, sig in kill_sequence(config.kill_signal, config.grace_period if graceful else 0.0):
+            if delay:
+                with trio.move_on_after(delay):
+                    await self._child_gone.wait()
+                if self._child_gone.is_set():
+                    break
+            child.signal_group(sig)
+        with trio.move_on_after(REAP_MAX + DRAIN_MAX):
+            await self._child_gone.wait()
+
+    # -- clients -----------------------------------------------------------------------------
+
+    async def _serve(self, listener: trio.SocketListener, control: bool) -> None:
+        async def handler(stream: trio.SocketStream) -> None:
+            try:
+                stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:
+                pass
+            await self._session(stream, control=control, telnet=True)
+
+        await trio.serve_listeners(handler, [listener])
+
+    def _commands_line(self) -> bytes:
+        keys = self.config.keys
+        return messages.commands(keys.restart, keys.kill, keys.quit, keys.logout)
+
+    def greeting(self, *, control: bool) -> bytes:
+        """What a new client reads first (without the telnet offer)."""
+        config = self.config
+        keys = config.keys
+        name = config.child_name
+        running = self._child is not None
+        text = b""
+        if control:
+            text += messages.welcome(config.version_text or f"pyprocserv {__version__}")
+            text += messages.usage(keys.kill, self.policy.mode, keys.toggle, keys.logout)
+        text += messages.server_info(self.server_pid, self.server_dir, self.child_dir, name, config.started_as)
+        if running:
+            assert self._child is not None
+            text += messages.child_pid(name, self._child.pid)
+        else:
+            text += messages.child_shut_down(name)
+        text += messages.started_at(
+            config.timefmt, self.server_started_at, name, self._child_started_at if running else None
+        )
+        if control:
+            text += messages.connected(*self.console.counts())
+        if not running:
+            text += self._commands_line()
+        return text
+
+    async def _session(self, stream: trio.abc.Stream, *, control: bool, telnet: bool) -> None:
+        config = self.config
+        reader = Reader(
+            Outbox(config.client_queue_limit),
+            control=control,
+            telnet=telnet,
+            stamped=not control and config.logstamp is not None,
+        )
+        codec = TelnetConnection() if telnet else None
+        first = self.greeting(control=control)
+        if codec is not None:
+            first += codec.initiate()
+        reader.outbox.put(first)
+        history = self.console.history.replay()
+        if history:
+            reader.outbox.put(TelnetConnection.encode(history) if telnet else history)
+        self.console.attach(reader)
+        self._sessions += 1
+        self._poke()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_outbox, stream, reader.outbox, nursery.cancel_scope)
+                await self._receive(stream, reader, codec)
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away: that ends its session and nothing else
+        except Exception:
+            if self.config.echo_to_stdout:  # -d: show our own bug, keep serving the others
+                traceback.print_exc()
+        finally:
+            self.console.detach(reader)
+            self._sessions -= 1
+            if self._sessions == 0:
+                self._sessions_done.set()
+            if reader.window_size is not None:
+                self._apply_window_size()
+            self._poke()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(FLUSH_MAX):
+                    await stream.aclose()
+
+    async def _send_outbox(self, stream: trio.abc.Stream, outbox: Outbox, session: trio.CancelScope) -> None:
+        try:
+            while (data := await outbox.get()) is not None:
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        session.cancel()
+
+    async def _receive(self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None) -> None:
+        while data := await stream.receive_some(READ_SIZE):
+            if not reader.control:
+                continue  # log clients: input is read and dropped, as procServ does
+            if codec is None:
+                if self._typed(reader, data):
+                    return
+                continue
+            codec.receive_data(data)
+            reply = codec.data_to_send()
+            if reply:
+                reader.outbox.put(reply)
+            for event in codec.events():
+                if isinstance(event, Data):
+                    if self._typed(reader, event.data):
+                        return
+                elif isinstance(event, WindowSize):
+                    reader.window_size = (event.rows, event.columns)
+                    self._apply_window_size()
+
+    def _typed(self, reader: Reader, data: bytes) -> bool:
+        """Act on a control client's keys; True when it logged out."""
+        child = self._child
+        keys, to_child = self.config.keys.scan(data, child is not None)
+        logout = False
+        for key in keys:
+            if key is Key.START:
+                self.start()
+            elif key is Key.QUIT:
+                self.shutdown()
+            elif key is Key.LOGOUT:
+                logout = True
+            elif key is Key.TOGGLE:
+                self.toggle_autorestart()
+            elif key is Key.KILL and child is not None:
+                child.signal_group(self.config.kill_signal)
+        if to_child and child is not None:
+            dropped = self._input.offer(to_child)
+            if dropped and not reader.dropping_input:
+                reader.outbox.put(messages.input_dropped(dropped))
+            reader.dropping_input = bool(dropped)  # one notice per episode, not one per chunk
+        return logout
+
+    def _apply_window_size(self) -> None:
+        size = self.console.newest_window_size()
+        if size is not None and size != self._window_size:
+            self._window_size = size
+            if self._child is not None:
+                self._child.set_window_size(*size)
+
+    async def _close_sessions(self) -> None:
+        for reader in self.console.readers:
+            reader.outbox.close()
+        if self._sessions:
+            self._sessions_done = trio.Event()
+            with trio.move_on_after(FLUSH_MAX):
+                await self._sessions_done.wait()
+

@@ -1,0 +1,227 @@
+"""Test helpers: a fake child, a console client that waits for bytes, and real-process tools.
+
+Rules for the tests that use them (trio-websocket style):
+* Use localhost only; servers take port 0 and tests read the port back.
+* Tests with fakes run on ``autojump_clock``; tests with real processes or sockets never do.
+* Every real test has an absolute timeout (``trio.fail_after``) and waits for bytes, not sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import tempfile
+from typing import Pattern
+
+import trio
+import trio.testing
+
+PY = sys.executable
+
+
+class FakeChild:
+    """A child without a process: output is fed by the test, input is recorded."""
+
+    _next_pid = 4242
+
+    def __init__(self, argv: tuple[str, ...] = ("fake",), exit_on_signal: bool = True) -> None:
+        FakeChild._next_pid += 1
+        self.pid = FakeChild._next_pid
+        self.argv = argv
+        self.exit_on_signal = exit_on_signal
+        self.input = bytearray()
+        self.signals: list[int] = []  # while it lived; the group kill after its exit is not here
+        self.window_sizes: list[tuple[int, int]] = []
+        self.reading = True  # False: write() blocks like a child that never reads
+        self.closed = False
+        self._out_send, self._out_recv = trio.open_memory_channel[bytes](1000)
+        self._exited = trio.Event()
+        self._returncode: int | None = None
+        self._readable = trio.Event()
+        self._readable.set()
+
+    # test side
+    def say(self, data: bytes) -> None:
+        self._out_send.send_nowait(data)
+
+    def exit(self, returncode: int) -> None:
+        if self._returncode is None:
+            self._returncode = returncode
+            self._exited.set()
+            self._out_send.close()
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    # Child protocol
+    async def read(self, max_bytes: int) -> bytes:
+        try:
+            return await self._out_recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        while not self.reading:
+            await trio.sleep(3600)
+        await trio.lowlevel.checkpoint()
+        self.input += data
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self._returncode is not None
+        return self._returncode
+
+    def signal_group(self, sig: int) -> None:
+        if self.exited:
+            return
+        self.signals.append(sig)
+        if self.exit_on_signal or sig == 9:
+            self.exit(-sig)
+
+    def set_window_size(self, rows: int, columns: int) -> None:
+        self.window_sizes.append((rows, columns))
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await trio.lowlevel.checkpoint()
+
+
+class FakeSpawner:
+    """Hands out FakeChild objects and records every start (with its trio time)."""
+
+    def __init__(self, **child_kwargs: object) -> None:
+        self.children: list[FakeChild] = []
+        self.start_times: list[float] = []
+        self.calls: list[dict] = []
+        self._kwargs = child_kwargs
+        self._spawned = trio.lowlevel.ParkingLot()
+
+    async def __call__(self, argv: tuple[str, ...], **kwargs: object) -> FakeChild:
+        await trio.lowlevel.checkpoint()
+        child = FakeChild(argv, **self._kwargs)  # type: ignore[arg-type]
+        self.children.append(child)
+        self.start_times.append(trio.current_time())
+        self.calls.append(kwargs)
+        self._spawned.unpark_all()
+        return child
+
+    async def wait_for(self, count: int) -> FakeChild:
+        while len(self.children) < count:
+            await self._spawned.park()
+        return self.children[count - 1]
+
+
+class Client:
+    """A console client: collects everything received and waits for patterns in it."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.received = bytearray()  # everything, for transcripts
+        self._unread = bytearray()
+        self.eof = False
+
+    async def _fill(self) -> None:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            self.eof = True
+            raise EOFError("connection closed; unread: %r" % bytes(self._unread[-300:]))
+        self.received += data
+        self._unread += data
+
+    async def expect(self, pattern: bytes | Pattern[bytes], timeout: float = 10) -> bytes:
+        """Everything up to and including the first match; the rest stays unread."""
+        with trio.fail_after(timeout):
+            while True:
+                if isinstance(pattern, bytes):
+                    index = self._unread.find(pattern)
+                    end = index + len(pattern) if index >= 0 else -1
+                else:
+                    match = pattern.search(self._unread)
+                    end = match.end() if match else -1
+                if end >= 0:
+                    out = bytes(self._unread[:end])
+                    del self._unread[:end]
+                    return out
+                try:
+                    await self._fill()
+                except EOFError:
+                    raise AssertionError(
+                        f"EOF before {pattern!r}; unread: {bytes(self._unread[-500:])!r}"
+                    ) from None
+
+    async def expect_eof(self, timeout: float = 10) -> bytes:
+        with trio.fail_after(timeout):
+            try:
+                while True:
+                    await self._fill()
+            except (EOFError, trio.BrokenResourceError):
+                out = bytes(self._unread)
+                self._unread.clear()
+                return out
+
+    async def quiet(self, seconds: float = 0.3) -> bytes:
+        """Everything that arrives until nothing has come for ``seconds``."""
+        with trio.move_on_after(seconds) as scope:
+            while True:
+                try:
+                    await self._fill()
+                except EOFError:
+                    break
+                scope.deadline = trio.current_time() + seconds
+        out = bytes(self._unread)
+        self._unread.clear()
+        return out
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def attach(nursery: trio.Nursery, server, *, control: bool = True, telnet: bool = True) -> Client:
+    """A client on an in-memory stream straight into ``server`` (no socket)."""
+    client_side, server_side = trio.testing.memory_stream_pair()
+    nursery.start_soon(lambda: server.serve_stream(server_side, control=control, telnet=telnet))
+    return Client(client_side)
+
+
+async def connect(address: str) -> Client:
+    """Connect to an endpoint as the info file names it: tcp:HOST:PORT or unix:PATH."""
+    if address.startswith("tcp:"):
+        host, _, port = address[4:].rpartition(":")
+        stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+    else:
+        path = address[5:]
+        stream = await trio.open_unix_socket("\0" + path[1:] if path.startswith("@") else path)
+    return Client(stream)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def short_tmpdir() -> str:
+    """A short directory for UNIX socket paths (pytest's tmp_path can pass 108 bytes)."""
+    return tempfile.mkdtemp(prefix="pps", dir="/tmp")
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def strip_telnet_offer(data: bytes) -> bytes:
+    return data.replace(b"\xff\xfb\x01\xff\xfd\x22", b"")
+
+
+def child_script(code: str) -> tuple[str, ...]:
+    """A Python child running ``code`` (unbuffered, so output reaches the pty at once)."""
+    return (PY, "-u", "-c", code)
+
+
+PID_RE = re.compile(rb"The PID of new child \"[^\"]*\" is: (\d+)")
