@@ -171,7 +171,7 @@ def getopt_long(
                 continue
             if len(matches) > 1:
                 choices = "".join(f" '--{m}'" for m in matches)
-                errors.append(f"{prog}: option '--{name}' is ambiguous; possibilities:{choices}\n")
+                errors.append(f"{prog}: option '{arg}' is ambiguous; possibilities:{choices}\n")
                 continue
             full = matches[0]
             takes, _ = LONG_OPTIONS[full]

@@ -9,6 +9,7 @@ User and group names are checked when the socket is bound, not here.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from typing import Union
@@ -98,7 +99,7 @@ def _parse_unix(rest: str) -> UnixEndpoint:
             mode = int(perm, 8)
     if not rest:
         raise EndpointError("expected unix socket path spec.")
-    if len(rest.encode()) >= UNIX_PATH_MAX:
+    if len(os.fsencode(rest)) >= UNIX_PATH_MAX:
         raise EndpointError(f"Unix path is too long (must be <{UNIX_PATH_MAX})")
     return UnixEndpoint(rest, user, group, mode)
 
@@ -107,7 +108,7 @@ def describe(endpoint: Endpoint) -> str:
     """The endpoint as a spec again (for messages)."""
     if isinstance(endpoint, UnixEndpoint):
         prefix = ""
-        if endpoint.user or endpoint.group or endpoint.mode is not None:
+        if endpoint.user or endpoint.group or endpoint.mode is not None or ":" in endpoint.path:
             mode = "" if endpoint.mode is None else "%04o" % endpoint.mode
             prefix = f"{endpoint.user}:{endpoint.group}:{mode}:"
         return f"unix:{prefix}{endpoint.path}"

@@ -21,10 +21,11 @@ SEPARATOR = b"@@@ @@@ @@@ @@@ @@@" + NL
 # The telnet negotiation procServ sends after the greeting: IAC WILL ECHO, IAC DO LINEMODE.
 TELNET_OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 
-# procServ formats greeting times into a 32-byte buffer: a longer result comes out empty.
-_GREETING_TIME_MAX = 31
-# "@@@ Current time: " lives in a 128-byte buffer; strftime gets the rest minus one byte.
-_CURRENT_TIME_MAX = 128 - len("@@@ Current time: ") - 1
+# procServ formats greeting times with strftime(buf, 31): 30 characters and the NUL fit.
+_GREETING_TIME_MAX = 30
+# "@@@ Current time: " starts a 128-byte buffer, and the line end is added only while more than
+# two bytes are left: 107 characters of time at most, else procServ prints "N/A".
+_CURRENT_TIME_MAX = 128 - len("@@@ Current time: ") - 3
 
 
 def _b(text: str | bytes) -> bytes:

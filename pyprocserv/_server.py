@@ -110,6 +110,7 @@ class ProcessServer:
         self._sessions = 0
         self._sessions_done = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._settled = trio.Event()  # the first start has happened, or none is due (-w)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -213,9 +214,6 @@ class ProcessServer:
         try:
             self._open_outputs()
             opened_log = self._log is not None
-            if config.info_file:
-                with open(config.info_file, "w") as f:
-                    f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self._stdout is not None:
@@ -224,8 +222,13 @@ class ProcessServer:
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))
                     nursery.start_soon(self._serve, listener, bound.role == "control")
                 nursery.start_soon(self._supervise)
+                await self._settled.wait()
+                if config.info_file:  # written once we serve: tools may take it as "ready"
+                    with open(config.info_file, "w") as f:
+                        f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
                 task_status.started(self)
                 await self._quit.wait()
+                self._settled.set()
                 await self._stop_child()
                 await self._close_sessions()
                 if self._stdout is not None:
@@ -281,6 +284,7 @@ class ProcessServer:
             self._poked = trio.Event()
             due = self.policy.due_at()
             if due is None:
+                self._settled.set()
                 await self._poked.wait()
             elif due > trio.current_time():
                 with trio.move_on_at(due):
@@ -317,12 +321,14 @@ class ProcessServer:
             self.policy.child_started(trio.current_time())
             self.policy.child_exited()
             self._child_gone.set()
+            self._settled.set()
             self._poke()
             return
         self._child = child
         self._child_started_at = time.time()
         self.policy.child_started(trio.current_time())
         self.console.broadcast(messages.new_child(name, child.pid))
+        self._settled.set()
         self._poke()
         try:
             returncode = await self._watch(child)
@@ -332,7 +338,7 @@ class ProcessServer:
             with trio.CancelScope(shield=True):
                 await child.aclose()
         self._last_exit = (returncode, time.time())
-        oneshot = self.policy.child_exited()
+        oneshot = self.policy.child_exited() and not self._stopping
         if oneshot:
             self._exit_code = returncode if returncode >= 0 else 128 - returncode
         if not (self._stopping and self._quiet_stop):

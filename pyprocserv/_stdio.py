@@ -99,7 +99,8 @@ class RawTerminal:
     """Puts a terminal in the console's mode for as long as the ``with`` lasts.
 
     Keys go straight to the child: no line editing, no local echo (the child's pty echoes),
-    no flow control and no signals from ^C or ^\\ (they are bytes for the child; -i filters them).
+    no flow control and no signals from ^C or ^\\ (they are bytes for the child; -i filters them),
+    and no second CR before the console's own CRLF.
     """
 
     def __init__(self, fd: int = 0) -> None:
@@ -113,6 +114,7 @@ class RawTerminal:
             return self  # not a terminal: nothing to set or restore
         mode = termios.tcgetattr(self.fd)
         mode[0] &= ~termios.IXON
+        mode[1] &= ~termios.ONLCR  # console output already ends lines in \r\n
         mode[3] &= ~(termios.ICANON | termios.ECHO | termios.ISIG)
         mode[6][termios.VMIN] = 1
         mode[6][termios.VTIME] = 0

@@ -9,6 +9,8 @@ Rules for the tests that use them (trio-websocket style):
 from __future__ import annotations
 
 import os
+from pathlib import Path
+import subprocess
 import re
 import socket
 import sys
@@ -215,6 +217,17 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut at the given offsets (for chunk-boundary properties)."""
+    points = sorted({min(c, len(data)) for c in cuts})
+    chunks, start = [], 0
+    for point in points:
+        chunks.append(data[start:point])
+        start = point
+    chunks.append(data[start:])
+    return chunks
+
+
 def strip_telnet_offer(data: bytes) -> bytes:
     return data.replace(b"\xff\xfb\x01\xff\xfd\x22", b"")
 
@@ -225,3 +238,112 @@ def child_script(code: str) -> tuple[str, ...]:
 
 
 PID_RE = re.compile(rb"The PID of new child \"[^\"]*\" is: (\d+)")
+
+
+class ServerProcess:
+    """``python -m pyprocserv`` in the foreground (``-f``), found through its info file.
+
+    Use ``async with ServerProcess([...options and command...]) as server:``; on leaving,
+    the server gets SIGTERM and must exit within the timeout.
+    """
+
+    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
+                 preexec_fn=None, foreground: bool = True) -> None:
+        self.dir = short_tmpdir()
+        self.info = os.path.join(self.dir, "info")
+        self.args = args
+        self.env = env
+        self.cwd = cwd or self.dir
+        self.preexec_fn = preexec_fn
+        self.foreground = foreground
+        self.process: trio.Process | None = None
+        self.endpoints: list[str] = []
+        self.pid = 0
+        self.stdout = os.path.join(self.dir, "stdout")
+        self.stderr = os.path.join(self.dir, "stderr")
+        self.returncode: int | None = None
+
+    async def __aenter__(self) -> "ServerProcess":
+        argv = [PY, "-m", "pyprocserv", "-I", self.info] + (["-f"] if self.foreground else []) + self.args
+        env = dict(os.environ if self.env is None else self.env)
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
+            self.process = await trio.lowlevel.open_process(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=self.cwd,
+                preexec_fn=self.preexec_fn,
+            )
+        with trio.fail_after(15):
+            while True:
+                if os.path.exists(self.info):
+                    lines = Path(self.info).read_text().splitlines()
+                    if lines and lines[-1] and len(lines) >= 2:
+                        break
+                if self.process.poll() is not None and self.foreground:
+                    raise AssertionError("server exited: " + Path(self.stderr).read_text())
+                await trio.sleep(0.02)
+        self.pid = int(lines[0].split(":")[1])
+        self.endpoints = lines[1:]
+        return self
+
+    def control(self) -> str:
+        return self.endpoints[-1]  # info file order: newest (log) first, first control last
+
+    async def wait(self, timeout: float = 15) -> int:
+        assert self.process is not None
+        with trio.fail_after(timeout):
+            self.returncode = await self.process.wait()
+        return self.returncode
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            try:
+                os.kill(self.process.pid, 15)
+            except ProcessLookupError:
+                pass
+            try:
+                await self.wait()
+            except trio.TooSlowError:
+                self.process.kill()
+                await self.process.wait()
+                raise AssertionError("server did not exit on SIGTERM")
+
+    def read_stderr(self) -> str:
+        return Path(self.stderr).read_text(errors="replace")
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc), for zombie and orphan checks."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def close_at_end(nursery: trio.Nursery, *clients: Client) -> None:
+    """Close the clients when the test's nursery is cancelled (no ResourceWarning)."""
+
+    async def closer() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            for client in clients:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+
+    nursery.start_soon(closer)

@@ -1,0 +1,339 @@
+"""Every console text (pyprocserv._messages), byte for byte against procServ 2.7.0.
+
+procServControl and site scripts scrape these lines with ``sscanf``, so these tests compare
+whole byte strings with reference §2 (greeting, lifecycle, command messages) and the captures
+of §10.1 (the greeting of a real procServ 2.7.0) and §10.2 (^X with auto restart ON),
+including the quirks: ``-k ""`` cutting the "^R or ^X" line at the NUL, ``Current time: N/A``
+without a line end, an over-long greeting time coming out empty.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pyprocserv import _messages as m
+from pyprocserv._policy import RestartMode
+
+# Local times, so the expected strings do not depend on the machine's time zone.
+SERVER_START = time.mktime((2026, 11, 21, 23, 14, 39, 0, 0, -1))
+KILLED_AT = time.mktime((2026, 11, 21, 23, 5, 42, 0, 0, -1))
+
+CTRL_R, CTRL_X, CTRL_Q, CTRL_T, CTRL_B = 0x12, 0x18, 0x11, 0x14, 0x02
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+
+def test_separator_and_telnet_offer_are_procservs_bytes():
+    assert m.SEPARATOR == b"@@@ @@@ @@@ @@@ @@@\r\n"
+    assert m.TELNET_OFFER == b"\xff\xfb\x01\xff\xfd\x22"
+    assert m.NL == b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("char", "shown"),
+    [(CTRL_X, b"^X"), (1, b"^A"), (31, b"^_"), (ord("q"), b"q"), (ord("^"), b"^"), (127, b"\x7f"), (0, b"\x00")],
+)
+def test_ctl_shows_control_chars_with_a_caret_and_others_raw(char, shown):
+    assert m.ctl(char) == shown
+
+
+def test_c_locale_time_format():
+    assert m.format_time("%c", SERVER_START) == "Sat Nov 21 23:14:39 2026"
+    assert m.format_time("", SERVER_START) == ""
+
+
+# -- the greeting (reference §2.1, §10.1) ---------------------------------------------------------
+
+
+def test_welcome_line():
+    assert m.welcome("procServ Process Server 2.7.0") == (
+        b"@@@ Welcome to procServ (procServ Process Server 2.7.0)\r\n"
+    )
+
+
+def test_usage_line_with_default_keys():
+    assert m.usage(CTRL_X, RestartMode.ON, CTRL_T, 0) == (
+        b"@@@ Use ^X to kill the child, auto restart is ON, use ^T to toggle auto restart\r\n"
+    )
+
+
+def test_usage_line_shows_off_mode():
+    assert m.usage(CTRL_X, RestartMode.OFF, CTRL_T, 0) == (
+        b"@@@ Use ^X to kill the child, auto restart is OFF, use ^T to toggle auto restart\r\n"
+    )
+
+
+def test_usage_line_with_kill_disabled():
+    assert m.usage(0, RestartMode.ON, CTRL_T, 0) == (
+        b"@@@ Kill command disabled, auto restart is ON, use ^T to toggle auto restart\r\n"
+    )
+
+
+def test_usage_line_with_toggle_disabled():
+    assert m.usage(CTRL_X, RestartMode.ON, 0, 0) == (
+        b"@@@ Use ^X to kill the child, auto restart is ON, auto restart toggle disabled\r\n"
+    )
+
+
+def test_usage_lines_with_a_logout_char():
+    assert m.usage(CTRL_X, RestartMode.ON, CTRL_T, CTRL_B) == (
+        b"@@@ Use ^X to kill the child, auto restart is ON, use ^T to toggle auto restart\r\n"
+        b"@@@ Use ^B to logout from procServ server\r\n"
+    )
+
+
+def test_usage_line_with_a_printable_kill_char():
+    assert m.usage(ord("q"), RestartMode.ON, CTRL_T, 0).startswith(b"@@@ Use q to kill the child, ")
+
+
+def test_server_info_with_a_name_different_from_the_command():
+    assert m.server_info(12138, "/tmp/demo", "/tmp/demo", "mychild", "/bin/cat") == (
+        b"@@@ procServ server PID: 12138\r\n"
+        b"@@@ Server startup directory: /tmp/demo\r\n"
+        b"@@@ Child startup directory: /tmp/demo\r\n"
+        b'@@@ Child "mychild" started as: /bin/cat\r\n'
+    )
+
+
+def test_server_info_when_the_name_is_the_command():
+    text = m.server_info(1, "/a", "/b", "/bin/cat", "/bin/cat")
+    assert text.endswith(b"@@@ Child started as: /bin/cat\r\n")
+    assert b"@@@ Child startup directory: /b\r\n" in text
+
+
+def test_child_pid_and_shut_down_lines():
+    assert m.child_pid("mychild", 12140) == b'@@@ Child "mychild" PID: 12140\r\n'
+    assert m.child_shut_down("mychild") == b'@@@ Child "mychild" is SHUT DOWN\r\n'
+
+
+def test_started_at_lines_while_a_child_runs():
+    assert m.started_at("%c", SERVER_START, "mychild", SERVER_START) == (
+        b"@@@ procServ server started at: Sat Nov 21 23:14:39 2026\r\n"
+        b'@@@ Child "mychild" started at: Sat Nov 21 23:14:39 2026\r\n'
+    )
+
+
+def test_started_at_has_no_child_line_while_none_runs():
+    assert m.started_at("%c", SERVER_START, "mychild", None) == (
+        b"@@@ procServ server started at: Sat Nov 21 23:14:39 2026\r\n"
+    )
+
+
+def test_greeting_time_of_30_chars_is_shown():
+    fmt = "%Y" + "x" * 26  # 30 characters
+    assert m.greeting_time(fmt, SERVER_START) == b"2026" + b"x" * 26
+
+
+@pytest.mark.parametrize("length", [32, 40, 100])
+def test_greeting_time_longer_than_31_chars_comes_out_empty(length):
+    fmt = "x" * length
+    assert m.greeting_time(fmt, SERVER_START) == b""
+    assert m.started_at(fmt, SERVER_START, "c", SERVER_START) == (
+        b"@@@ procServ server started at: \r\n" b'@@@ Child "c" started at: \r\n'
+    )
+
+
+def test_connected_counts_line():
+    assert m.connected(0, 0) == b"@@@ 0 user(s) and 0 logger(s) connected (plus you)\r\n"
+    assert m.connected(3, 12) == b"@@@ 3 user(s) and 12 logger(s) connected (plus you)\r\n"
+
+
+def test_commands_line_with_default_keys():
+    assert m.commands(CTRL_R, CTRL_X, CTRL_Q, 0) == (
+        b"@@@ ^R or ^X restarts the child, ^Q quits the server\r\n"
+    )
+
+
+def test_commands_line_with_a_logout_char():
+    assert m.commands(CTRL_R, CTRL_X, CTRL_Q, CTRL_B) == (
+        b"@@@ ^R or ^X restarts the child, ^Q quits the server, ^B closes this connection\r\n"
+    )
+
+
+def test_commands_line_with_kill_disabled_is_cut_at_the_nul():
+    # reference §1.5 [run]: with -k "" the %c of 0 ends the C string
+    assert m.commands(CTRL_R, 0, CTRL_Q, 0) == b"@@@ ^R or \r\n"
+
+
+def test_commands_line_with_kill_disabled_and_logout_appends_after_the_cut():
+    # procServ strncat()s the logout part onto the cut string (procServ.cc, infoMessage3)
+    assert m.commands(CTRL_R, 0, CTRL_Q, CTRL_B) == b"@@@ ^R or , ^B closes this connection\r\n"
+
+
+def test_whole_greeting_matches_the_procserv_2_7_0_capture():
+    # reference §10.1: `socat - TCP:...` against procServ 2.7.0, -n mychild ... /bin/cat
+    greeting = (
+        m.welcome("procServ Process Server 2.7.0")
+        + m.usage(CTRL_X, RestartMode.ON, CTRL_T, 0)
+        + m.server_info(12138, "/tmp/demo", "/tmp/demo", "mychild", "/bin/cat")
+        + m.child_pid("mychild", 12140)
+        + m.started_at("%c", SERVER_START, "mychild", SERVER_START)
+        + m.connected(0, 0)
+        + m.TELNET_OFFER
+    )
+    assert greeting == (
+        b"@@@ Welcome to procServ (procServ Process Server 2.7.0)\r\n"
+        b"@@@ Use ^X to kill the child, auto restart is ON, use ^T to toggle auto restart\r\n"
+        b"@@@ procServ server PID: 12138\r\n"
+        b"@@@ Server startup directory: /tmp/demo\r\n"
+        b"@@@ Child startup directory: /tmp/demo\r\n"
+        b'@@@ Child "mychild" started as: /bin/cat\r\n'
+        b'@@@ Child "mychild" PID: 12140\r\n'
+        b"@@@ procServ server started at: Sat Nov 21 23:14:39 2026\r\n"
+        b'@@@ Child "mychild" started at: Sat Nov 21 23:14:39 2026\r\n'
+        b"@@@ 0 user(s) and 0 logger(s) connected (plus you)\r\n"
+        b"\xff\xfb\x01\xff\xfd\x22"
+    )
+    assert greeting.endswith(b"(plus you)\r\n\xff\xfb\x01\xff\xfd\x22")
+
+
+# -- child lifecycle (reference §2.2, §10.2) ---------------------------------------------------
+
+
+def test_restarting_lines_when_the_name_differs_from_argv0():
+    assert m.restarting("catchild", "/bin/cat") == (
+        b'@@@ Restarting child "catchild"\r\n@@@    (as /bin/cat)\r\n'
+    )
+
+
+def test_restarting_line_when_the_name_is_argv0():
+    assert m.restarting("/bin/cat", "/bin/cat") == b'@@@ Restarting child "/bin/cat"\r\n'
+
+
+def test_new_child_line_is_followed_by_the_separator():
+    assert m.new_child("catchild", 6409) == (
+        b'@@@ The PID of new child "catchild" is: 6409\r\n@@@ @@@ @@@ @@@ @@@\r\n'
+    )
+
+
+def test_sigchild_block_for_a_normal_exit():
+    assert m.child_exited(12140, 3) == (
+        b"\r\n@@@ @@@ @@@ @@@ @@@\r\n"
+        b"@@@ Received a sigChild for process 12140. Normal exit status = 3\r\n"
+    )
+
+
+def test_sigchild_block_for_exit_status_0_and_255():
+    assert m.child_exited(5, 0).endswith(b"@@@ Received a sigChild for process 5. Normal exit status = 0\r\n")
+    assert m.child_exited(5, 255).endswith(b"Normal exit status = 255\r\n")
+
+
+def test_sigchild_block_for_a_signal():
+    assert m.child_exited(6034, -9) == (
+        b"\r\n@@@ @@@ @@@ @@@ @@@\r\n"
+        b"@@@ Received a sigChild for process 6034. The process was killed by signal 9\r\n"
+    )
+
+
+def test_current_time_line():
+    assert m.current_time("%c", KILLED_AT) == b"@@@ Current time: Sat Nov 21 23:05:42 2026\r\n"
+
+
+def test_current_time_with_an_empty_format_is_na_without_a_line_end():
+    assert m.current_time("", KILLED_AT) == b"@@@ Current time: N/A"
+
+
+def test_current_time_of_107_chars_still_fits_procservs_buffer():
+    fmt = "x" * 107
+    assert m.current_time(fmt, KILLED_AT) == b"@@@ Current time: " + b"x" * 107 + b"\r\n"
+
+
+@pytest.mark.parametrize("length", [108, 109, 110, 200])
+def test_current_time_too_long_for_procservs_buffer_is_na(length):
+    # processFactory.cc (2.7.0): now_buf[128] = "@@@ Current time: " (18 bytes); strftime gets
+    # 128-18-1 = 109 bytes (so at most 108 characters), and the line end is added only while
+    # sizeof(now_buf) - strlen(now_buf) > 2, i.e. for at most 107 characters. Otherwise N/A.
+    assert m.current_time("x" * length, KILLED_AT) == b"@@@ Current time: N/A"
+
+
+@pytest.mark.parametrize(
+    ("mode", "text"),
+    [
+        (RestartMode.ON, b"@@@ Child process is shutting down, a new one will be restarted shortly\r\n"),
+        (RestartMode.OFF, b"@@@ Child process is shutting down, auto restart is disabled\r\n"),
+        (RestartMode.ONESHOT, b"@@@ Child process is shutting down, oneshot mode: server will exit\r\n"),
+    ],
+)
+def test_shutting_down_line_per_mode(mode, text):
+    assert m.shutting_down(mode) == text
+
+
+def test_kill_with_auto_restart_on_matches_the_procserv_2_7_0_capture():
+    # reference §10.2, the lines after ^X (2.7.0 prints no "Got a kill command")
+    shutdown = (
+        m.child_exited(6034, -9)
+        + m.current_time("%c", KILLED_AT)
+        + m.shutting_down(RestartMode.ON)
+        + m.commands(CTRL_R, CTRL_X, CTRL_Q, 0)
+    )
+    assert shutdown == (
+        b"\r\n"
+        b"@@@ @@@ @@@ @@@ @@@\r\n"
+        b"@@@ Received a sigChild for process 6034. The process was killed by signal 9\r\n"
+        b"@@@ Current time: Sat Nov 21 23:05:42 2026\r\n"
+        b"@@@ Child process is shutting down, a new one will be restarted shortly\r\n"
+        b"@@@ ^R or ^X restarts the child, ^Q quits the server\r\n"
+    )
+    restart = m.restarting("catchild", "/bin/cat") + m.new_child("catchild", 6409)
+    assert restart == (
+        b'@@@ Restarting child "catchild"\r\n@@@    (as /bin/cat)\r\n'
+        b'@@@ The PID of new child "catchild" is: 6409\r\n'
+        b"@@@ @@@ @@@ @@@ @@@\r\n"
+    )
+
+
+# -- commands (reference §2.3, §10.2) ----------------------------------------------------------
+
+
+def test_toggled_messages_are_procserv_2_7_0s():
+    assert m.toggled(RestartMode.OFF) == b"\r\n@@@ Toggled auto restart to OFF\r\n"
+    assert m.toggled(RestartMode.ON) == b"\r\n@@@ Toggled auto restart to ON\r\n"
+
+
+# -- pyprocserv's own notices ------------------------------------------------------------------
+
+
+def test_own_notices_are_marked_as_pyprocservs_and_end_in_crlf():
+    notices = [
+        m.output_skipped(10),
+        m.input_dropped(10),
+        m.log_error("/var/log/x.log", "No space left on device"),
+        m.log_resumed("/var/log/x.log"),
+    ]
+    for notice in notices:
+        assert b"@@@ pyprocserv: " in notice
+        assert notice.endswith(b"\r\n")
+    assert m.log_error("/l", "Boom") == b"@@@ pyprocserv: cannot write log file /l: Boom\r\n"
+    assert m.log_resumed("/l") == b"@@@ pyprocserv: log file /l is written again\r\n"
+
+
+def test_non_utf8_names_from_argv_are_written_as_their_original_bytes():
+    name = os.fsdecode(b"caf\xe9")
+    assert m.child_pid(name, 1) == b'@@@ Child "caf\xe9" PID: 1\r\n'
+
+
+def test_every_message_ends_in_crlf():
+    messages = [
+        m.welcome("v"),
+        m.usage(CTRL_X, RestartMode.ON, CTRL_T, CTRL_B),
+        m.server_info(1, "/", "/", "a", "b"),
+        m.child_pid("a", 1),
+        m.child_shut_down("a"),
+        m.started_at("%c", SERVER_START, "a", SERVER_START),
+        m.connected(0, 0),
+        m.commands(CTRL_R, CTRL_X, CTRL_Q, 0),
+        m.commands(CTRL_R, 0, CTRL_Q, 0),
+        m.restarting("a", "b"),
+        m.new_child("a", 1),
+        m.child_exited(1, 0),
+        m.current_time("%c", SERVER_START),
+        m.shutting_down(RestartMode.OFF),
+        m.toggled(RestartMode.ON),
+    ]
+    for message in messages:
+        assert message.endswith(b"\r\n"), message
+        assert b"\n" not in message.replace(b"\r\n", b""), message
