@@ -444,3 +444,19 @@ async def test_daemon_mode_writes_no_pid_txt_by_default():
     finally:
         os.kill(daemon, signal.SIGTERM)
         wait_gone(daemon)
+
+
+async def test_debug_mode_copies_the_log_to_stdout_and_logfile_dash_is_stdout():
+    for args, foreground in ((["-d", "-q"], False), (["-L", "-"], True)):
+        server = ServerProcess(
+            [*args, "--timefmt", "%Y", "0", "/bin/sh", "-c", "echo from-child; exec sleep 100"], foreground=foreground
+        )
+        async with server:
+            with trio.fail_after(10):
+                while b"from-child\r\n" not in Path(server.stdout).read_bytes():
+                    await trio.sleep(0.02)
+        out = Path(server.stdout).read_bytes()
+        year = time.strftime("%Y").encode()
+        assert b'@@@ Restarting child "/bin/sh"\r\n' in out
+        assert b"@@@ Current time: " + year + b"\r\n" in out  # --timefmt, written at SIGTERM
+        assert b"Welcome" not in out  # no console on stdout: -d has none, -L - replaces it

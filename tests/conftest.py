@@ -1,0 +1,31 @@
+"""Every trio test with real processes or sockets runs under an absolute time limit.
+
+Tests on ``autojump_clock`` are left alone: their time is virtual (a 15 s holdoff passes in
+microseconds, and a limit in virtual seconds would measure nothing).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import pytest
+import trio
+
+REAL_TEST_LIMIT = 60.0  # seconds; the slowest real test needs a few
+
+
+def _bounded(test):
+    @functools.wraps(test)
+    async def wrapper(*args, **kwargs):
+        with trio.fail_after(REAL_TEST_LIMIT):
+            return await test(*args, **kwargs)
+
+    return wrapper
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        test = getattr(item, "obj", None)
+        if inspect.iscoroutinefunction(test) and "autojump_clock" not in getattr(item, "fixturenames", ()):
+            item.obj = _bounded(test)
