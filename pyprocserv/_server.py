@@ -488,8 +488,7 @@ class ProcessServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the peer went away: that ends its session and nothing else
         except Exception:
-            if self.config.echo_to_stdout:  # -d: show our own bug, keep serving the others
-                traceback.print_exc()
+            traceback.print_exc()  # our own bug: say so, and keep serving everyone else
         finally:
             self.console.detach(reader)
             self._sessions -= 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 
-import pytest
 import trio
 
 from helpers import Client, child_script, close_at_end, connect, proc_state
