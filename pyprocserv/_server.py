@@ -485,8 +485,6 @@ class ProcessServer:
                 nursery.start_soon(self._send_outbox, stream, reader.outbox, nursery.cancel_scope)
                 await self._receive(stream, reader, codec)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the peer went away: that ends its session and nothing else
         except Exception:
             traceback.print_exc()  # our own bug: say so, and keep serving everyone else
         finally:
@@ -510,6 +508,14 @@ class ProcessServer:
         session.cancel()
 
     async def _receive(self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None) -> None:
+        try:
+            await self._receive_until_done(stream, reader, codec)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away (reset, timeout): that ends its session and nothing else
+
+    async def _receive_until_done(
+        self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None
+    ) -> None:
         while data := await stream.receive_some(READ_SIZE):
             if not reader.control:
                 continue  # log clients: input is read and dropped, as procServ does
