@@ -20,6 +20,7 @@ from ._policy import RestartMode as RestartMode
 from ._server import ProcessServer as ProcessServer
 from ._server import Status as Status
 from ._version import __version__ as __version__
+from ._watchdog import WatchConfig as WatchConfig
 
 __all__ = [
     "Config",
@@ -30,6 +31,7 @@ __all__ = [
     "Status",
     "TcpEndpoint",
     "UnixEndpoint",
+    "WatchConfig",
     "parse_endpoint",
     "__version__",
 ]

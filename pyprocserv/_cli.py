@@ -27,6 +27,7 @@ from ._config import Config
 from ._endpoints import Endpoint, EndpointError, parse_endpoint
 from ._keys import KeyMap, parse_char, parse_ignore
 from ._policy import RestartMode
+from ._watchdog import WatchConfig
 
 SHORT_OPTIONS = "c:de:fG:hi:I:k:l:L:n:op:P:qVwx:"
 # name -> (takes an argument: 0 no, 1 yes, 2 optional and attached, short letter or None)
@@ -60,7 +61,22 @@ LONG_OPTIONS: dict[str, tuple[int, str | None]] = {
     "version": (0, "V"),
     "wait": (0, "w"),
     "logoutcmd": (1, "x"),
+    "pv-prefix": (1, None),
+    "pv-interface": (1, None),
+    "pv-description": (1, None),
+    "pv-write-hosts": (1, None),
+    "watch-pv": (1, None),
+    "watch-values": (1, None),
+    "watch-for": (1, None),
+    "watch-max": (1, None),
 }
+# procServ 2.7.0's own long options: a prefix that was unambiguous among these keeps its
+# meaning (``--wa`` is --wait), whatever options pyprocserv adds.
+PROCSERV_LONG_OPTIONS = frozenset(
+    "allow autorestartcmd coresize chdir debug exec foreground help holdoff ignore info-file "
+    "killcmd killsig logport logfile logstamp name noautorestart pidfile port quiet restrict "
+    "timefmt version wait logoutcmd".split()
+)
 _SHORT_TO_LONG = {short: name for name, (_, short) in LONG_OPTIONS.items() if short}
 
 VERSION_LINE = f"pyprocserv {__version__} (a drop-in for procServ Process Server 2.7.0)"
@@ -134,6 +150,15 @@ Options:
  -V --version             print the program version
  -w --wait                wait for ^R or ^X on a control connection to start the child
  -x --logoutcmd <c>       key that closes the control connection (default: none)
+PV status channel (Channel Access; needs caproto: pip install 'pyprocserv[pv]'):
+    --pv-prefix <prefix>  serve procServControl's PVs as <prefix>STATUS, <prefix>START, ...
+    --pv-interface <addr> CA server address (default all; port from EPICS_CA_SERVER_PORT)
+    --pv-description <s>  value of <prefix>DESCRIPTION
+    --pv-write-hosts <l>  hosts allowed to write, comma separated (default localhost; * all)
+    --watch-pv <name>     restart the child when this PV stays INVALID or disconnected
+    --watch-values <a|b>  ... or when its value is one of these
+    --watch-for <n>       ... for <n> seconds (default 30)
+    --watch-max <n>       at most <n> watchdog restarts an hour (default 3), with backoff
 Environment: PROCSERV_PID (PID file name), PROCSERV_DEBUG (any value: -d).
 """
 
@@ -169,6 +194,9 @@ def getopt_long(
             if not matches:
                 errors.append(f"{prog}: unrecognized option '{arg}'\n")
                 continue
+            own = [m for m in matches if m in PROCSERV_LONG_OPTIONS]
+            if len(matches) > 1 and own:
+                matches = own
             if len(matches) > 1:
                 choices = "".join(f" '--{m}'" for m in matches)
                 errors.append(f"{prog}: option '{arg}' is ambiguous; possibilities:{choices}\n")
@@ -339,6 +367,24 @@ def parse_args(
             "reach them, and whoever connects can type into the child\n"
         )
 
+    pv_options = [name for name in ("pv-interface", "pv-description", "pv-write-hosts") if name in values]
+    if pv_options and "pv-prefix" not in values:
+        raise CliExit(1, stderr=f"{prog}: --{pv_options[0]} needs --pv-prefix\n")
+    watch_options = [name for name in ("watch-values", "watch-for", "watch-max") if name in values]
+    if watch_options and "watch-pv" not in values:
+        raise CliExit(1, stderr=f"{prog}: --{watch_options[0]} needs --watch-pv\n")
+    watch = None
+    if "watch-pv" in values:
+        hold = _number(prog, "--watch-for", values["watch-for"] or "") if "watch-for" in values else 30.0
+        budget = int(_number(prog, "--watch-max", values["watch-max"] or "", integer=True)) if "watch-max" in values else 3
+        bad = tuple(v for v in (values.get("watch-values") or "").split("|") if v)
+        if not values["watch-pv"]:
+            raise CliExit(1, stderr=f"{prog}: --watch-pv needs a PV name\n")
+        watch = WatchConfig(pv=values["watch-pv"] or "", bad_values=bad, hold=hold, max_per_hour=budget)
+
+    def words(text: str | None) -> tuple[str, ...]:
+        return tuple(w for w in (text or "").replace(",", " ").split() if w)
+
     pidfile = values.get("pidfile") or environ.get("PROCSERV_PID") or None
     debug = "debug" in values or "PROCSERV_DEBUG" in environ
     config = Config(
@@ -364,6 +410,11 @@ def parse_args(
         info_file=values.get("info-file"),
         history=history,
         echo_to_stdout=debug and "foreground" not in values,
+        pv_prefix=values.get("pv-prefix"),
+        pv_interfaces=words(values.get("pv-interface")) or ("0.0.0.0",),
+        pv_description=values.get("pv-description") or "",
+        pv_write_hosts=words(values.get("pv-write-hosts")) or ("localhost",),
+        watch=watch,
         program_name=prog,
     )
     return CliOptions(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint, parse_endpoint
 from ._keys import KeyMap
 from ._policy import RestartMode
+from ._watchdog import WatchConfig
 
 DEFAULT_HOLDOFF = 15.0
 DEFAULT_QUEUE_LIMIT = 1 << 20  # bytes of console output queued per client before skipping
@@ -54,6 +55,11 @@ class Config:
     echo_to_stdout: bool = False  # -d: every logged byte also goes to standard output
     client_queue_limit: int = DEFAULT_QUEUE_LIMIT
     input_queue_limit: int = DEFAULT_INPUT_LIMIT
+    pv_prefix: str | None = None  # serve the PV status channel (needs caproto)
+    pv_interfaces: tuple[str, ...] = ("0.0.0.0",)
+    pv_description: str = ""
+    pv_write_hosts: tuple[str, ...] = ("localhost",)
+    watch: WatchConfig | None = None  # the PV watchdog (needs caproto)
     program_name: str = "pyprocserv"  # prefixes the child's "could not execute" lines
     version_text: str = ""  # inside "Welcome to procServ (...)"; default: pyprocserv's version
 

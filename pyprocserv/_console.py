@@ -116,6 +116,7 @@ class Console:
         self.echo = echo  # -d: a copy of the log for standard output
         self._log_stamper = LineStamper()
         self._readers: list[Reader] = []
+        self.taps: list[Callable[[bytes], None]] = []  # in-process watchers (IOCOUT); never wait
 
     @property
     def readers(self) -> Iterable[Reader]:
@@ -148,6 +149,8 @@ class Console:
         if self.echo is not None:
             self.echo(data)
         self.history.feed(data)
+        for tap in self.taps:
+            tap(data)
         self._to_readers(data, stamp)
 
     def notify(self, data: bytes) -> None:

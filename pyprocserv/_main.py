@@ -66,6 +66,22 @@ def check_command(options: CliOptions) -> str | None:
     return None
 
 
+def _check_pv_support(options: CliOptions) -> str | None:
+    """The PV channel and the watchdog need caproto, and the write hosts must resolve."""
+    config = options.config
+    if config.pv_prefix is None and config.watch is None:
+        return None
+    try:
+        from . import _pvs
+    except ImportError as exc:
+        return f"the PV channel needs caproto ({exc}): pip install 'pyprocserv[pv]'"
+    try:
+        _pvs.WritePolicy(config.pv_write_hosts)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _check_owners(options: CliOptions) -> str | None:
     import grp
     import pwd
@@ -233,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = _check_owners(options)
         if problem:
             raise CliExit(1, stderr=problem + "\n")
+        problem = _check_pv_support(options)
+        if problem:
+            raise CliExit(1, stderr=f"{prog}: {problem}\n")
         problem = check_command(options)
         if problem:
             raise CliExit(1, stderr=f"{prog}: {problem}\n")

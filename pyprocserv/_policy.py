@@ -80,6 +80,11 @@ class RestartPolicy:
             self._start_requested = True
             self.waiting_for_manual_start = False
 
+    def request_start_after_exit(self) -> None:
+        """Start again as soon as the running child has exited (a restart that the mode may not do)."""
+        self._start_requested = True
+        self.waiting_for_manual_start = False
+
     def toggle(self) -> RestartMode:
         """^T: the next mode in the cycle."""
         try:

@@ -69,6 +69,8 @@ class Status:
     users: int
     loggers: int
     endpoints: tuple[str, ...]
+    watchdog: str | None = None  # WatchState value, None without --watch-pv
+    watchdog_restarts: int = 0
 
 
 @final
@@ -107,10 +109,13 @@ class ProcessServer:
         self._child_gone = trio.Event()
         self._child_gone.set()
         self._changed = trio.lowlevel.ParkingLot()
+        self._generation = 0  # counts status changes, so a watcher never misses one
         self._sessions = 0
         self._sessions_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._settled = trio.Event()  # the first start has happened, or none is due (-w)
+        self._watch_state: tuple[str, int] | None = None
+        self.pvs = None  # the PV group, when the PV channel is on
 
     # -- public API ----------------------------------------------------------------------
 
@@ -137,11 +142,23 @@ class ProcessServer:
             users=users,
             loggers=loggers,
             endpoints=self.endpoints,
+            watchdog=self._watch_state[0] if self._watch_state else None,
+            watchdog_restarts=self._watch_state[1] if self._watch_state else 0,
         )
 
-    async def wait_status_change(self) -> None:
-        """Return at the next change of :attr:`status` (start, exit, mode, clients)."""
-        await self._changed.park()
+    @property
+    def status_generation(self) -> int:
+        """A number that grows with every change of :attr:`status`."""
+        return self._generation
+
+    async def wait_status_change(self, since: int | None = None) -> int:
+        """Wait for a change of :attr:`status` (start, exit, mode, clients); return the generation.
+
+        With ``since`` (a generation seen before), return at once if anything changed after it.
+        """
+        if since is None or since == self._generation:
+            await self._changed.park()
+        return self._generation
 
     def start(self) -> None:
         """Start the child now if it is not running (^R): bypasses holdoff, OFF mode and ``-w``."""
@@ -182,11 +199,22 @@ class ProcessServer:
         self.set_restart_mode(RestartMode.ON)
         self.kill()
 
+    def respawn(self) -> None:
+        """Kill the child and start it again at once, whatever the mode and holdoff (the watchdog's restart)."""
+        self.policy.request_start_after_exit()
+        self.kill()
+
     def shutdown(self) -> None:
         """Orderly exit, as on SIGTERM: stop the child, tell the clients, remove our files."""
         if not self._stopping:
             self._stopping = True
             self._quit.set()
+            self._poke()
+
+    def set_watch_state(self, state: str, restarts: int) -> None:
+        """The watchdog reports its state here, so the PVs and status snapshot show it."""
+        if self._watch_state != (state, restarts):
+            self._watch_state = (state, restarts)
             self._poke()
 
     def reopen_log(self) -> None:
@@ -222,6 +250,7 @@ class ProcessServer:
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))
                     nursery.start_soon(self._serve, listener, bound.role == "control")
                 nursery.start_soon(self._supervise)
+                await self._start_extras(nursery)
                 await self._settled.wait()
                 if config.info_file:  # written once we serve: tools may take it as "ready"
                     with open(config.info_file, "w") as f:
@@ -247,6 +276,21 @@ class ProcessServer:
             if opened_log and self._log is not None:
                 self._log.close()
         return self._exit_code
+
+    async def _start_extras(self, nursery: trio.Nursery) -> None:
+        """The PV channel and the watchdog, imported only when configured (they need caproto)."""
+        config = self.config
+        if config.pv_prefix is not None:
+            from . import _pvs
+
+            self.pvs = _pvs.ProcessPVs(
+                self, config.pv_prefix, _pvs.WritePolicy(config.pv_write_hosts), config.pv_description
+            )
+            await nursery.start(_pvs.serve, [self.pvs], config.pv_interfaces)
+        if config.watch is not None:
+            from ._camonitor import run_watchdog
+
+            nursery.start_soon(run_watchdog, self, config.watch)
 
     async def serve_stream(self, stream: trio.abc.Stream, *, control: bool = True, telnet: bool = True) -> None:
         """Serve one client on any stream (the foreground terminal uses this)."""
@@ -274,6 +318,7 @@ class ProcessServer:
 
     def _poke(self) -> None:
         """Something the supervisor or a status watcher cares about changed."""
+        self._generation += 1
         self._poked.set()
         self._changed.unpark_all()
 

@@ -1,0 +1,372 @@
+"""The PV status channel: procServControl's records over Channel Access (caproto's trio server).
+
+Rules:
+1. Imported only when PVs are enabled (``--pv-prefix``): a server without PVs never imports
+   caproto.
+2. Names, types and enum strings are DLS procServControl's (``IOCNAME``, ``STATUS``
+   Running/Shutdown, ``AUTORESTART`` Off/On, the ``START``/``STOP``/``RESTART``/``TOGGLE``
+   busy records, ``IOCOUT``, ...), so existing screens, IBEX's BlockServer and
+   odinprocservcontrol work unchanged. Extras follow iocStats' names.
+3. Every value comes from the server's one status model (:class:`~pyprocserv.Status`) and the
+   console output the console also shows; the PVs keep no state of their own.
+4. Commands behave as procServControl's do through the console (STOP: auto restart OFF, then
+   kill; RESTART: ON, then kill or start), and a put with completion returns when the action
+   has happened (or after a timeout, with a MINOR alarm on the command PV).
+5. Writes only from the hosts allowed (default: this host, 127.0.0.1 and ::1). A refused client
+   is told it has no write access (libca refuses locally); a forced write fails; both, and every
+   accepted command, leave an ``@@@`` line on the console and in the log.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Callable
+
+import caproto.trio.server as ca_trio
+import trio
+from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType
+from caproto._data import Forbidden
+from caproto.server import PVGroup, PvpropertyEnum, pvproperty
+
+from ._logfile import History
+from ._policy import RestartMode
+from ._watchdog import WatchState
+
+if TYPE_CHECKING:
+    from ._server import ProcessServer
+
+IOCOUT_LINES = 20
+IOCOUT_SIZE = 5120  # DLS procServControl's NELM
+IOCOUT_PERIOD = 0.5  # at most 2 updates a second
+STRING_MAX = 39  # DBR_STRING holds 40 bytes with the NUL
+STATUS_STRINGS = ["Running", "Shutdown", "procServ Stopped", "Invalid portname"]  # DLS's indexes
+MODE_STRINGS = {RestartMode.OFF: "Off", RestartMode.ON: "On", RestartMode.ONESHOT: "Oneshot"}
+
+# The peer address of the Channel Access request being handled (set per circuit command).
+_PEER: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyprocserv_ca_peer", default=None)
+
+for _name in ("caproto.circ", "caproto.ctx", "caproto.trio.server"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)  # refused writes and resets are ours to report
+
+
+class WritePolicy:
+    """Which hosts may write: addresses, networks (``10.0.0.0/8``), names, or ``*`` for all."""
+
+    def __init__(self, hosts: tuple[str, ...] = ("localhost",)) -> None:
+        self.everyone = "*" in hosts
+        self.networks: list[ipaddress._BaseNetwork] = []
+        for host in hosts:
+            if host == "*":
+                continue
+            if host == "localhost":
+                self.networks += [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")]
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(host, strict=False))
+            except ValueError:
+                try:
+                    infos = socket.getaddrinfo(host, None)
+                except socket.gaierror as exc:
+                    raise ValueError(f"--pv-write-hosts: unknown host '{host}' ({exc.strerror})") from None
+                for info in infos:
+                    self.networks.append(ipaddress.ip_network(info[4][0]))
+
+    def allows(self, address: str | None) -> bool:
+        if self.everyone:
+            return True
+        if address is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+class _Circuit(ca_trio.VirtualCircuit):
+    """Remembers whose command is being handled, so access rights can use the peer address."""
+
+    async def _process_command(self, command):  # type: ignore[no-untyped-def]
+        token = _PEER.set(self.circuit.address[0] if self.circuit.address else None)
+        try:
+            return await super()._process_command(command)
+        finally:
+            _PEER.reset(token)
+
+
+def _close_client(client) -> None:  # type: ignore[no-untyped-def]
+    sock = getattr(client, "_sock", None)
+    if sock is not None:
+        sock.close()
+
+
+class _Context(ca_trio.Context):
+    CircuitClass = _Circuit
+
+    async def _bind_tcp_sockets_with_consistent_port_number(self, make_socket):  # type: ignore[no-untyped-def]
+        # caproto leaks the socket of a failed bind (another server has the port): close it.
+        async def closing_make_socket(interface: str, port: int):  # type: ignore[no-untyped-def]
+            sock = trio.socket.socket()
+            try:
+                await sock.bind((interface, port))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        return await super()._bind_tcp_sockets_with_consistent_port_number(closing_make_socket)
+
+
+class GuardedEnum(PvpropertyEnum):
+    """A writable ENUM that only the allowed hosts may write (by peer address, not claimed name)."""
+
+    def check_access(self, host: str, user: str) -> AccessRights:
+        if self.group.policy.allows(_PEER.get()):
+            return AccessRights.READ | AccessRights.WRITE
+        return AccessRights.READ
+
+    async def auth_write(self, hostname, username, data, data_type, metadata, *, flags=0, user_address=None):  # type: ignore[no-untyped-def]
+        address = user_address[0] if user_address else None
+        if not self.group.policy.allows(address):
+            self.group.say(f"refused CA put to {self.pvname} from {address or hostname}: not an allowed host")
+            raise Forbidden(f"{address or hostname} may not write {self.pvname}")
+        return await super().auth_write(
+            hostname, username, data, data_type, metadata, flags=flags, user_address=user_address
+        )
+
+
+def _busy(doc: str) -> pvproperty:
+    return pvproperty(value="Done", dtype=GuardedEnum, enum_strings=["Done", "Busy"], record="bo", doc=doc)
+
+
+def _text(value: str) -> str:
+    return value[:STRING_MAX]
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else ""
+
+
+class ProcessPVs(PVGroup):
+    """One process server's PVs (prefix + suffix, e.g. ``CS:PS:MYIOC:STATUS``)."""
+
+    IOCNAME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin", doc="IOC Name")
+    DESCRIPTION = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin",
+                             doc="User-friendly description")
+    AUTORESTART = pvproperty(value="On", dtype=ChannelType.ENUM, enum_strings=["Off", "On"],
+                             read_only=True, record="bi", doc="Autorestart readback")
+    AUTORESTART_MODE = pvproperty(value="On", dtype=ChannelType.ENUM, enum_strings=list(MODE_STRINGS.values()),
+                                  read_only=True, record="mbbi", doc="Auto restart mode")
+    SHOWOUT = pvproperty(value="Yes", dtype=GuardedEnum, enum_strings=["No", "Yes"], record="bo",
+                         doc="Show IOC output")
+    STATUS = pvproperty(value="Shutdown", dtype=ChannelType.ENUM, enum_strings=STATUS_STRINGS,
+                        read_only=True, record="mbbi", doc="Process status")
+    TOGGLE = _busy("Autorestart toggle")
+    START = _busy("Start IOC")
+    STOP = _busy("Stop IOC")
+    RESTART = _busy("Restart IOC")
+    KILL = _busy("Kill IOC (auto restart unchanged)")
+    IOCOUT = pvproperty(value="", dtype=str, max_length=IOCOUT_SIZE, read_only=True, record="waveform",
+                        doc="Last 20 lines of IOC output")
+    PORT = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin", doc="Control endpoint")
+    PID = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Child PID, 0 when none")
+    START_CNT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Child starts")
+    RESTART_CNT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Child starts after the first")
+    START_TIME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin",
+                            doc="Last child start")
+    UPTIME = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Seconds the child has run")
+    EXIT_CODE = pvproperty(value=0, dtype=int, read_only=True, record="longin",
+                           doc="Last exit: status, or -N for signal N")
+    EXIT_TIME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin",
+                           doc="Time of the last exit")
+    CLIENTS = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Control connections")
+    LOGGERS = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Log connections")
+    HEARTBEAT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Counts seconds")
+    WD_STATE = pvproperty(value="Off", dtype=ChannelType.ENUM, enum_strings=["Off"] + [s.value for s in WatchState],
+                          read_only=True, record="mbbi", doc="PV watchdog state")
+    WD_COUNT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Watchdog restarts")
+
+    def __init__(self, server: ProcessServer, prefix: str, policy: WritePolicy, description: str = "") -> None:
+        super().__init__(prefix=prefix)
+        self.server = server
+        self.policy = policy
+        self.description = description
+        self._out = History(IOCOUT_LINES, max_bytes=IOCOUT_SIZE * 4)
+        self._out_dirty = trio.Event()
+        self.command_timeout = max(30.0, server.config.holdoff + 15.0)
+        server.console.taps.append(self._output)  # from the first start on
+
+    def say(self, text: str) -> None:
+        self.server.console.broadcast(f"@@@ pyprocserv: {text}\r\n".encode())
+
+    # -- keeping the PVs equal to the status model -------------------------------------------
+
+    async def follow(self) -> None:
+        """Mirror every status change, the console output and the clock into the PVs."""
+        server = self.server
+        config = server.config
+        await self.IOCNAME.write(_text(config.child_name))
+        await self.DESCRIPTION.write(_text(self.description or config.child_name))
+        await self.PORT.write(_text(server.endpoints[-1].split(":", 1)[1] if server.endpoints else ""))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow_status)
+            nursery.start_soon(self._follow_output)
+            nursery.start_soon(self._tick)
+
+    async def _follow_status(self) -> None:
+        generation = None
+        while True:
+            await self.refresh()
+            generation = await self.server.wait_status_change(generation)
+
+    async def refresh(self) -> None:
+        """Write the status model's values into the PVs that differ."""
+        status = self.server.status
+        severity = AlarmSeverity.NO_ALARM
+        if not status.running and not self.server.config.wait:
+            severity = AlarmSeverity.MAJOR_ALARM  # procServControl: Shutdown is MAJOR unless MANUALSTART
+        await _update(self.STATUS, "Running" if status.running else "Shutdown", severity=severity)
+        await _update(self.AUTORESTART, "On" if status.restart_mode is RestartMode.ON else "Off")
+        await _update(self.AUTORESTART_MODE, MODE_STRINGS[status.restart_mode])
+        await _update(self.PID, status.pid or 0)
+        await _update(self.START_CNT, status.start_count)
+        await _update(self.RESTART_CNT, max(0, status.start_count - 1))
+        if status.running:
+            await _update(self.START_TIME, _when(status.child_started_at))
+        if status.last_exit_code is not None:
+            await _update(self.EXIT_CODE, status.last_exit_code)
+            await _update(self.EXIT_TIME, _when(status.last_exit_at))
+        await _update(self.CLIENTS, status.users)
+        await _update(self.LOGGERS, status.loggers)
+        await _update(self.WD_STATE, status.watchdog or "Off")
+        await _update(self.WD_COUNT, status.watchdog_restarts)
+
+    async def _tick(self) -> None:
+        beat = 0
+        while True:
+            beat = (beat + 1) % 2147483647
+            await self.HEARTBEAT.write(beat)
+            status = self.server.status
+            uptime = int(time.time() - status.child_started_at) if status.running and status.child_started_at else 0
+            await _update(self.UPTIME, uptime)
+            await trio.sleep(1.0)
+
+    def _output(self, data: bytes) -> None:
+        self._out.feed(data)
+        self._out_dirty.set()
+
+    async def _follow_output(self) -> None:
+        while True:
+            await self._out_dirty.wait()
+            self._out_dirty = trio.Event()
+            if self.SHOWOUT.value == "Yes":
+                await self.IOCOUT.write(iocout_text(self._out.replay()))
+            await trio.sleep(IOCOUT_PERIOD)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _command(self, instance, value: str, action: Callable[[], None], done: Callable[[], bool], what: str):  # type: ignore[no-untyped-def]
+        if value != "Busy":
+            return "Done"
+        self.say(f"CA put {instance.pvname}=1 from {_PEER.get() or 'this host'}: {what}")
+        await instance.write("Busy", verify_value=False, severity=AlarmSeverity.NO_ALARM,
+                             status=AlarmStatus.NO_ALARM)
+        action()
+        with trio.move_on_after(self.command_timeout):
+            generation = None
+            while not done():
+                generation = await self.server.wait_status_change(generation)
+            await self.refresh()  # a client that reads right after its put sees the new state
+            return "Done"
+        # Not done in time: the put completes anyway, and the record says so with an alarm.
+        await instance.write("Done", verify_value=False, severity=AlarmSeverity.MINOR_ALARM,
+                             status=AlarmStatus.TIMEOUT)
+        return "Done"
+
+    @START.putter
+    async def START(self, instance, value):  # type: ignore[no-untyped-def]
+        return await self._command(instance, value, self.server.start, lambda: self.server.status.running, "start")
+
+    @STOP.putter
+    async def STOP(self, instance, value):  # type: ignore[no-untyped-def]
+        return await self._command(instance, value, self.server.stop, lambda: not self.server.status.running,
+                                   "auto restart OFF, then kill")
+
+    @RESTART.putter
+    async def RESTART(self, instance, value):  # type: ignore[no-untyped-def]
+        before = self.server.status.start_count
+        return await self._command(
+            instance, value, self.server.restart,
+            lambda: self.server.status.running and self.server.status.start_count > before,
+            "auto restart ON, then kill or start",
+        )
+
+    @KILL.putter
+    async def KILL(self, instance, value):  # type: ignore[no-untyped-def]
+        pid = self.server.status.pid
+        return await self._command(instance, value, self.server.kill,
+                                   lambda: self.server.status.pid != pid, "kill")
+
+    @TOGGLE.putter
+    async def TOGGLE(self, instance, value):  # type: ignore[no-untyped-def]
+        return await self._command(instance, value, self.server.toggle_autorestart, lambda: True,
+                                   "toggle auto restart")
+
+    @SHOWOUT.putter
+    async def SHOWOUT(self, instance, value):  # type: ignore[no-untyped-def]
+        if value == "Yes":
+            self._out_dirty.set()
+        return value
+
+
+async def _update(instance, value, **alarm) -> None:  # type: ignore[no-untyped-def]
+    """Write only what changed, so monitors see changes and nothing else."""
+    if instance.value != value or (alarm and instance.alarm.severity != alarm.get("severity")):
+        if alarm:
+            alarm.setdefault("status", AlarmStatus.STATE if alarm["severity"] else AlarmStatus.NO_ALARM)
+        await instance.write(value, **alarm)
+
+
+def iocout_text(raw: bytes) -> str:
+    """Console bytes as IOCOUT shows them: lines joined by \\n, control characters removed."""
+    text = raw.decode("utf-8", "replace").replace("\r", "")
+    text = "".join(ch for ch in text if ch == "\n" or ch >= " " or ch == "\t")
+    lines = text.split("\n")[-IOCOUT_LINES:]
+    return "\n".join(lines)[-(IOCOUT_SIZE - 1):]
+
+
+async def serve(
+    groups: list[ProcessPVs],
+    interfaces: tuple[str, ...] = ("0.0.0.0",),
+    *,
+    task_status: trio.TaskStatus[_Context] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the groups' PVs over Channel Access until cancelled (one server for all of them)."""
+    pvdb: dict = {}
+    for group in groups:
+        pvdb.update(group.pvdb)
+    context = _Context(pvdb, interfaces=list(interfaces))
+    context.beacon_sock.close()  # caproto creates it and never uses it
+    ready = trio.Event()
+
+    async def startup(async_lib) -> None:  # type: ignore[no-untyped-def]
+        ready.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: context.run(startup_hook=startup))
+            await ready.wait()
+            for group in groups:
+                nursery.start_soon(group.follow)
+            task_status.started(context)
+    finally:
+        # caproto closes a circuit's socket from a helper thread, which cannot work once the
+        # run is ending: close what is left here.
+        for circuit in list(context.circuits):
+            _close_client(circuit.client)

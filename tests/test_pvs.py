@@ -1,0 +1,332 @@
+"""The PV status channel with real Channel Access clients against a real server and child.
+
+Proves procServControl's PV names, types and strings; reads and commands through caproto's
+client and through pyepics on libca (the C client EPICS sites use), each with the console
+showing the same transitions and a put with completion returning once the action happened;
+refusal of writes from a host that is not allowed (a client bound to 127.0.0.2); the watchdog
+restarting a child whose own caproto IOC turns INVALID, with backoff and budget, and never
+a healthy one; two servers on one host found by broadcast; and no caproto import without PVs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import caproto as ca
+import pytest
+import trio
+from caproto import ChannelType
+from caproto.sync.client import read, write
+
+from helpers import PY, Client, close_at_end, connect, short_tmpdir
+from pyprocserv import Config, ProcessServer, RestartMode
+from pyprocserv._watchdog import WatchConfig
+
+OFFER = b"\xff\xfb\x01\xff\xfd\x22"
+HERE = Path(__file__).parent
+
+
+def free_ca_port() -> int:
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("0.0.0.0", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+
+
+@pytest.fixture
+def ca_env(monkeypatch):
+    """A private CA port for this test's server, and clients that search only there.
+
+    caproto's sync client keeps its sockets in module globals; they are closed afterwards.
+    """
+    port = free_ca_port()
+    env = {
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.255.255.255",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+    from caproto.sync import client
+
+    for sock in client.sockets.values():
+        sock.close()
+    client.sockets.clear()
+    client.global_circuits.clear()
+
+
+async def ca_read(name: str, as_string: bool = False):
+    kind = ChannelType.STRING if as_string else None
+    response = await trio.to_thread.run_sync(functools.partial(read, name, data_type=kind, timeout=5, repeater=False))
+    value = response.data[0]
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value
+
+
+async def ca_write(name: str, value, notify: bool = True):
+    await trio.to_thread.run_sync(functools.partial(write, name, value, notify=notify, timeout=30, repeater=False))
+
+
+async def serve(nursery, prefix: str, command: tuple[str, ...], **options) -> tuple[ProcessServer, Client]:
+    options.setdefault("holdoff", 0)
+    server = ProcessServer(Config(command=command, control=("0",), pv_prefix=prefix, **options))
+    await nursery.start(server.run)
+    console = await connect(server.endpoints[0])
+    close_at_end(nursery, console)
+    await console.expect(OFFER)
+    return server, console
+
+
+async def test_procservcontrol_pvs_read_the_status_model(nursery, ca_env):
+    server, console = await serve(
+        nursery, "CS:PS:T1:", ("/bin/sh", "-c", "echo line one; echo line two; exec cat"),
+        name="t1ioc", pv_description="A test IOC",
+    )
+    assert await ca_read("CS:PS:T1:STATUS", as_string=True) == "Running"
+    assert await ca_read("CS:PS:T1:PID") == server.status.pid
+    assert await ca_read("CS:PS:T1:AUTORESTART", as_string=True) == "On"
+    assert await ca_read("CS:PS:T1:AUTORESTART_MODE", as_string=True) == "On"
+    assert await ca_read("CS:PS:T1:IOCNAME") == "t1ioc"
+    assert await ca_read("CS:PS:T1:DESCRIPTION") == "A test IOC"
+    assert await ca_read("CS:PS:T1:PORT") == server.endpoints[0][4:]
+    assert await ca_read("CS:PS:T1:START_CNT") == 1
+    assert await ca_read("CS:PS:T1:CLIENTS") == 1 and await ca_read("CS:PS:T1:LOGGERS") == 0
+    assert await ca_read("CS:PS:T1:SHOWOUT", as_string=True) == "Yes"
+    with trio.fail_after(5):
+        while "line two" not in bytes((await trio.to_thread.run_sync(
+                functools.partial(read, "CS:PS:T1:IOCOUT", timeout=5, repeater=False))).data).decode():
+            await trio.sleep(0.1)
+    iocout = bytes((await trio.to_thread.run_sync(functools.partial(read, "CS:PS:T1:IOCOUT", timeout=5, repeater=False))).data)
+    assert b"line one\nline two" in iocout and b"\r" not in iocout
+    first = await ca_read("CS:PS:T1:HEARTBEAT")
+    with trio.fail_after(5):
+        while await ca_read("CS:PS:T1:HEARTBEAT") == first:
+            await trio.sleep(0.2)
+    for name in ("STATUS", "START", "STOP", "RESTART", "TOGGLE", "KILL"):
+        assert f"CS:PS:T1:{name}" in server.pvs.pvdb
+    server.shutdown()
+
+
+async def test_caproto_client_drives_stop_start_restart_toggle_kill(nursery, ca_env):
+    server, console = await serve(nursery, "T2:", ("/bin/cat",), holdoff=1)
+    first_pid = server.status.pid
+    await ca_write("T2:STOP", 1)  # put with completion: returns once the child is gone
+    assert not server.status.running and server.policy.mode is RestartMode.OFF
+    assert await ca_read("T2:STATUS", as_string=True) == "Shutdown"
+    assert await ca_read("T2:AUTORESTART", as_string=True) == "Off"
+    assert await ca_read("T2:EXIT_CODE") == -9
+    text = await console.expect(b"auto restart is disabled\r\n")
+    assert b"\r\n@@@ Toggled auto restart to OFF\r\n" in text
+    assert b"@@@ pyprocserv: CA put T2:STOP=1 from 127.0.0.1" in text
+
+    await ca_write("T2:START", 1)
+    assert server.status.running and await ca_read("T2:STATUS", as_string=True) == "Running"
+    await console.expect(b'@@@ The PID of new child "/bin/cat" is: %d\r\n' % server.status.pid)
+
+    before = server.status.start_count
+    await ca_write("T2:RESTART", 1)  # ON, then kill: returns when the new child runs
+    assert server.status.running and server.status.start_count == before + 1
+    assert await ca_read("T2:AUTORESTART", as_string=True) == "On"
+    assert await ca_read("T2:STOP", as_string=True) == "Done"
+    await console.expect(b"Toggled auto restart to ON\r\n")
+
+    await ca_write("T2:TOGGLE", 1)
+    assert await ca_read("T2:AUTORESTART", as_string=True) == "Off"
+    await console.expect(b"Toggled auto restart to OFF\r\n")
+
+    pid = server.status.pid
+    await ca_write("T2:KILL", 1)  # kill without a mode change: OFF, so it stays down
+    assert server.status.pid is None and await ca_read("T2:PID") == 0
+    assert pid != first_pid
+    await console.expect(b"Received a sigChild for process %d. The process was killed by signal 9\r\n" % pid)
+    server.shutdown()
+
+
+async def test_pyepics_on_libca_reads_and_drives_the_same_pvs(nursery, ca_env):
+    server, console = await serve(nursery, "T3:", ("/bin/sh", "-c", "echo ready; exec cat"))
+    env = dict(os.environ)
+    result = await trio.run_process(
+        [PY, str(HERE / "children" / "pyepics_client.py"), "T3:"], env=env, capture_stdout=True,
+        capture_stderr=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    seen = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert seen["status"] == "Running" and seen["pid"] > 0 and seen["autorestart"] == "On"
+    assert "ready" in seen["iocout"]
+    assert seen["after_stop"] == ["Shutdown", "Off", 0]
+    assert seen["after_start"][0] == "Running" and seen["after_start"][1] > 0
+    assert seen["after_restart"][0] == "Running" and seen["after_restart"][2] == "On"
+    assert seen["after_restart"][1] != seen["after_start"][1]
+    assert seen["after_toggle"] == "Off"
+    text = await console.expect(b"CA put T3:TOGGLE=1")
+    text += await console.expect(b"Toggled auto restart to OFF\r\n")
+    assert text.count(b"Toggled auto restart to") == 3  # STOP's OFF, RESTART's ON, TOGGLE's OFF
+    server.shutdown()
+
+
+def ca_put_from(source: str, port: int, name: str, value: int) -> tuple[int, object]:
+    """A minimal CA client (caproto's sans-IO core) whose TCP connection comes from ``source``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    circuit = ca.VirtualCircuit(our_role=ca.CLIENT, address=("127.0.0.1", port), priority=0)
+
+    def send(*commands) -> None:
+        sock.sendall(b"".join(circuit.send(*commands)))
+
+    def receive() -> list:
+        commands, _ = circuit.recv(sock.recv(4096))
+        for command in commands:
+            circuit.process_command(command)
+        return commands
+
+    try:
+        send(ca.VersionRequest(priority=0, version=ca.DEFAULT_PROTOCOL_VERSION))
+        send(ca.HostNameRequest("trusted-looking-name"), ca.ClientNameRequest("operator"))
+        channel = ca.ClientChannel(name, circuit)
+        send(channel.create())
+        rights = None
+        while channel.states[ca.CLIENT] is not ca.CONNECTED:
+            for command in receive():
+                if isinstance(command, ca.AccessRightsResponse):
+                    rights = command.access_rights
+        send(channel.write([value], data_type=ChannelType.LONG, notify=True, ioid=7))
+        while True:
+            for command in receive():
+                if isinstance(command, (ca.WriteNotifyResponse, ca.ErrorResponse)):
+                    return rights, command
+    finally:
+        sock.close()
+
+
+async def test_a_write_from_a_host_that_is_not_allowed_is_refused_and_logged(nursery, ca_env, tmp_path):
+    log = tmp_path / "log"
+    server, console = await serve(nursery, "T4:", ("/bin/cat",), logfile=str(log))
+    port = int(ca_env["EPICS_CA_SERVER_PORT"])
+    pid = server.status.pid
+    rights, reply = await trio.to_thread.run_sync(ca_put_from, "127.0.0.2", port, "T4:STOP", 1)
+    assert rights == ca.AccessRights.READ  # libca's caput refuses locally with this
+    assert isinstance(reply, ca.ErrorResponse)
+    assert server.status.running and server.status.pid == pid
+    assert b"@@@ pyprocserv: refused CA put to T4:STOP from 127.0.0.2: not an allowed host\r\n" in log.read_bytes()
+    rights, reply = await trio.to_thread.run_sync(ca_put_from, "127.0.0.1", port, "T4:KILL", 1)
+    assert rights == ca.AccessRights.READ | ca.AccessRights.WRITE
+    assert isinstance(reply, ca.WriteNotifyResponse) and reply.status.success
+    assert server.status.pid != pid
+    server.shutdown()
+
+
+async def test_write_hosts_star_lets_every_host_write(nursery, ca_env):
+    server, console = await serve(nursery, "T5:", ("/bin/cat",), pv_write_hosts=("*",))
+    port = int(ca_env["EPICS_CA_SERVER_PORT"])
+    rights, reply = await trio.to_thread.run_sync(ca_put_from, "127.0.0.2", port, "T5:STOP", 1)
+    assert isinstance(reply, ca.WriteNotifyResponse)
+    assert not server.status.running
+    server.shutdown()
+
+
+async def test_watchdog_restarts_an_invalid_child_with_backoff_then_stops_at_the_budget(nursery, monkeypatch, ca_env):
+    child_port = free_ca_port()
+    our_port = ca_env["EPICS_CA_SERVER_PORT"]
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", f"127.0.0.1:{child_port} 127.0.0.1:{our_port}")
+    state = Path(short_tmpdir()) / "state"
+    state.write_text("ok\n")
+    server, console = await serve(
+        nursery, "WD:", (PY, "-u", str(HERE / "children" / "health_ioc.py"), "CHILD:", str(state)),
+        environment={"EPICS_CA_SERVER_PORT": str(child_port)},
+        watch=WatchConfig(pv="CHILD:HEALTH", hold=1.0, max_per_hour=4, bad_values=("GRUMPY",)),
+    )
+    await console.expect(b"IOC ready\r\n", timeout=20)
+    # healthy: no restart, however long we look
+    with trio.move_on_after(2.5):
+        await console.expect(b"Watchdog: CHILD:HEALTH is ")
+        raise AssertionError("the watchdog judged a healthy child: " + console.received.decode(errors="replace"))
+    assert server.status.start_count == 1 and server.status.watchdog == "OK"
+    assert await ca_read("WD:WD_STATE", as_string=True) == "OK"
+
+    state.write_text("invalid\n")  # every start from now on comes up INVALID
+    await console.send(b"invalid\r")
+    starts = []
+    for n in (1, 2, 3, 4):
+        await console.expect(b"restarting the child (%d of 4 per hour)\r\n" % n, timeout=20)
+        starts.append(trio.current_time())
+        await console.expect(b"IOC ready\r\n", timeout=20)
+    await console.expect(b"Watchdog: restart budget spent (4 per hour)", timeout=20)
+    # hold 1 s: backoffs of 1, 2 and 4 s. The first two hide behind the IOC's own start-up
+    # plus the hold; the third shows.
+    assert starts[3] - starts[2] >= 3.9
+    assert starts[3] - starts[2] > starts[1] - starts[0] + 1
+    assert await ca_read("WD:WD_STATE", as_string=True) == "Budget spent"
+    assert await ca_read("WD:WD_COUNT") == 4
+    assert server.status.start_count == 5
+    await console.send(b"grumpy\r")  # still bad, by value now: no restart past the budget
+    await console.send(b"ok\r")
+    await console.expect(b"Watchdog: CHILD:HEALTH is good again\r\n", timeout=10)
+    assert server.status.start_count == 5
+    server.shutdown()
+
+
+async def test_watchdog_takes_a_bad_value_as_bad_and_leaves_a_stopped_child_alone(nursery, monkeypatch, ca_env):
+    child_port = free_ca_port()
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", f"127.0.0.1:{child_port}")
+    state = Path(short_tmpdir()) / "state"
+    state.write_text("ok\n")
+    server, console = await serve(
+        nursery, "WE:", (PY, "-u", str(HERE / "children" / "health_ioc.py"), "CHILE:", str(state)),
+        environment={"EPICS_CA_SERVER_PORT": str(child_port)},
+        watch=WatchConfig(pv="CHILE:HEALTH", hold=1.0, max_per_hour=5, bad_values=("GRUMPY",)),
+    )
+    await console.expect(b"IOC ready\r\n", timeout=20)
+    await console.send(b"grumpy\r")
+    await console.expect(b"CHILE:HEALTH is 'GRUMPY': restarting the child if it stays so for 1 s\r\n")
+    await console.expect(b"restarting the child (1 of 5 per hour)\r\n", timeout=10)
+    await console.expect(b"IOC ready\r\n", timeout=20)
+    server.stop()  # an operator stops it: disconnected, but nobody restarts a stopped child
+    await console.expect(b"auto restart is disabled\r\n")
+    with trio.move_on_after(3):
+        await console.expect(b"restarting the child (2")
+        raise AssertionError("the watchdog restarted a stopped child")
+    assert not server.status.running
+    server.shutdown()
+
+
+async def test_two_servers_on_one_host_are_both_found_by_broadcast(nursery, monkeypatch, ca_env):
+    # Both servers share the CA port; a unicast search reaches only one of them (SO_REUSEPORT),
+    # a broadcast search reaches both: EPICS_CA_ADDR_LIST=<broadcast address> (README).
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "127.255.255.255")
+    a, _ = await serve(nursery, "HOST:A:", ("/bin/cat",), name="ioc-a")
+    b, _ = await serve(nursery, "HOST:B:", ("/bin/cat",), name="ioc-b")
+    for _ in range(3):
+        assert await ca_read("HOST:A:IOCNAME") == "ioc-a"
+        assert await ca_read("HOST:B:IOCNAME") == "ioc-b"
+        assert await ca_read("HOST:A:PID") == a.status.pid and await ca_read("HOST:B:PID") == b.status.pid
+    a.shutdown()
+    b.shutdown()
+
+
+def test_without_pvs_caproto_is_never_imported():
+    code = (
+        "import sys, trio, pyprocserv\n"
+        "async def main():\n"
+        "    server = pyprocserv.ProcessServer(pyprocserv.Config(command=('/bin/true',), control=('0',)))\n"
+        "    async with trio.open_nursery() as n:\n"
+        "        await n.start(server.run)\n"
+        "        server.shutdown()\n"
+        "trio.run(main)\n"
+        "print('caproto' in sys.modules, 'pyprocserv._pvs' in sys.modules)\n"
+    )
+    result = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
+    assert result.stdout.split() == ["False", "False"], result.stderr
