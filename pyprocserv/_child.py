@@ -22,6 +22,7 @@ import fcntl
 import functools
 import os
 import resource
+import select
 import signal
 import struct
 import subprocess
@@ -54,6 +55,9 @@ class Child(Protocol):
     def set_window_size(self, rows: int, columns: int) -> None:
         """Resize the terminal; the kernel sends SIGWINCH to the foreground process group."""
 
+    def output_pending(self) -> bool:
+        """Whether a read would return at once (data, or the end of output)."""
+
     async def aclose(self) -> None:
         """Release the terminal."""
 
@@ -82,7 +86,7 @@ def _preexec(coresize: int | None, ignored: tuple[int, ...]) -> None:
         try:
             _, hard = resource.getrlimit(resource.RLIMIT_CORE)
             resource.setrlimit(resource.RLIMIT_CORE, (coresize, hard))
-        except (OSError, ValueError):
+        except (OSError, ValueError, OverflowError):
             pass  # procServ ignores a limit it may not set, and so do we
 
 
@@ -142,6 +146,14 @@ class PtyChild:
         except OSError:
             pass
 
+    def output_pending(self) -> bool:
+        poller = select.poll()
+        poller.register(self._master_fd, select.POLLIN)
+        try:
+            return bool(poller.poll(0))
+        except OSError:
+            return False
+
     async def aclose(self) -> None:
         await self._master.aclose()
 
@@ -172,6 +184,9 @@ class FailedChild:
 
     def set_window_size(self, rows: int, columns: int) -> None:
         pass
+
+    def output_pending(self) -> bool:
+        return bool(self._output)
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

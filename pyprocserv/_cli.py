@@ -339,6 +339,9 @@ def parse_args(
             coresize = resource.RLIM_INFINITY
         else:
             coresize = int(_number(prog, "--coresize", text, integer=True))
+            if coresize > 2**63 - 1:
+                raise CliExit(1, stderr=f"{prog}: invalid --coresize value '{text}': too large; "
+                              "give a size in bytes or 'unlimited'\n")
 
     keys = KeyMap(
         kill=parse_char(values["killcmd"]) if "killcmd" in values else KeyMap.kill,

@@ -117,6 +117,7 @@ class Console:
         self._log_stamper = LineStamper()
         self._readers: list[Reader] = []
         self.taps: list[Callable[[bytes], None]] = []  # in-process watchers (IOCOUT); never wait
+        self.on_log_notice: Callable[[bytes], None] | None = None
 
     @property
     def readers(self) -> Iterable[Reader]:
@@ -146,6 +147,8 @@ class Console:
             notice = self.log.write(logged)
             if notice is not None:
                 self._to_readers(notice, None)
+                if self.on_log_notice is not None:
+                    self.on_log_notice(notice)
         if self.echo is not None:
             self.echo(data)
         self.history.feed(data)

@@ -197,6 +197,13 @@ def _daemonize(options: CliOptions, warnings: list[str]) -> int | None:
 _READY_FD: int | None = None
 
 
+def _reason(exc: BaseException) -> str:
+    """The innermost errors of an exception (group), for the daemon's parent to print."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_reason(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _report_ready(text: bytes) -> None:
     global _READY_FD
     if _READY_FD is not None:
@@ -230,7 +237,7 @@ async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile |
             try:
                 await nursery.start(run_server)
             except BaseException as exc:
-                _report_ready(f"error: {exc}\n".encode())
+                _report_ready(f"error: {_reason(exc)}\n".encode())
                 raise
             _report_ready(b"ok\n")
             if options.foreground and config.logfile != "-":
@@ -289,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with RawTerminal(0) if console else contextlib.nullcontext():
             return trio.run(_serve, options, bound, log)
     except BaseException as exc:
-        _report_ready(f"error: {exc}\n".encode())
+        _report_ready(f"error: {_reason(exc)}\n".encode())
         raise
     finally:
         if options.pidfile:

@@ -194,5 +194,9 @@ def log_error(path: str, reason: str) -> bytes:
     return b"@@@ pyprocserv: cannot write log file " + _b(path) + b": " + _b(reason) + NL
 
 
+def spawn_failed(reason: str) -> bytes:
+    return b"@@@ pyprocserv: could not start the child: " + _b(reason) + NL
+
+
 def log_resumed(path: str) -> bytes:
     return b"@@@ pyprocserv: log file " + _b(path) + b" is written again" + NL

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -253,8 +254,7 @@ class ProcessServer:
                 await self._start_extras(nursery)
                 await self._settled.wait()
                 if config.info_file:  # written once we serve: tools may take it as "ready"
-                    with open(config.info_file, "w") as f:
-                        f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
+                    self._write_info_file()
                 task_status.started(self)
                 await self._quit.wait()
                 self._settled.set()
@@ -276,6 +276,15 @@ class ProcessServer:
             if opened_log and self._log is not None:
                 self._log.close()
         return self._exit_code
+
+    def _write_info_file(self) -> None:
+        path = self.config.info_file
+        assert path is not None and self._bound is not None
+        try:
+            with open(path, "w") as f:
+                f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
+        except OSError as exc:
+            print(f"{self.config.program_name}: unable to write info file {path}: {exc.strerror}", file=sys.stderr)
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
         """The PV channel and the watchdog, imported only when configured (they need caproto)."""
@@ -306,11 +315,15 @@ class ProcessServer:
             if self._log.failing:
                 print(f"{config.program_name}: unable to open log file {config.logfile}", file=sys.stderr)
         self.console.log = self._stdout if log_to_stdout else self._log
+        # nobody may be connected when the log starts failing: say it on stderr too (-f, -d, units)
+        self.console.on_log_notice = lambda notice: print(
+            notice.decode(errors="replace").strip(), file=sys.stderr, flush=True
+        )
         if config.echo_to_stdout and not log_to_stdout and self._stdout is not None:
             self.console.echo = self._stdout.write
         if config.logstamp is not None:
             stamp_format = config.logstamp
-            self.console.stamp = lambda: messages.format_time(stamp_format, time.time()).encode()
+            self.console.stamp = lambda: os.fsencode(messages.format_time(stamp_format, time.time()))
 
     async def _stdout_drained(self) -> None:
         while self._stdout is not None and self._stdout.outbox.queued:
@@ -360,9 +373,12 @@ class ProcessServer:
                     window_size=self._window_size,
                     program_name=config.program_name,
                 )
-        except OSError as exc:
-            # No pty or no fork: say so where procServ does (its stderr) and try again later.
-            print(f"Fork failed: {exc.strerror or exc}", file=sys.stderr)
+        except (OSError, subprocess.SubprocessError) as exc:
+            # No pty, no fork, a failed setup in the child: say so where procServ does (its
+            # stderr) and on the console, and try again after the holdoff.
+            reason = getattr(exc, "strerror", None) or str(exc)
+            print(f"Fork failed: {reason}", file=sys.stderr)
+            self.console.broadcast(messages.spawn_failed(reason))
             self.policy.child_started(trio.current_time())
             self.policy.child_exited()
             self._child_gone.set()
@@ -433,7 +449,11 @@ class ProcessServer:
                     quiet_since = last_output[0]
                     with trio.move_on_at(min(deadline, quiet_since + DRAIN_QUIET)):
                         await drained.wait()
-                    if trio.current_time() >= deadline or last_output[0] == quiet_since:
+                    if trio.current_time() >= deadline:
+                        break
+                    # Quiet for a while: stop, unless a read would return at once (a busy
+                    # machine may simply not have run our reader yet).
+                    if last_output[0] == quiet_since and not child.output_pending():
                         break
                 nursery.cancel_scope.cancel()
         finally:
@@ -500,6 +520,9 @@ class ProcessServer:
         text += messages.started_at(
             config.timefmt, self.server_started_at, name, self._child_started_at if running else None
         )
+        log = self._log
+        if log is not None and log.failing is not None and isinstance(log, LogFile):
+            text += messages.log_error(log.path, log.failing)
         if control:
             text += messages.connected(*self.console.counts())
         if not running:

@@ -86,6 +86,9 @@ class FakeChild:
     def set_window_size(self, rows: int, columns: int) -> None:
         self.window_sizes.append((rows, columns))
 
+    def output_pending(self) -> bool:
+        return False
+
     async def aclose(self) -> None:
         self.closed = True
         await trio.lowlevel.checkpoint()
