@@ -61,6 +61,7 @@ LONG_OPTIONS: dict[str, tuple[int, str | None]] = {
     "version": (0, "V"),
     "wait": (0, "w"),
     "logoutcmd": (1, "x"),
+    "status-file": (1, None),
     "pv-prefix": (1, None),
     "pv-interface": (1, None),
     "pv-description": (1, None),
@@ -134,6 +135,7 @@ Options:
     --holdoff <n>         minimum time [s] between child starts (default 15)
  -i --ignore <str>        never pass the characters in <str> to the child (^ for ctrl)
  -I --info-file <file>    write instance information (pid, endpoints) to <file>
+    --status-file <file>  keep a JSON snapshot of the status (pid, starts, clients) in <file>
  -k --killcmd <c>         key that kills (restarts) the child (default ^X)
     --killsig <sig>       signal that kills the child: number or name (default KILL)
  -l --logport <endpoint>  read-only log connections on <endpoint> (public unless --restrict)
@@ -411,6 +413,7 @@ def parse_args(
         logstamp=logstamp,
         timefmt=timefmt,
         info_file=values.get("info-file"),
+        status_file=values.get("status-file"),
         history=history,
         echo_to_stdout=debug and "foreground" not in values,
         pv_prefix=values.get("pv-prefix"),

@@ -51,6 +51,7 @@ class Config:
     logstamp: str | None = None  # --logstamp format; None: no stamps
     timefmt: str = "%c"
     info_file: str | None = None  # -I
+    status_file: str | None = None  # --status-file: a JSON snapshot of Status, kept current
     history: int = 0  # lines replayed to a new client
     echo_to_stdout: bool = False  # -d: every logged byte also goes to standard output
     client_queue_limit: int = DEFAULT_QUEUE_LIMIT

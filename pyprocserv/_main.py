@@ -17,6 +17,7 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import stat
 import sys
 from typing import Sequence
@@ -24,11 +25,12 @@ from typing import Sequence
 import trio
 
 from ._cli import CliExit, CliOptions, parse_args
-from ._endpoints import UnixEndpoint
+from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint
 from ._listeners import BindError, BoundEndpoint, bind_all
 from ._logfile import LogFile
 from ._server import ProcessServer
 from ._stdio import RawTerminal, TerminalStream
+from ._systemd import address_of, listen_fds, notify, watchdog_interval
 
 READY_TIMEOUT = 10.0
 
@@ -102,10 +104,28 @@ def _check_owners(options: CliOptions) -> str | None:
     return None
 
 
-def _bind(options: CliOptions) -> list[BoundEndpoint]:
+def _adopt(activated: list[tuple[socket.socket, str]], role: str) -> list[BoundEndpoint]:
+    """Sockets systemd passed us for ``role`` (FileDescriptorName=log is the log port)."""
+    out = []
+    for sock, name in activated:
+        if (name == "log") == (role == "log"):
+            address = address_of(sock)
+            if address.startswith("unix:"):
+                endpoint: Endpoint = UnixEndpoint(address[5:])
+            else:
+                host, _, port = address[4:].rpartition(":")
+                endpoint = TcpEndpoint(int(port), host.strip("[]"))
+            out.append(BoundEndpoint(endpoint, role, sock, address))  # systemd owns any file
+    return out
+
+
+def _bind(options: CliOptions, activated: list[tuple[socket.socket, str]] = ()) -> list[BoundEndpoint]:
+    """Bind the endpoints, or take the ones systemd's socket units passed in (LISTEN_FDS)."""
     config = options.config
+    adopted_control = _adopt(list(activated), "control")
+    adopted_log = _adopt(list(activated), "log")
     try:
-        bound = bind_all(
+        bound = adopted_control or bind_all(
             config.control, None, allow_remote_control=config.allow_remote_control, restrict_log=False
         )
     except BindError as exc:
@@ -114,7 +134,9 @@ def _bind(options: CliOptions) -> list[BoundEndpoint]:
             stderr=f"Caught an exception creating the initial control telnet port: {exc.strerror}\n"
             f"{config.program_name}: Exiting with error code: {exc.errno or 1}\n",
         ) from None
-    if config.log_endpoint is not None:
+    if adopted_log:
+        bound += adopted_log
+    elif config.log_endpoint is not None:
         try:
             bound += bind_all((), config.log_endpoint, allow_remote_control=False, restrict_log=config.restrict_log)
         except BindError as exc:
@@ -197,10 +219,12 @@ def _daemonize(options: CliOptions, warnings: list[str]) -> int | None:
 _READY_FD: int | None = None
 
 
-def _reason(exc: BaseException) -> str:
-    """The innermost errors of an exception (group), for the daemon's parent to print."""
+def explain(exc: BaseException) -> str:
+    """The innermost errors of an exception (group), in a line (an OSError as its message)."""
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_reason(e) for e in exc.exceptions)
+        return "; ".join(explain(e) for e in exc.exceptions)
+    if isinstance(exc, OSError):
+        return str(exc.strerror or exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -224,6 +248,7 @@ async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile |
 
             async def run_server(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 codes.append(await server.run(task_status=task_status))
+                notify("STOPPING=1")
                 nursery.cancel_scope.cancel()
 
             async def handle_signals() -> None:
@@ -231,15 +256,41 @@ async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile |
                     if signum == signal.SIGHUP:
                         server.reopen_log()
                     else:
+                        notify("STOPPING=1")
                         server.shutdown()
+
+            async def tell_systemd() -> None:
+                """Type=notify: ready once serving, a status line on changes, the watchdog."""
+                if not os.environ.get("NOTIFY_SOCKET"):
+                    return
+                interval = watchdog_interval()
+                if interval:
+                    nursery.start_soon(keep_watchdog_fed, interval)
+                generation = None
+                first = True
+                while True:
+                    status = server.status
+                    if status.running:
+                        line = f"{status.name}: running, pid {status.pid}, {status.users} client(s)"
+                    else:
+                        line = f"{status.name}: shut down, auto restart {status.restart_mode.value}"
+                    notify(("READY=1\n" if first else "") + "STATUS=" + line)
+                    first = False
+                    generation = await server.wait_status_change(generation)
+
+            async def keep_watchdog_fed(interval: float) -> None:
+                while True:
+                    notify("WATCHDOG=1")
+                    await trio.sleep(interval)
 
             nursery.start_soon(handle_signals)
             try:
                 await nursery.start(run_server)
             except BaseException as exc:
-                _report_ready(f"error: {_reason(exc)}\n".encode())
+                _report_ready(f"error: {explain(exc)}\n".encode())
                 raise
             _report_ready(b"ok\n")
+            nursery.start_soon(tell_systemd)
             if options.foreground and config.logfile != "-":
                 nursery.start_soon(functools.partial(server.serve_stream, TerminalStream(0, 1), telnet=False))
     return codes[0] if codes else 0
@@ -263,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem:
             raise CliExit(1, stderr=f"{prog}: {problem}\n")
         warnings = list(options.warnings) + _loopback_warnings(options)
-        bound = _bind(options)
+        bound = _bind(options, listen_fds())
     except CliExit as exc:
         _write(sys.stdout, exc.stdout)
         _write(sys.stderr, exc.stderr)
@@ -296,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with RawTerminal(0) if console else contextlib.nullcontext():
             return trio.run(_serve, options, bound, log)
     except BaseException as exc:
-        _report_ready(f"error: {_reason(exc)}\n".encode())
+        _report_ready(f"error: {explain(exc)}\n".encode())
         raise
     finally:
         if options.pidfile:

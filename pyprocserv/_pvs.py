@@ -12,7 +12,10 @@ Rules:
 4. Commands behave as procServControl's do through the console (STOP: auto restart OFF, then
    kill; RESTART: ON, then kill or start), and a put with completion returns when the action
    has happened (or after a timeout, with a MINOR alarm on the command PV).
-5. Writes only from the hosts allowed (default: this host, 127.0.0.1 and ::1). A refused client
+5. No record fields (``.DESC``, ``.RTYP``, ...): caproto builds some 60 field PVs per record,
+   about 120 KiB each time, which host mode would pay 25 times per instance; every value carries
+   its severity anyway.
+6. Writes only from the hosts allowed (default: this host, 127.0.0.1 and ::1). A refused client
    is told it has no write access (libca refuses locally); a forced write fails; both, and every
    accepted command, leave an ``@@@`` line on the console and in the log.
 """
@@ -142,7 +145,7 @@ class GuardedEnum(PvpropertyEnum):
 
 
 def _busy(doc: str) -> pvproperty:
-    return pvproperty(value="Done", dtype=GuardedEnum, enum_strings=["Done", "Busy"], record="bo", doc=doc)
+    return pvproperty(value="Done", dtype=GuardedEnum, enum_strings=["Done", "Busy"], doc=doc)
 
 
 def _text(value: str) -> str:
@@ -156,41 +159,42 @@ def _when(stamp: float | None) -> str:
 class ProcessPVs(PVGroup):
     """One process server's PVs (prefix + suffix, e.g. ``CS:PS:MYIOC:STATUS``)."""
 
-    IOCNAME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin", doc="IOC Name")
-    DESCRIPTION = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin",
+    IOCNAME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, doc="IOC Name")
+    DESCRIPTION = pvproperty(value="", dtype=ChannelType.STRING, read_only=True,
                              doc="User-friendly description")
     AUTORESTART = pvproperty(value="On", dtype=ChannelType.ENUM, enum_strings=["Off", "On"],
-                             read_only=True, record="bi", doc="Autorestart readback")
+                             read_only=True, doc="Autorestart readback")
     AUTORESTART_MODE = pvproperty(value="On", dtype=ChannelType.ENUM, enum_strings=list(MODE_STRINGS.values()),
-                                  read_only=True, record="mbbi", doc="Auto restart mode")
-    SHOWOUT = pvproperty(value="Yes", dtype=GuardedEnum, enum_strings=["No", "Yes"], record="bo",
+                                  read_only=True, doc="Auto restart mode")
+    SHOWOUT = pvproperty(value="Yes", dtype=GuardedEnum, enum_strings=["No", "Yes"],
                          doc="Show IOC output")
     STATUS = pvproperty(value="Shutdown", dtype=ChannelType.ENUM, enum_strings=STATUS_STRINGS,
-                        read_only=True, record="mbbi", doc="Process status")
+                        read_only=True, doc="Process status")
     TOGGLE = _busy("Autorestart toggle")
     START = _busy("Start IOC")
     STOP = _busy("Stop IOC")
     RESTART = _busy("Restart IOC")
     KILL = _busy("Kill IOC (auto restart unchanged)")
-    IOCOUT = pvproperty(value="", dtype=str, max_length=IOCOUT_SIZE, read_only=True, record="waveform",
+    IOCOUT = pvproperty(value="", dtype=str, max_length=IOCOUT_SIZE, read_only=True,
+                        max_subscription_backlog=10,
                         doc="Last 20 lines of IOC output")
-    PORT = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin", doc="Control endpoint")
-    PID = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Child PID, 0 when none")
-    START_CNT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Child starts")
-    RESTART_CNT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Child starts after the first")
-    START_TIME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin",
+    PORT = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, doc="Control endpoint")
+    PID = pvproperty(value=0, dtype=int, read_only=True, doc="Child PID, 0 when none")
+    START_CNT = pvproperty(value=0, dtype=int, read_only=True, doc="Child starts")
+    RESTART_CNT = pvproperty(value=0, dtype=int, read_only=True, doc="Child starts after the first")
+    START_TIME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True,
                             doc="Last child start")
-    UPTIME = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Seconds the child has run")
-    EXIT_CODE = pvproperty(value=0, dtype=int, read_only=True, record="longin",
+    UPTIME = pvproperty(value=0, dtype=int, read_only=True, doc="Seconds the child has run")
+    EXIT_CODE = pvproperty(value=0, dtype=int, read_only=True,
                            doc="Last exit: status, or -N for signal N")
-    EXIT_TIME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True, record="stringin",
+    EXIT_TIME = pvproperty(value="", dtype=ChannelType.STRING, read_only=True,
                            doc="Time of the last exit")
-    CLIENTS = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Control connections")
-    LOGGERS = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Log connections")
-    HEARTBEAT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Counts seconds")
+    CLIENTS = pvproperty(value=0, dtype=int, read_only=True, doc="Control connections")
+    LOGGERS = pvproperty(value=0, dtype=int, read_only=True, doc="Log connections")
+    HEARTBEAT = pvproperty(value=0, dtype=int, read_only=True, doc="Counts seconds")
     WD_STATE = pvproperty(value="Off", dtype=ChannelType.ENUM, enum_strings=["Off"] + [s.value for s in WatchState],
-                          read_only=True, record="mbbi", doc="PV watchdog state")
-    WD_COUNT = pvproperty(value=0, dtype=int, read_only=True, record="longin", doc="Watchdog restarts")
+                          read_only=True, doc="PV watchdog state")
+    WD_COUNT = pvproperty(value=0, dtype=int, read_only=True, doc="Watchdog restarts")
 
     def __init__(self, server: ProcessServer, prefix: str, policy: WritePolicy, description: str = "") -> None:
         super().__init__(prefix=prefix)
@@ -341,32 +345,71 @@ def iocout_text(raw: bytes) -> str:
     return "\n".join(lines)[-(IOCOUT_SIZE - 1):]
 
 
+class PVServer:
+    """One Channel Access server for any number of groups, which may come and go."""
+
+    def __init__(self, interfaces: tuple[str, ...] = ("0.0.0.0",)) -> None:
+        self.interfaces = interfaces
+        self.context: _Context | None = None
+        self._nursery: trio.Nursery | None = None
+        self._scopes: dict[int, trio.CancelScope] = {}
+
+    async def run(self, groups: list[PVGroup] = (), *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def,assignment]
+        pvdb: dict = {}
+        for group in groups:
+            pvdb.update(group.pvdb)
+        context = self.context = _Context(pvdb, interfaces=list(self.interfaces))
+        context.beacon_sock.close()  # caproto creates it and never uses it
+        ready = trio.Event()
+
+        async def startup(async_lib) -> None:  # type: ignore[no-untyped-def]
+            ready.set()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(lambda: context.run(startup_hook=startup))
+                await ready.wait()
+                for group in groups:
+                    self._follow(group)
+                task_status.started(self)
+        finally:
+            # caproto closes a circuit's socket from a helper thread, which cannot work once
+            # the run is ending: close what is left here.
+            for circuit in list(context.circuits):
+                _close_client(circuit.client)
+
+    def _follow(self, group: PVGroup) -> None:
+        scope = trio.CancelScope()
+        self._scopes[id(group)] = scope
+
+        async def follow() -> None:
+            with scope:
+                await group.follow()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(follow)
+
+    def add(self, group: PVGroup) -> None:
+        """Serve one more group's PVs (searches look the names up each time)."""
+        assert self.context is not None
+        self.context.pvdb.update(group.pvdb)
+        self._follow(group)
+
+    def remove(self, group: PVGroup) -> None:
+        assert self.context is not None
+        for name in group.pvdb:
+            self.context.pvdb.pop(name, None)
+        scope = self._scopes.pop(id(group), None)
+        if scope is not None:
+            scope.cancel()
+
+
 async def serve(
-    groups: list[ProcessPVs],
+    groups: list[PVGroup],
     interfaces: tuple[str, ...] = ("0.0.0.0",),
     *,
-    task_status: trio.TaskStatus[_Context] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[PVServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the groups' PVs over Channel Access until cancelled (one server for all of them)."""
-    pvdb: dict = {}
-    for group in groups:
-        pvdb.update(group.pvdb)
-    context = _Context(pvdb, interfaces=list(interfaces))
-    context.beacon_sock.close()  # caproto creates it and never uses it
-    ready = trio.Event()
-
-    async def startup(async_lib) -> None:  # type: ignore[no-untyped-def]
-        ready.set()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: context.run(startup_hook=startup))
-            await ready.wait()
-            for group in groups:
-                nursery.start_soon(group.follow)
-            task_status.started(context)
-    finally:
-        # caproto closes a circuit's socket from a helper thread, which cannot work once the
-        # run is ending: close what is left here.
-        for circuit in list(context.circuits):
-            _close_client(circuit.client)
+    await PVServer(interfaces).run(groups, task_status=task_status)

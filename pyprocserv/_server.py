@@ -15,6 +15,8 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import socket
@@ -72,6 +74,13 @@ class Status:
     endpoints: tuple[str, ...]
     watchdog: str | None = None  # WatchState value, None without --watch-pv
     watchdog_restarts: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values (for JSON): the mode as its word, endpoints as a list."""
+        values = dataclasses.asdict(self)
+        values["restart_mode"] = self.restart_mode.value
+        values["endpoints"] = list(self.endpoints)
+        return values
 
 
 @final
@@ -255,6 +264,8 @@ class ProcessServer:
                 await self._settled.wait()
                 if config.info_file:  # written once we serve: tools may take it as "ready"
                     self._write_info_file()
+                if config.status_file:
+                    nursery.start_soon(self._keep_status_file)
                 task_status.started(self)
                 await self._quit.wait()
                 self._settled.set()
@@ -268,11 +279,12 @@ class ProcessServer:
         finally:
             for bound in self._bound:
                 bound.close()
-            if config.info_file:
-                try:
-                    os.unlink(config.info_file)
-                except OSError:
-                    pass
+            for path in (config.info_file, config.status_file):
+                if path:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
             if opened_log and self._log is not None:
                 self._log.close()
         return self._exit_code
@@ -285,6 +297,24 @@ class ProcessServer:
                 f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
         except OSError as exc:
             print(f"{self.config.program_name}: unable to write info file {path}: {exc.strerror}", file=sys.stderr)
+
+    async def _keep_status_file(self) -> None:
+        """Rewrite the status file on every change (atomically; at most 5 times a second)."""
+        path = self.config.status_file
+        assert path is not None
+        generation = None
+        while True:
+            snapshot = json.dumps(self.status.as_dict(), sort_keys=True)
+            try:
+                with open(path + ".tmp", "w") as f:
+                    f.write(snapshot + "\n")
+                os.replace(path + ".tmp", path)
+            except OSError as exc:
+                print(f"{self.config.program_name}: unable to write status file {path}: {exc.strerror}",
+                      file=sys.stderr)
+                return
+            generation = await self.wait_status_change(generation)
+            await trio.sleep(0.2)
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
         """The PV channel and the watchdog, imported only when configured (they need caproto)."""

@@ -1,0 +1,224 @@
+"""Host mode: every configured instance in one trio process, with one CA server for all.
+
+Rules:
+1. Each instance is the same :class:`ProcessServer` a unit would run, built from the same
+   command line (:meth:`Instance.argv`), with its own endpoints, log file, restart policy and
+   PV prefix. Only the PVs are served centrally: one caproto server, plus the host's own PVs.
+2. An instance that fails (a busy port, a bug) is reported and retried after a pause; the
+   others never notice.
+3. SIGHUP re-reads the configuration: added instances start, removed ones stop, changed ones
+   restart, and the rest are left alone (their children keep running); logs are reopened.
+   SIGTERM and SIGINT stop everything in order.
+4. ``autostart = 0`` instances listen but start their child only on ^R, START or ``ALL Run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+import traceback
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._cli import CliExit, parse_args
+from ._instances import Instance, Layout, instances
+from ._main import explain
+from ._server import ProcessServer
+
+if TYPE_CHECKING:
+    from ._pvs import PVServer
+
+RETRY_AFTER = 10.0
+
+
+@dataclasses.dataclass
+class Managed:
+    """One instance and the task serving it."""
+
+    instance: Instance
+    server: ProcessServer | None = None
+    scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    group: object = None
+
+
+class Host:
+    def __init__(self, layout: Layout, args: argparse.Namespace) -> None:
+        self.layout = layout
+        self.args = args
+        self.logdir = args.log_dir or layout.logdir
+        self.managed: dict[str, Managed] = {}
+        self.pvs: PVServer | None = None
+        self.host_group = None
+        self.changed = trio.lowlevel.ParkingLot()
+        self._nursery: trio.Nursery | None = None
+
+    # -- configuration --------------------------------------------------------------------
+
+    def wanted(self) -> dict[str, Instance]:
+        found = {i.name: i for i in instances(self.layout)}
+        if self.args.only:
+            found = {name: i for name, i in found.items() if name in self.args.only}
+        return found
+
+    def config_for(self, instance: Instance):  # type: ignore[no-untyped-def]
+        os.makedirs(self.layout.instance_dir(instance.name), exist_ok=True)
+        logfile = instance.logfile or os.path.join(self.logdir, f"{instance.name}.log")
+        os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
+        argv = instance.argv(self.layout, logfile=logfile)
+        config = parse_args(argv, cwd=instance.chdir).config
+        return dataclasses.replace(
+            config,
+            pv_prefix=None,  # the host serves every instance's PVs from one CA server
+            environment={**instance.child_environment(), **(config.environment or {})},
+            wait=config.wait or not instance.autostart,
+            program_name="pyprocserv",
+        )
+
+    def pv_prefix(self, instance: Instance) -> str | None:
+        if instance.pv_prefix:
+            return instance.pv_prefix
+        if self.args.pv_prefix:
+            return f"{self.args.pv_prefix}{instance.name}:"
+        return None
+
+    # -- instances ------------------------------------------------------------------------
+
+    def start(self, instance: Instance) -> None:
+        managed = Managed(instance)
+        self.managed[instance.name] = managed
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve, managed)
+
+    async def _serve(self, managed: Managed) -> None:
+        instance = managed.instance
+        try:
+            with managed.scope:
+                while True:
+                    try:
+                        config = self.config_for(instance)
+                        server = managed.server = ProcessServer(config)
+                        async with trio.open_nursery() as nursery:
+
+                            async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+                                await server.run(task_status=task_status)
+                                nursery.cancel_scope.cancel()
+
+                            await nursery.start(run)
+                            self._add_pvs(managed)
+                            self.changed.unpark_all()
+                            nursery.start_soon(self._watch, server)
+                        return  # ^Q or oneshot: the instance has ended
+                    except CliExit as exc:
+                        print(f"pyprocserv-manage: {instance.name}: {exc.stderr.strip()}; retrying in "
+                              f"{RETRY_AFTER:g} s", file=sys.stderr)
+                    except Exception as exc:
+                        expected = all(isinstance(e, OSError) for e in _leaves(exc))
+                        print(f"pyprocserv-manage: {instance.name}: {explain(exc)}; retrying in "
+                              f"{RETRY_AFTER:g} s", file=sys.stderr)
+                        if not expected:  # a bug of ours: show where
+                            traceback.print_exc()
+                    finally:
+                        self._remove_pvs(managed)
+                        managed.server = None
+                        self.changed.unpark_all()
+                    await trio.sleep(RETRY_AFTER)
+        finally:
+            managed.done.set()
+            if self.managed.get(instance.name) is managed:
+                del self.managed[instance.name]
+            self.changed.unpark_all()
+
+    async def _watch(self, server: ProcessServer) -> None:
+        generation = None
+        while True:
+            generation = await server.wait_status_change(generation)
+            self.changed.unpark_all()
+
+    async def stop(self, name: str) -> None:
+        managed = self.managed.get(name)
+        if managed is None:
+            return
+        if managed.server is not None:
+            managed.server.shutdown()
+            with trio.move_on_after(15):
+                await managed.done.wait()
+        managed.scope.cancel()
+        await managed.done.wait()
+
+    async def apply(self) -> None:
+        """Make the running instances match the configuration; leave the unchanged alone."""
+        wanted = self.wanted()
+        for name in list(self.managed):
+            if name not in wanted or wanted[name] != self.managed[name].instance:
+                await self.stop(name)
+        for name, instance in wanted.items():
+            if name not in self.managed:
+                self.start(instance)
+
+    # -- PVs --------------------------------------------------------------------------------
+
+    def _add_pvs(self, managed: Managed) -> None:
+        prefix = self.pv_prefix(managed.instance)
+        if self.pvs is None or prefix is None or managed.server is None:
+            return
+        from ._pvs import ProcessPVs, WritePolicy
+
+        managed.group = ProcessPVs(managed.server, prefix, WritePolicy(self.write_hosts))
+        managed.server.pvs = managed.group
+        self.pvs.add(managed.group)
+
+    def _remove_pvs(self, managed: Managed) -> None:
+        if self.pvs is not None and managed.group is not None:
+            self.pvs.remove(managed.group)
+            managed.group = None
+
+    @property
+    def write_hosts(self) -> tuple[str, ...]:
+        return tuple(w for w in self.args.pv_write_hosts.replace(",", " ").split() if w)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def main(self) -> int:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.args.pv_prefix or any(i.pv_prefix for i in self.wanted().values()):
+                    from ._hostpvs import HostPVs
+                    from ._pvs import PVServer, WritePolicy
+
+                    self.pvs = PVServer((self.args.pv_interface,))
+                    groups = []
+                    if self.args.pv_prefix:
+                        self.host_group = HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))
+                        groups.append(self.host_group)
+                    await nursery.start(self.pvs.run, groups)
+                await self.apply()
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        await self.apply()
+                        for managed in list(self.managed.values()):
+                            if managed.server is not None:
+                                managed.server.reopen_log()
+                    else:
+                        break
+                for name in list(self.managed):
+                    nursery.start_soon(self.stop, name)
+                while self.managed:
+                    await self.changed.park()
+                nursery.cancel_scope.cancel()
+        return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def run_host(layout: Layout, args: argparse.Namespace) -> int:
+    return trio.run(Host(layout, args).main)

@@ -1,0 +1,393 @@
+"""``pyprocserv-manage``: a drop-in for procServUtils' ``manage-procs``, and host mode.
+
+Same configuration files, subcommands and outputs as manage-procs, without its known defects
+(reference §8, §9): ``add``'s own options may also follow NAME COMMAND (everything after
+``--`` is the command's), a bare command stays a PATH lookup instead of becoming CHDIR/cmd,
+generated units never say ``ExecStart=None``, ``write-procs-cf`` lists instances only, and
+``remove`` works on Python 3.12. ``status --table`` adds pid, uptime, starts and clients;
+``run`` serves every instance from one process (host mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import errno
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from ._instances import Layout, instances
+from ._units import conserver_config, write_file, write_units
+
+log = logging.getLogger("pyprocserv.manage")
+SYSTEMCTL = os.environ.get("PYPROCSERV_SYSTEMCTL", "/bin/systemctl")
+TELNET = "/usr/bin/telnet"
+SOCAT = "/usr/bin/socat"
+
+
+def _systemctl(layout: Layout, *args: str, check: bool = False) -> int:
+    command = [SYSTEMCTL, "--user" if layout.user else "--system", *args]
+    log.info("%s", " ".join(command))
+    return (subprocess.check_call if check else subprocess.call)(command)
+
+
+def _read_info(layout: Layout, name: str) -> tuple[int | None, list[str]]:
+    pid = None
+    endpoints = []
+    try:
+        with open(os.path.join(layout.instance_dir(name), "info")) as f:
+            for line in map(str.strip, f):
+                if line.startswith("pid:"):
+                    pid = int(line[4:])
+                elif line.startswith("tcp:"):
+                    endpoints.append(line[4:])
+                elif line.startswith("unix:"):
+                    endpoints.append(line[5:])
+    except (OSError, ValueError):
+        pass
+    return pid, endpoints
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM  # it exists, we may not signal it
+    return True
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s"
+
+
+def cmd_status(layout: Layout, args: argparse.Namespace) -> int:
+    rows = []
+    for instance in instances(layout):
+        pid, endpoints = _read_info(layout, instance.name)
+        if pid is None:
+            state = "Stopped"
+        else:
+            state = "Running" if _alive(pid) else "Dead"
+        if not args.table:
+            line = f"{instance.name} {state}"
+            if state == "Running":
+                line += "\t" + " ".join(endpoints)
+            print(line)
+            continue
+        status: dict = {}
+        if state == "Running":
+            try:
+                with open(os.path.join(layout.instance_dir(instance.name), "status")) as f:
+                    status = json.load(f)
+            except (OSError, ValueError):
+                status = {}
+        child = status.get("pid")
+        started = status.get("child_started_at")
+        rows.append([
+            instance.name,
+            state if state != "Running" or status.get("running", True) else "Running (child shut down)",
+            str(child) if child else "-",
+            _age(time.time() - started) if child and started else "-",
+            str(max(0, status.get("start_count", 1) - 1)) if status else "-",
+            str(status.get("users", "-")) if status else "-",
+            " ".join(endpoints) or "-",
+        ])
+    if args.table:
+        header = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CLIENTS", "ENDPOINTS"]
+        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+        for row in [header] + rows:
+            print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_list(layout: Layout, args: argparse.Namespace) -> int:
+    extra = ["--all"] if args.all else []  # manage-procs passes an empty argument here
+    return _systemctl(layout, "list-units", *extra, "procserv-*")
+
+
+def cmd_start(layout: Layout, args: argparse.Namespace) -> int:
+    return _systemctl(layout, "start", f"procserv-{args.name}.service")
+
+
+def cmd_stop(layout: Layout, args: argparse.Namespace) -> int:
+    return _systemctl(layout, "stop", f"procserv-{args.name}.service")
+
+
+ADD_OPTIONS = {  # option -> (attribute, takes a value)
+    "-C": ("chdir", True), "--chdir": ("chdir", True),
+    "-P": ("port", True), "--port": ("port", True),
+    "-U": ("username", True), "--user": ("username", True),
+    "-G": ("group", True), "--group": ("group", True),
+    "-e": ("environment", True), "--environment": ("environment", True),
+    "-E": ("env_file", True), "--env-file": ("env_file", True),
+    "-f": ("force", False), "--force": ("force", False),
+    "-A": ("autostart", False), "--autostart": ("autostart", False),
+}
+
+
+def parse_add(words: Sequence[str]) -> argparse.Namespace:
+    """``add``'s options anywhere before ``--``; NAME, COMMAND, then the command's arguments."""
+    args = argparse.Namespace(chdir=os.getcwd(), port=None, username=None, group=None, environment=[],
+                              env_file=None, force=False, autostart=False, name=None, command=None, args=[])
+    words = list(words)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word == "--":
+            rest = words[i:]
+            if args.name is None and rest:
+                args.name, rest = rest[0], rest[1:]
+            if args.command is None and rest:
+                args.command, rest = rest[0], rest[1:]
+            args.args += rest
+            break
+        option, eq, value = word.partition("=")
+        if option in ADD_OPTIONS:
+            attribute, takes_value = ADD_OPTIONS[option]
+            if takes_value:
+                if not eq:
+                    if i >= len(words):
+                        raise SystemExit(f"pyprocserv-manage add: option {option} needs a value")
+                    value = words[i]
+                    i += 1
+                if attribute == "environment":
+                    args.environment.append(value)
+                else:
+                    setattr(args, attribute, value)
+            else:
+                setattr(args, attribute, True)
+        elif args.name is None:
+            args.name = word
+        elif args.command is None:
+            args.command = word
+        else:
+            args.args.append(word)
+    if args.name is None or args.command is None:
+        raise SystemExit("pyprocserv-manage add: NAME and COMMAND are required")
+    return args
+
+
+def cmd_add(layout: Layout, args: argparse.Namespace) -> int:
+    add = parse_add(args.words)
+    gendir = layout.gendir
+    path = os.path.join(gendir, f"{add.name}.conf")
+    if os.path.exists(path) and not add.force:
+        log.error("Instance already exists @ %s", path)
+        return 1
+    chdir = os.path.abspath(add.chdir)
+    command = add.command
+    if "/" in command:  # a path: relative to the instance's directory; a bare name stays a PATH lookup
+        command = os.path.abspath(os.path.join(chdir, command))
+    text = f"\n[{add.name}]\ncommand = {' '.join(shlex.quote(w) for w in [command, *add.args])}\nchdir = {chdir}\n"
+    if add.username:
+        text += f"user = {add.username}\n"
+    if add.group:
+        text += f"group = {add.group}\n"
+    if add.port:
+        text += f"port = {add.port}\n"
+    if add.environment:
+        text += "environment = " + " ".join(f'"{e}"' for e in add.environment) + "\n"
+    if add.env_file:
+        env_file = os.path.abspath(add.env_file)
+        if not os.path.exists(env_file):
+            log.error('File not found: "%s"', env_file)
+            return 1
+        text += f"env_file = {env_file}\n"
+    write_file(path, text)
+    instance = next(i for i in instances(layout) if i.name == add.name)
+    units = write_units(gendir, [instance], layout)
+    if not args.no_systemd:
+        _systemctl(layout, "enable", *units, check=True)
+        _systemctl(layout, "daemon-reload", check=True)
+        if add.autostart:
+            return cmd_start(layout, argparse.Namespace(name=add.name))
+    print(f"# pyprocserv-manage {' '.join(layout.mode_flag())} start {add.name}")
+    return 0
+
+
+def cmd_remove(layout: Layout, args: argparse.Namespace) -> int:
+    for path in layout.config_files():
+        parser = configparser.ConfigParser({"instance": "1"})
+        with open(path) as f:
+            parser.read_file(f)  # readfp() is gone in Python 3.12
+        if not parser.has_section(args.name) or not parser.getboolean(args.name, "instance"):
+            continue
+        if not args.force and sys.stdin.isatty():
+            while True:
+                answer = input(f"Remove section '{args.name}' from {path} ? [yN]").strip().upper()
+                if answer == "Y":
+                    break
+                if answer in ("N", ""):
+                    return 1
+        if len(parser.sections()) == 1:
+            os.remove(path)
+        else:
+            parser.remove_section(args.name)
+            parser.remove_option("DEFAULT", "instance")
+            with open(path + ".tmp", "w") as f:
+                parser.write(f)
+            os.replace(path + ".tmp", path)
+    if not args.no_systemd:
+        _systemctl(layout, "stop", f"procserv-{args.name}.service")
+        _systemctl(layout, "disable", f"procserv-{args.name}.service", f"procserv-{args.name}.socket")
+        _systemctl(layout, "daemon-reload")
+    for suffix in ("service", "socket"):
+        try:
+            os.remove(os.path.join(layout.gendir, f"procserv-{args.name}.{suffix}"))
+        except OSError:
+            pass
+    return 0
+
+
+def cmd_write_procs_cf(layout: Layout, args: argparse.Namespace) -> int:
+    write_file(args.out, conserver_config(instances(layout), layout, master=args.master))
+    if args.reload:
+        return _systemctl(layout, "reload", "conserver-server.service", check=True)
+    print(f"# systemctl {'--user' if layout.user else '--system'} reload conserver-server.service")
+    return 0
+
+
+def cmd_generate(layout: Layout, args: argparse.Namespace) -> int:
+    for path in write_units(args.outdir, instances(layout), layout):
+        log.info("wrote %s", path)
+    return 0
+
+
+def cmd_attach(layout: Layout, args: argparse.Namespace) -> int:
+    pid, endpoints = _read_info(layout, args.name)
+    if pid is None:
+        log.error("%s is not an active %s procServ", args.name, "user" if layout.user else "system")
+        return 1
+    for endpoint in endpoints:
+        if not endpoint.startswith("/") and not endpoint.startswith("@"):
+            host, _, port = endpoint.rpartition(":")
+            if os.path.isfile(TELNET):
+                os.execv(TELNET, [TELNET, host.strip("[]"), port, *args.extra])
+        elif os.path.isfile(SOCAT) and not endpoint.startswith("@"):
+            os.execv(SOCAT, [SOCAT, "-,raw,echo=0", "unix-connect:" + endpoint])
+    if endpoints:  # no telnet or socat: our own client
+        from ._attach import attach
+
+        return attach(endpoints[0])
+    sys.exit(f"No tool to connect to {args.name} (attach command needs telnet and/or socat)")
+
+
+def cmd_run(layout: Layout, args: argparse.Namespace) -> int:
+    from ._host import run_host
+
+    return run_host(layout, args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyprocserv-manage", description=__doc__.splitlines()[0])
+    p.add_argument("--user", action="store_true", default=os.geteuid() != 0, help="user configuration (~/.config)")
+    p.add_argument("--system", dest="user", action="store_false", help="system configuration (/etc)")
+    p.add_argument("--conf-dir", help="configuration, runtime and log files under this directory")
+    p.add_argument("--no-systemd", action="store_true", help="write files but call no systemctl")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers()
+
+    s = sub.add_parser("status", help="report the state of the instances")
+    s.add_argument("-t", "--table", action="store_true", help="a table with pid, uptime, restarts, clients")
+    s.set_defaults(func=cmd_status)
+    s = sub.add_parser("list", help="list the procserv-* systemd units")
+    s.add_argument("--all", action="store_true")
+    s.set_defaults(func=cmd_list)
+    s = sub.add_parser("add", help="create an instance: [options] NAME COMMAND [ARGS...]",
+                       description="Options: -C/--chdir DIR, -P/--port ENDPOINT, -U/--user USER, "
+                       "-G/--group GROUP, -e/--environment VAR=value (repeat), -E/--env-file FILE, "
+                       "-f/--force, -A/--autostart. They may also follow NAME COMMAND; "
+                       "everything after -- belongs to the command.")
+    s.set_defaults(func=cmd_add)  # its words are split off before argparse (see main)
+    s = sub.add_parser("remove", help="remove an instance")
+    s.add_argument("-f", "--force", action="store_true")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_remove)
+    s = sub.add_parser("start", help="start an instance's unit")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_start)
+    s = sub.add_parser("stop", help="stop an instance's unit")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_stop)
+    s = sub.add_parser("attach", help="attach to an instance's console")
+    s.add_argument("name")
+    s.add_argument("extra", nargs=argparse.REMAINDER, help="extra arguments for telnet")
+    s.set_defaults(func=cmd_attach)
+    s = sub.add_parser("write-procs-cf", help="write conserver's configuration")
+    s.add_argument("-f", "--out", default="/etc/conserver/procs.cf")
+    s.add_argument("-R", "--reload", action="store_true")
+    s.add_argument("--master", default="localhost", help="conserver master of these consoles")
+    s.set_defaults(func=cmd_write_procs_cf)
+    s = sub.add_parser("generate", help="write the systemd units of every instance into OUTDIR")
+    s.add_argument("outdir")
+    s.set_defaults(func=cmd_generate)
+    s = sub.add_parser("run", help="host mode: serve every instance from this one process")
+    s.add_argument("--pv-prefix", help="host PVs (PREFIX HEARTBEAT, NRUNNING, ALL, ...); instances "
+                   "without pv_prefix get PREFIX + NAME + ':'")
+    s.add_argument("--pv-interface", default="0.0.0.0")
+    s.add_argument("--pv-write-hosts", default="localhost")
+    s.add_argument("--log-dir", help="each instance logs to LOG_DIR/NAME.log (default by mode)")
+    s.add_argument("--only", nargs="*", help="serve only these instances")
+    s.set_defaults(func=cmd_run)
+    return p
+
+
+def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """argparse cannot take options after positionals in a remainder: ``add`` parses its own."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--conf-dir":
+            i += 2
+            continue
+        if not word.startswith("-"):
+            return (argv[: i + 1], argv[i + 1 :]) if word == "add" else (argv, None)
+        i += 1
+    return argv, None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    head, words = _split_add(list(sys.argv[1:] if argv is None else argv))
+    args = parser().parse_args(head)
+    if words is not None:
+        args.words = words
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(message)s")
+    if not hasattr(args, "func"):
+        parser().print_help()
+        return 1
+    return args.func(Layout(user=args.user, conf_dir=args.conf_dir), args)
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+def generator_entrypoint() -> None:
+    """``pyprocserv-systemd-generator NORMAL_DIR [EARLY_DIR LATE_DIR]`` (systemd.generator(7))."""
+    if len(sys.argv) < 2:
+        sys.exit("usage: pyprocserv-systemd-generator NORMAL_DIR [EARLY_DIR LATE_DIR]")
+    user = "user-generators" in sys.argv[0]
+    layout = Layout(user=user)
+    write_units(sys.argv[1], instances(layout), layout)
+
+
+
+
+if __name__ == "__main__":
+    entrypoint()

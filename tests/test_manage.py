@@ -1,0 +1,417 @@
+"""Many IOCs: pyprocserv-manage (procServUtils' manage-procs), the launcher, systemd, host mode.
+
+Proves that the manager reads and writes procServUtils' files and prints its outputs, without
+its defects (options after NAME COMMAND, a bare command turned into CHDIR/cmd, ExecStart=None,
+write-procs-cf listing non-instances, readfp on Python 3.12); that generated units pass
+``systemd-analyze verify``; that the launcher runs an instance with Type=notify readiness and
+socket activation; and that host mode serves every instance from one process, applies a changed
+configuration on SIGHUP without touching the others, survives one instance that cannot start,
+and drives all instances through the host PVs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from helpers import PY, close_at_end, connect, short_tmpdir
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFER = b"\xff\xfb\x01\xff\xfd\x22"
+
+
+def manage(conf: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    result = subprocess.run([PY, "-m", "pyprocserv._manage", "--conf-dir", conf, *args], capture_output=True,
+                            text=True, env=full_env, timeout=30, stdin=subprocess.DEVNULL)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def fake_systemctl(directory: str) -> tuple[str, Path]:
+    """A systemctl that records its arguments (no systemd runs here)."""
+    calls = Path(directory) / "systemctl.calls"
+    script = Path(directory) / "systemctl"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    script.chmod(0o755)
+    return str(script), calls
+
+
+def test_add_writes_procservutils_format_with_options_after_name_and_command():
+    conf = short_tmpdir()
+    systemctl, calls = fake_systemctl(conf)
+    result = manage(conf, "add", "-C", "/tmp", "ioc1", "/bin/cat", "-P", "20001", "-e", "A=1",
+                    env={"PYPROCSERV_SYSTEMCTL": systemctl})
+    assert (Path(conf) / "procServ.d" / "ioc1.conf").read_text() == (
+        "\n[ioc1]\ncommand = /bin/cat\nchdir = /tmp\nport = 20001\nenvironment = \"A=1\"\n"
+    )
+    assert result.stdout == f"# pyprocserv-manage --system --conf-dir {conf} start ioc1\n"
+    gendir = Path(conf) / "procServ.d"
+    assert calls.read_text().splitlines() == [
+        f"--system enable {gendir}/procserv-ioc1.service {gendir}/procserv-ioc1.socket",
+        "--system daemon-reload",
+    ]
+    # everything after -- is the command's, options included; a bare command stays a PATH lookup
+    manage(conf, "--no-systemd", "add", "ioc2", "--", "python3", "-P", "x y")
+    assert "command = python3 -P 'x y'\n" in (gendir / "ioc2.conf").read_text()
+    # a relative path is taken relative to the instance's directory
+    manage(conf, "--no-systemd", "add", "-C", "/usr", "ioc3", "bin/env")
+    assert "command = /usr/bin/env\n" in (gendir / "ioc3.conf").read_text()
+    again = manage(conf, "--no-systemd", "add", "ioc1", "/bin/true", check=False)
+    assert again.returncode == 1 and f"Instance already exists @ {gendir}/ioc1.conf" in again.stderr
+
+
+def test_status_prints_manage_procs_lines_and_a_table():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text(textwrap.dedent("""\
+        [running]
+        command = /bin/cat
+        [dead]
+        command = /bin/cat
+        [stopped]
+        command = /bin/cat
+        [notone]
+        instance = 0
+        command = /bin/cat
+    """))
+    run = Path(conf) / "run"
+    for name, pid in (("running", os.getpid()), ("dead", 2**22 + 12345)):
+        (run / f"procserv-{name}").mkdir(parents=True)
+        (run / f"procserv-{name}" / "info").write_text(f"pid:{pid}\ntcp:0.0.0.0:20002\nunix:{conf}/ctl\ntcp:127.0.0.1:20001\n")
+    (run / "procserv-running" / "status").write_text(json.dumps(
+        {"pid": 4321, "running": True, "child_started_at": time.time() - 3700, "start_count": 3, "users": 2}))
+    assert manage(conf, "status").stdout == (
+        f"running Running\t0.0.0.0:20002 {conf}/ctl 127.0.0.1:20001\n"
+        "dead Dead\n"
+        "stopped Stopped\n"
+    )
+    table = manage(conf, "status", "--table").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CLIENTS", "ENDPOINTS"]
+    assert table[1].split()[:6] == ["running", "Running", "4321", "1h01m", "2", "2"]
+    assert table[2].split()[:2] == ["dead", "Dead"] and table[3].split()[:2] == ["stopped", "Stopped"]
+
+
+def test_remove_edits_or_deletes_the_config_file():
+    conf = short_tmpdir()
+    gendir = Path(conf) / "procServ.d"
+    gendir.mkdir()
+    (gendir / "two.conf").write_text("[keep]\ncommand = /bin/cat\n\n[drop]\ncommand = /bin/cat\n")
+    (gendir / "one.conf").write_text("[alone]\ncommand = /bin/cat\n")
+    systemctl, calls = fake_systemctl(conf)
+    manage(conf, "remove", "-f", "drop", env={"PYPROCSERV_SYSTEMCTL": systemctl})
+    text = (gendir / "two.conf").read_text()
+    assert "[keep]" in text and "[drop]" not in text
+    assert "--system stop procserv-drop.service" in calls.read_text()
+    manage(conf, "--no-systemd", "remove", "-f", "alone")
+    assert not (gendir / "one.conf").exists()
+
+
+def test_write_procs_cf_lists_instances_with_their_real_endpoints():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text(
+        "[uds]\ncommand = /bin/cat\n[tcp]\ncommand = /bin/cat\nport = 20005\n[off]\ninstance = 0\ncommand = x\n"
+    )
+    out = Path(conf) / "procs.cf"
+    result = manage(conf, "write-procs-cf", "-f", str(out))
+    assert result.stdout == "# systemctl --system reload conserver-server.service\n"
+    assert out.read_text() == (
+        f"\nconsole uds {{\n    master localhost;\n    type uds;\n    uds {conf}/run/procserv-uds/control;\n}}\n"
+        "\nconsole tcp {\n    master localhost;\n    type host;\n    host localhost;\n    port 20005;\n}\n"
+    )
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None and os.environ.get("CI") != "true",
+                    reason="systemd-analyze is not installed")
+def test_generated_units_pass_systemd_analyze_verify():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text(textwrap.dedent("""\
+        [uds]
+        command = /bin/cat
+        chdir = /tmp
+        environment = "A=1" "B=2 3"
+        watchdog_sec = 30
+        [tcp]
+        command = /bin/cat
+        chdir = /tmp
+        port = 20006
+        socket_activation = 0
+        host = anyhost
+    """))
+    outdir = Path(conf) / "units"
+    manage(conf, "generate", str(outdir))
+    units = sorted(p.name for p in outdir.iterdir())
+    assert units == ["procserv-tcp.service", "procserv-uds.service", "procserv-uds.socket"]
+    service = (outdir / "procserv-uds.service").read_text()
+    assert "Type=notify\n" in service and "ExecReload=/bin/kill -HUP $MAINPID\n" in service
+    assert "WatchdogSec=30\n" in service and 'Environment="A=1" "B=2 3"\n' in service
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    assert "None" not in exec_start and exec_start.endswith(f"--system --conf-dir {conf} uds")
+    socket_unit = (outdir / "procserv-uds.socket").read_text()
+    assert f"ListenStream={conf}/run/procserv-uds/control\n" in socket_unit
+    assert "FileDescriptorName=control\n" in socket_unit
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, sorted(outdir.iterdir()))],
+                            capture_output=True, text=True, timeout=60)
+    problems = [line for line in result.stderr.splitlines() if "Special user nobody" not in line]
+    assert result.returncode == 0 and not problems, result.stderr
+
+
+def test_the_launcher_refuses_unknown_instances_with_procserv_launchers_words():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text("[off]\ninstance = 0\ncommand = x\n[nocmd]\nchdir = /\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for name, message in (("nope", "Instance 'nope' not found\n"), ("off", "'off' not an instance\n"),
+                          ("nocmd", "instance 'nocmd' missing command=\n")):
+        result = subprocess.run([PY, "-m", "pyprocserv._launch", "--conf-dir", conf, name], capture_output=True,
+                                text=True, env=env, timeout=30)
+        assert (result.returncode, result.stderr) == (1, message)
+
+
+async def test_the_launcher_tells_systemd_ready_status_and_stopping(nursery):
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text(f"[ioc]\ncommand = /bin/cat\nchdir = {conf}\n")
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(f"{conf}/notify")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=f"{conf}/notify", WATCHDOG_USEC="400000")
+    process = await trio.lowlevel.open_process([PY, "-m", "pyprocserv._launch", "--conf-dir", conf, "ioc"],
+                                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    env["WATCHDOG_PID"] = str(process.pid)  # not passed: any pid is ours then
+    try:
+        messages = []
+        with trio.fail_after(20):
+            while not any("READY=1" in m for m in messages):
+                messages.append((await notify.recv(4096)).decode())
+            ready = next(m for m in messages if "READY=1" in m)
+            assert "STATUS=ioc: running, pid " in ready
+            while not any(m == "WATCHDOG=1" for m in messages):
+                messages.append((await notify.recv(4096)).decode())
+        info = (Path(conf) / "run" / "procserv-ioc" / "info").read_text().splitlines()
+        assert info[0] == f"pid:{process.pid}"  # exec'd: the launcher's pid is the server's (MAINPID)
+        client = await connect(info[1])
+        close_at_end(nursery, client)
+        greeting = await client.expect(OFFER)
+        assert b"@@@ Use ^D to logout from procServ server\r\n" in greeting
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            while not any("STOPPING=1" in m for m in messages):
+                messages.append((await notify.recv(4096)).decode())
+            assert await process.wait() == 0
+    finally:
+        notify.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_socket_activation_takes_the_socket_systemd_holds(nursery):
+    conf = short_tmpdir()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(f"{conf}/ctl")
+    listener.listen()
+    os.set_inheritable(listener.fileno(), True)
+    # the socket at fd 3, LISTEN_PID set to the server's own pid (bash execs into it)
+    command = (f"exec 3<&{listener.fileno()}; LISTEN_FDS=1 LISTEN_FDNAMES=control LISTEN_PID=$$ exec "
+               f"{PY} -m pyprocserv -f -q -I {conf}/info -P 20099 /bin/sh -c 'echo ACTIVATED $LISTEN_FDS.'")
+    with open(f"{conf}/stderr", "wb") as err:
+        process = await trio.lowlevel.open_process(["/bin/bash", "-c", command], pass_fds=(listener.fileno(),),
+                                                   env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    listener.close()  # the server has it now, as under systemd
+    try:
+        with trio.fail_after(20):
+            while not os.path.exists(f"{conf}/info"):
+                assert process.poll() is None, Path(f"{conf}/stderr").read_text()
+                await trio.sleep(0.05)
+        assert Path(f"{conf}/info").read_text().splitlines()[1:] == [f"unix:{conf}/ctl"]  # not 20099
+        client = await connect(f"unix:{conf}/ctl")
+        close_at_end(nursery, client)
+        await client.expect(OFFER)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+        assert os.path.exists(f"{conf}/ctl"), "an activated socket's file belongs to systemd"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+# -- host mode ----------------------------------------------------------------------------------
+
+
+class HostProcess:
+    def __init__(self, conf: str, *args: str, env: dict | None = None) -> None:
+        self.conf = conf
+        self.args = args
+        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self.process: trio.Process | None = None
+        self.stderr = Path(conf) / "host.stderr"
+
+    async def __aenter__(self) -> "HostProcess":
+        with open(self.stderr, "wb") as err:
+            self.process = await trio.lowlevel.open_process(
+                [PY, "-m", "pyprocserv._manage", "--conf-dir", self.conf, "run", *self.args],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(20):
+                await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+                raise AssertionError("host mode did not stop on SIGTERM")
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for line in manage(self.conf, "status").stdout.splitlines():
+            name, state = line.split()[:2]
+            out[name] = state
+        return out
+
+    def info(self, name: str) -> list[str]:
+        return (Path(self.conf) / "run" / f"procserv-{name}" / "info").read_text().splitlines()
+
+    async def wait_for(self, expected: dict[str, str], timeout: float = 20) -> None:
+        with trio.fail_after(timeout):
+            while self.status() != expected:
+                await trio.sleep(0.1)
+
+
+def write_conf(conf: str, text: str) -> None:
+    (Path(conf) / "procServ.conf").write_text(textwrap.dedent(text))
+
+
+async def test_host_mode_serves_every_instance_and_applies_a_new_config_on_sighup(nursery):
+    conf = short_tmpdir()
+    write_conf(conf, """\
+        [alpha]
+        command = /bin/sh -c 'echo alpha up; exec cat'
+        [beta]
+        command = /bin/cat
+        [gamma]
+        command = /bin/cat
+    """)
+    async with HostProcess(conf) as host:
+        await host.wait_for({"alpha": "Running", "beta": "Running", "gamma": "Running"})
+        client = await connect(host.info("alpha")[1])
+        close_at_end(nursery, client)
+        greeting = await client.expect(OFFER)
+        assert b'@@@ Child "alpha" PID: ' in greeting
+        server_pids = {name: int(host.info(name)[0][4:]) for name in ("alpha", "beta", "gamma")}
+        assert len(set(server_pids.values())) == 1  # one process serves them all
+        beta_child = json.loads((Path(conf) / "run" / "procserv-beta" / "status").read_text())["pid"]
+        write_conf(conf, """\
+            [alpha]
+            command = /bin/sh -c 'echo alpha up; exec cat'
+            [beta]
+            command = /bin/cat
+            [gamma]
+            command = /bin/sleep 1000
+            [delta]
+            command = /bin/cat
+        """)  # gamma changed, delta new
+        host.process.send_signal(signal.SIGHUP)
+        await host.wait_for({"alpha": "Running", "beta": "Running", "gamma": "Running", "delta": "Running"})
+        write_conf(conf, """\
+            [beta]
+            command = /bin/cat
+            [gamma]
+            command = /bin/sleep 1000
+            [delta]
+            command = /bin/cat
+        """)  # alpha removed
+        host.process.send_signal(signal.SIGHUP)
+        await client.expect_eof()  # alpha's server stopped; its clients are closed
+        await host.wait_for({"beta": "Running", "gamma": "Running", "delta": "Running"})
+        status = json.loads((Path(conf) / "run" / "procserv-beta" / "status").read_text())
+        assert status["pid"] == beta_child and status["start_count"] == 1, "beta was left alone"
+        assert "(as /bin/sleep)" in (Path(conf) / "log" / "gamma.log").read_text()
+
+
+async def test_host_mode_keeps_serving_when_one_instance_cannot_start():
+    conf = short_tmpdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        write_conf(conf, f"""\
+            [good]
+            command = /bin/cat
+            [blocked]
+            command = /bin/cat
+            port = {port}
+        """)
+        async with HostProcess(conf) as host:
+            await host.wait_for({"good": "Running", "blocked": "Stopped"})
+            with trio.fail_after(10):
+                while f"blocked: cannot listen on 127.0.0.1:{port}: Address already in use; retrying" \
+                        not in host.stderr.read_text():
+                    await trio.sleep(0.1)
+            assert "Traceback" not in host.stderr.read_text()
+
+
+async def test_host_pvs_count_and_drive_the_autostart_instances(monkeypatch):
+    from test_pvs import ca_read, ca_write, free_ca_port
+
+    port = free_ca_port()
+    env = {"EPICS_CA_SERVER_PORT": str(port), "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
+           "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    conf = short_tmpdir()
+    write_conf(conf, """\
+        [one]
+        command = /bin/cat
+        [two]
+        command = /bin/cat
+        [manual]
+        command = /bin/cat
+        autostart = 0
+    """)
+    try:
+        async with HostProcess(conf, "--pv-prefix", "HOSTX:", env=env) as host:
+            await host.wait_for({"one": "Running", "two": "Running", "manual": "Running"})
+            with trio.fail_after(20):
+                while await _read_or_none(ca_read, "HOSTX:NRUNNING") != 2:
+                    await trio.sleep(0.2)
+            assert await ca_read("HOSTX:NPROCS") == 3
+            assert await ca_read("HOSTX:one:STATUS", as_string=True) == "Running"
+            assert await ca_read("HOSTX:manual:STATUS", as_string=True) == "Shutdown"  # waits for a start
+            await ca_write("HOSTX:ALL", 0)  # Stop: returns once every autostart instance is down
+            assert await ca_read("HOSTX:NRUNNING") == 0
+            assert await ca_read("HOSTX:two:AUTORESTART", as_string=True) == "Off"
+            await ca_write("HOSTX:ALL", 1)  # Run
+            assert await ca_read("HOSTX:NRUNNING") == 2
+            assert await ca_read("HOSTX:manual:PID") == 0  # not marked autostart: untouched
+            summary = bytes((await trio.to_thread.run_sync(functools.partial(
+                __import__("caproto.sync.client").sync.client.read, "HOSTX:SUMMARY", repeater=False))).data)
+            assert b"manual Shutdown -" in summary and b"one Running" in summary
+    finally:
+        from caproto.sync import client
+
+        for sock in client.sockets.values():
+            sock.close()
+        client.sockets.clear()
+        client.global_circuits.clear()
+
+
+async def _read_or_none(read, name):
+    try:
+        return await read(name)
+    except Exception:
+        return None
