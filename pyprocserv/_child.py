@@ -105,14 +105,44 @@ class PtyChild:
         self._master = trio.lowlevel.FdStream(master)
 
     async def read(self, max_bytes: int) -> bytes:
-        try:
-            return await self._master.receive_some(max_bytes)
-        except trio.BrokenResourceError as exc:
-            if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EIO:
-                return b""
-            raise
-        except trio.ClosedResourceError:
-            return b""
+        """Output as soon as there is some, and all there is, up to ``max_bytes``.
+
+        We read before waiting (FdStream waits for the scheduler first: one more pass per chunk
+        and per keystroke's echo), and a pty hands out ~4 KiB per read, so what else is already
+        there is taken too: the fan-out then works on large chunks.
+        """
+        fd = self._master_fd
+        waited = False
+        while True:
+            try:
+                data = os.read(fd, max_bytes)
+                break
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    return b""
+                waited = True
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.EBADF):  # EIO: the end of output, not an error
+                    return b""
+                raise
+        if not waited:
+            await trio.lowlevel.checkpoint()  # the data was waiting: let the others run once
+        parts = [data]
+        size = len(data)
+        while data and size < max_bytes:
+            try:
+                data = os.read(fd, max_bytes - size)
+            except OSError:  # EAGAIN: nothing more now; EIO: the next read reports the end
+                break
+            parts.append(data)
+            size += len(data)
+        return b"".join(parts) if len(parts) > 1 else parts[0]
+
+    def write_now(self, data: bytes) -> int:
+        """Write what the pty takes without waiting (BlockingIOError when it takes nothing)."""
+        return os.write(self._master_fd, data)
 
     async def write(self, data: bytes) -> None:
         await self._master.send_all(data)

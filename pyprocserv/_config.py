@@ -12,7 +12,7 @@ from ._policy import RestartMode
 from ._watchdog import WatchConfig
 
 DEFAULT_HOLDOFF = 15.0
-DEFAULT_QUEUE_LIMIT = 1 << 20  # bytes of console output queued per client before skipping
+DEFAULT_QUEUE_LIMIT = 8 << 20  # bytes of console output queued per client before skipping
 DEFAULT_INPUT_LIMIT = 1 << 16  # bytes of client input queued for a child that does not read
 
 

@@ -34,7 +34,12 @@ class LogSink(Protocol):
 
 @final
 class Outbox:
-    """A bounded queue of bytes for one reader; the writer side never blocks."""
+    """A bounded queue of bytes for one reader; the writer side never blocks.
+
+    With ``direct`` set (a non-blocking write to the client's socket), :meth:`put` writes at
+    once while nothing is queued and the reader's task is not sending, and queues only what
+    the socket does not take: one copy and no task switch for a client that keeps up.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -44,6 +49,8 @@ class Outbox:
         self.total_skipped = 0
         self._closed = False
         self._ready = trio.Event()
+        self.direct: Callable[[bytes], int] | None = None
+        self.sending = True  # until the reader's task waits for data
 
     @property
     def queued(self) -> int:
@@ -52,6 +59,14 @@ class Outbox:
     def put(self, data: bytes) -> None:
         if self._closed or not data:
             return
+        if self.direct is not None and not self._chunks and not self.sending:
+            sent = _write_now(self.direct, data)
+            if sent is None:
+                self.direct = None  # the socket failed: the reader's task will see it and end
+            elif sent == len(data):
+                return
+            else:
+                data = data[sent:]
         if self._size + len(data) > self.limit and self._chunks:
             self.skipped += self._size
             self.total_skipped += self._size
@@ -67,12 +82,18 @@ class Outbox:
         self._ready.set()
 
     async def get(self) -> bytes | None:
-        """Everything queued, as one chunk; None once closed and empty."""
+        """Everything queued, as one chunk; None once closed and empty.
+
+        The reader's task calls this again once the last chunk has gone out: until then
+        :meth:`put` queues instead of writing around it.
+        """
+        self.sending = False
         while not self._chunks:
             if self._closed:
                 return None
             self._ready = trio.Event()
             await self._ready.wait()
+        self.sending = True
         if len(self._chunks) == 1:
             data = self._chunks.popleft()
         else:
@@ -83,6 +104,16 @@ class Outbox:
             data = messages.output_skipped(self.skipped) + data
             self.skipped = 0
         return data
+
+
+def _write_now(write: Callable[[bytes], int], data: bytes) -> int | None:
+    """Bytes written without waiting: 0 when the other side is full, None when it failed."""
+    try:
+        return write(data)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return None
 
 
 @final
@@ -179,15 +210,29 @@ class Console:
 
 @final
 class InputQueue:
-    """Client input waiting for the child; bounded, so a child that never reads costs no more."""
+    """Client input waiting for the child; bounded, so a child that never reads costs no more.
+
+    With ``direct`` set (a non-blocking write to the pty), input goes straight to the child
+    while nothing is queued: a keystroke's echo comes back without a task switch.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._buf = bytearray()
         self._ready = trio.Event()
+        self.direct: Callable[[bytes], int] | None = None
+        self.sending = True  # until the writer task waits for input
 
     def offer(self, data: bytes) -> int:
         """Queue what fits; returns how many bytes were dropped."""
+        if self.direct is not None and not self._buf and not self.sending:
+            sent = _write_now(self.direct, data)
+            if sent is None:
+                self.direct = None
+            elif sent == len(data):
+                return 0
+            else:
+                data = data[sent:]
         room = self.limit - len(self._buf)
         taken = data[: max(0, room)]
         if taken:
@@ -199,9 +244,11 @@ class InputQueue:
         self._buf.clear()
 
     async def get(self) -> bytes:
+        self.sending = False
         while not self._buf:
             self._ready = trio.Event()
             await self._ready.wait()
+        self.sending = True
         data = bytes(self._buf)
         self._buf.clear()
         return data

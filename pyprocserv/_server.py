@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -466,6 +467,7 @@ class ProcessServer:
                 pass
 
         exited = False
+        self._input.direct = getattr(child, "write_now", None)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump_output)
@@ -487,6 +489,7 @@ class ProcessServer:
                         break
                 nursery.cancel_scope.cancel()
         finally:
+            self._input.direct = None  # the pty closes after this: never write to a stale fd
             if not exited:
                 # We are being cancelled (an embedding program stopped us): leave no orphan.
                 child.signal_group(signal.SIGKILL)
@@ -521,6 +524,9 @@ class ProcessServer:
         async def handler(stream: trio.SocketStream) -> None:
             try:
                 stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                # trio keeps unsent data under 16 KiB (TCP_NOTSENT_LOWAT); 0 restores the kernel's
+                # default, so the socket buffer absorbs a client's hiccup before our queue does.
+                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
             except OSError:
                 pass
             await self._session(stream, control=control, telnet=True)
@@ -598,11 +604,16 @@ class ProcessServer:
                     await stream.aclose()
 
     async def _send_outbox(self, stream: trio.abc.Stream, outbox: Outbox, session: trio.CancelScope) -> None:
+        if isinstance(stream, trio.SocketStream):
+            outbox.direct = functools.partial(os.write, stream.socket.fileno())
         try:
             while (data := await outbox.get()) is not None:
                 await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        finally:
+            outbox.direct = None  # never write to a closed (and maybe reused) descriptor
+            outbox.sending = True
         session.cancel()
 
     async def _receive(self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None) -> None:

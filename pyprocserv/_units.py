@@ -14,6 +14,7 @@ Differences from procServUtils' generator, each a fix of a known defect:
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 
@@ -28,12 +29,16 @@ def launcher_command(layout: Layout) -> str:
 
 
 def _socket_listen(instance: Instance, layout: Layout) -> str:
-    """ListenStream= for the control endpoint (loopback for a bare port, as procServ)."""
+    """ListenStream= for the control endpoint: what pyprocserv itself would bind (loopback
+    unless the instance's options say --allow, as procServ)."""
     endpoint = parse_endpoint(instance.control_endpoint(layout))
     if isinstance(endpoint, TcpEndpoint):
-        if endpoint.host is None or not endpoint.ipv6:
-            return f"127.0.0.1:{endpoint.port}"
-        return f"[::1]:{endpoint.port}"
+        allow = "--allow" in shlex.split(instance.options)
+        if endpoint.ipv6:
+            return f"[{endpoint.host if allow else '::1'}]:{endpoint.port}"
+        if allow:
+            return f"{endpoint.host}:{endpoint.port}" if endpoint.host else str(endpoint.port)
+        return f"127.0.0.1:{endpoint.port}"
     path = endpoint.path
     if layout.user and not layout.conf_dir:
         runtime = layout.rundir.rstrip("/") + "/"
@@ -121,7 +126,9 @@ def conserver_config(instances: list[Instance], layout: Layout, master: str = "l
     for instance in instances:
         endpoint = parse_endpoint(instance.control_endpoint(layout))
         if isinstance(endpoint, TcpEndpoint):
-            where = f"    type host;\n    host {endpoint.host or 'localhost'};\n    port {endpoint.port};\n"
+            # The address we bind, not 'localhost': that may resolve to ::1 first, and conserver
+            # then gives up on the console instead of trying 127.0.0.1.
+            where = f"    type host;\n    host {endpoint.host or '127.0.0.1'};\n    port {endpoint.port};\n"
         else:
             where = f"    type uds;\n    uds {endpoint.path};\n"
         blocks.append(f"\nconsole {instance.name} {{\n    master {master};\n{where}}}\n")

@@ -7,6 +7,7 @@ microseconds, and a limit in virtual seconds would measure nothing).
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 
 import pytest
@@ -29,3 +30,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         test = getattr(item, "obj", None)
         if inspect.iscoroutinefunction(test) and "autojump_clock" not in getattr(item, "fixturenames", ()):
             item.obj = _bounded(test)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test():
+    """Unclosed sockets and files surface (ResourceWarning is an error) in the test that leaked
+    them, not in whichever test happens to run when the garbage collector does."""
+    yield
+    gc.collect()

@@ -128,7 +128,7 @@ def test_write_procs_cf_lists_instances_with_their_real_endpoints():
     assert result.stdout == "# systemctl --system reload conserver-server.service\n"
     assert out.read_text() == (
         f"\nconsole uds {{\n    master localhost;\n    type uds;\n    uds {conf}/run/procserv-uds/control;\n}}\n"
-        "\nconsole tcp {\n    master localhost;\n    type host;\n    host localhost;\n    port 20005;\n}\n"
+        "\nconsole tcp {\n    master localhost;\n    type host;\n    host 127.0.0.1;\n    port 20005;\n}\n"
     )
 
 
@@ -415,3 +415,21 @@ async def _read_or_none(read, name):
         return await read(name)
     except Exception:
         return None
+
+
+def test_socket_units_listen_where_pyprocserv_would():
+    from pyprocserv._instances import Instance, Layout
+    from pyprocserv._units import socket_unit
+
+    layout = Layout(conf_dir="/c")
+
+    def listen(**kw) -> str:
+        text = socket_unit(Instance(name="x", command="/bin/cat", **kw), layout)
+        return next(line for line in text.splitlines() if line.startswith("ListenStream="))
+
+    assert listen(port="20000") == "ListenStream=127.0.0.1:20000"
+    assert listen(port="192.0.2.7:20000") == "ListenStream=127.0.0.1:20000"  # control: loopback only
+    assert listen(port="192.0.2.7:20000", options="--allow") == "ListenStream=192.0.2.7:20000"
+    assert listen(port="[fd00::5]:20001") == "ListenStream=[::1]:20001"
+    assert listen(port="[fd00::5]:20001", options="--allow") == "ListenStream=[fd00::5]:20001"
+    assert listen() == "ListenStream=/c/run/procserv-x/control"
