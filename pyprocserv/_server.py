@@ -123,7 +123,6 @@ class ProcessServer:
         self._generation = 0  # counts status changes, so a watcher never misses one
         self._sessions = 0
         self._sessions_done = trio.Event()
-        self._nursery: trio.Nursery | None = None
         self._settled = trio.Event()  # the first start has happened, or none is due (-w)
         self._watch_state: tuple[str, int] | None = None
         self.pvs = None  # the PV group, when the PV channel is on
@@ -254,7 +253,6 @@ class ProcessServer:
             self._open_outputs()
             opened_log = self._log is not None
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
                 if self._stdout is not None:
                     nursery.start_soon(self._stdout.run)
                 for bound in self._bound:

@@ -216,10 +216,6 @@ def short_tmpdir() -> str:
     return tempfile.mkdtemp(prefix="pps", dir="/tmp")
 
 
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     """``data`` cut at the given offsets (for chunk-boundary properties)."""
     points = sorted({min(c, len(data)) for c in cuts})
@@ -229,10 +225,6 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
         start = point
     chunks.append(data[start:])
     return chunks
-
-
-def strip_telnet_offer(data: bytes) -> bytes:
-    return data.replace(b"\xff\xfb\x01\xff\xfd\x22", b"")
 
 
 def child_script(code: str) -> tuple[str, ...]:

@@ -172,9 +172,12 @@ async def test_pyepics_on_libca_reads_and_drives_the_same_pvs(nursery, ca_env):
     assert seen["after_restart"][0] == "Running" and seen["after_restart"][2] == "On"
     assert seen["after_restart"][1] != seen["after_start"][1]
     assert seen["after_toggle"] == "Off"
+    assert seen["after_kill"][:2] == ["Shutdown", 0] and seen["after_kill"][2] > 0
     text = await console.expect(b"CA put T3:TOGGLE=1")
     text += await console.expect(b"Toggled auto restart to OFF\r\n")
     assert text.count(b"Toggled auto restart to") == 3  # STOP's OFF, RESTART's ON, TOGGLE's OFF
+    text = await console.expect(b"auto restart is disabled\r\n")  # KILL's exit, no restart
+    assert b"CA put T3:KILL=1" in text and b"killed by signal 9" in text
     server.shutdown()
 
 

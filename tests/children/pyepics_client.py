@@ -44,4 +44,7 @@ put("RESTART")
 seen["after_restart"] = [get("STATUS", True), int(get("PID")), get("AUTORESTART", True)]
 put("TOGGLE")
 seen["after_toggle"] = get("AUTORESTART", True)
+before = int(get("PID"))
+put("KILL")  # auto restart is OFF now: the child stays down
+seen["after_kill"] = [get("STATUS", True), int(get("PID")), before]
 print(json.dumps(seen))
