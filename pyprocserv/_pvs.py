@@ -23,9 +23,11 @@ Rules:
 from __future__ import annotations
 
 import contextvars
+import functools
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -95,12 +97,32 @@ class WritePolicy:
 class _Circuit(ca_trio.VirtualCircuit):
     """Remembers whose command is being handled, so access rights can use the peer address."""
 
+    def __init__(self, circuit, client, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(circuit, client, context)
+        client.close = functools.partial(_close_later, client)
+
     async def _process_command(self, command):  # type: ignore[no-untyped-def]
         token = _PEER.set(self.circuit.address[0] if self.circuit.address else None)
         try:
             return await super()._process_command(command)
         finally:
             _PEER.reset(token)
+
+
+def _close_later(client, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """caproto closes a circuit's socket from a helper thread that calls back into the run; when
+    the run has ended by then, that fails (a thread traceback and a leaked socket). Close it
+    directly in that case."""
+
+    def close() -> None:
+        try:
+            trio.from_thread.run(client._stream.aclose, trio_token=client._token)
+        except BaseException:
+            # No run any more: close the plain socket under trio's (nobody waits on it now).
+            sock = getattr(client, "_sock", None)
+            getattr(sock, "_sock", sock).close()
+
+    threading.Thread(target=close, daemon=True, name="pyprocserv-ca-close").start()
 
 
 def _close_client(client) -> None:  # type: ignore[no-untyped-def]

@@ -653,7 +653,10 @@ class ProcessServer:
             elif key is Key.QUIT:
                 self.shutdown()
             elif key is Key.LOGOUT:
+                # Gone at once, as procServ closes it before anything else happens: not even
+                # the echo of what it typed before the logout key reaches it.
                 logout = True
+                self.console.detach(reader)
             elif key is Key.TOGGLE:
                 self.toggle_autorestart()
             elif key is Key.KILL and child is not None:
