@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from _proc import cpu_ticks, proc_state, status_kib  # bench/ is on sys.path when a script here runs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WRITER = os.path.join(HERE, "_writer.py")
@@ -65,14 +67,6 @@ def log(msg: str) -> None:
 # -- processes ------------------------------------------------------------------------------
 
 
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def alive(pid: int) -> bool:
     state = proc_state(pid)
     return state is not None and state not in ("Z", "X")
@@ -98,13 +92,6 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of the process (all its threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def thread_cpu_ns(pid: int) -> dict[str, int]:
     """CPU time of each live thread in ns, from schedstat (finer than the 10 ms ticks of stat)."""
     out = {}
@@ -122,14 +109,6 @@ def cpu_delta_ns(before: dict[str, int], after: dict[str, int]) -> int:
     leave after 10 s) took their total with them, so only threads in both samples count, plus
     new threads' whole time."""
     return sum(ns - before.get(tid, 0) for tid, ns in after.items())
-
-
-def status_kib(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise BenchError(f"no {key} for {pid}")
 
 
 def kill_all(pids: list[int], sig: int = signal.SIGKILL) -> None:

@@ -47,6 +47,8 @@ from typing import BinaryIO, Iterator
 
 import trio
 
+from _proc import children_of, fd_count, proc_state, rss_kib  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 OFFER = b"\xff\xfb\x01\xff\xfd\x22"
@@ -84,39 +86,8 @@ def streamer_output(lines: int) -> bytes:
 # -- measuring a server -----------------------------------------------------------------------------
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return -1
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def state_of(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
 def zombies_of(pid: int) -> int:
-    return sum(1 for child in children_of(pid) if state_of(child) == "Z")
+    return sum(1 for child in children_of(pid) if proc_state(child) == "Z")
 
 
 # -- a console client -------------------------------------------------------------------------------

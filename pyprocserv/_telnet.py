@@ -269,60 +269,39 @@ class TelnetConnection:
     def _negotiate(self, verb: int, option: int) -> None:
         first = not self._peer_negotiated
         self._peer_negotiated = True
-        if verb in (WILL, WONT):
-            self._remote(verb == WILL, option)
-        else:
-            self._local(verb == DO, option)
+        if verb in (WILL, WONT):  # about the peer's side: we answer DO/DONT
+            self._answer(self._him, self._remote_ok, verb == WILL, option, local=False)
+        else:  # about our side: we answer WILL/WONT
+            self._answer(self._us, self._local_ok, verb == DO, option, local=True)
         if first:
             for wanted in sorted(self._solicit):
                 if self._him.get(wanted, _Q.NO) is _Q.NO:
                     self._him[wanted] = _Q.WANTYES
                     self._send(DO, wanted)
 
-    def _remote(self, will: bool, option: int) -> None:
-        q = self._him.get(option, _Q.NO)
-        if will:
+    def _answer(self, states: dict[int, _Q], supported: frozenset[int], enable: bool, option: int,
+                *, local: bool) -> None:
+        """RFC 1143 for one side of one option: ``enable`` is WILL/DO, else WONT/DONT."""
+        yes, no = (WILL, WONT) if local else (DO, DONT)
+        q = states.get(option, _Q.NO)
+        if enable:
             if q is _Q.NO:
-                if option in self._remote_ok:
-                    self._him[option] = _Q.YES
-                    self._send(DO, option)
-                    self._emit(OptionChanged(option, local=False, enabled=True))
+                if option in supported:
+                    states[option] = _Q.YES
+                    self._send(yes, option)
+                    self._emit(OptionChanged(option, local=local, enabled=True))
                 else:
-                    self._send(DONT, option)
+                    self._send(no, option)
             elif q is _Q.WANTYES:
-                self._him[option] = _Q.YES
-                self._emit(OptionChanged(option, local=False, enabled=True))
+                states[option] = _Q.YES
+                self._emit(OptionChanged(option, local=local, enabled=True))
             elif q is _Q.WANTNO:
-                self._him[option] = _Q.NO  # DONT answered by WILL: the peer is confused; settle on NO
-                self._emit(ProtocolError("WILL %d in answer to DONT" % option))
-        else:
-            if q is _Q.YES:
-                self._him[option] = _Q.NO
-                self._send(DONT, option)
-                self._emit(OptionChanged(option, local=False, enabled=False))
-            elif q in (_Q.WANTNO, _Q.WANTYES):
-                self._him[option] = _Q.NO
-
-    def _local(self, do: bool, option: int) -> None:
-        q = self._us.get(option, _Q.NO)
-        if do:
-            if q is _Q.NO:
-                if option in self._local_ok:
-                    self._us[option] = _Q.YES
-                    self._send(WILL, option)
-                    self._emit(OptionChanged(option, local=True, enabled=True))
-                else:
-                    self._send(WONT, option)
-            elif q is _Q.WANTYES:
-                self._us[option] = _Q.YES
-                self._emit(OptionChanged(option, local=True, enabled=True))
-            elif q is _Q.WANTNO:
-                self._us[option] = _Q.NO
-                self._emit(ProtocolError("DO %d in answer to WONT" % option))
-        else:
-            if q is _Q.YES:
-                self._us[option] = _Q.NO
-                self._send(WONT, option)
-                self._emit(OptionChanged(option, local=True, enabled=False))
-            elif q in (_Q.WANTNO, _Q.WANTYES):
-                self._us[option] = _Q.NO
+                states[option] = _Q.NO  # our refusal answered by an offer: the peer is confused
+                asked = "DO" if local else "WILL"
+                self._emit(ProtocolError(f"{asked} {option} in answer to our refusal"))
+        elif q is _Q.YES:
+            states[option] = _Q.NO
+            self._send(no, option)
+            self._emit(OptionChanged(option, local=local, enabled=False))
+        elif q in (_Q.WANTNO, _Q.WANTYES):
+            states[option] = _Q.NO

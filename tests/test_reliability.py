@@ -52,7 +52,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import (
-    PY, FakeSpawner, ServerProcess, attach, children_of, close_at_end, connect, proc_state, short_tmpdir,
+    PY, FakeSpawner, fd_count, rss_kib, ServerProcess, attach, children_of, close_at_end, connect, proc_state, short_tmpdir,
 )
 from pyprocserv import ProcessServer
 from pyprocserv._cli import CliExit, parse_args
@@ -68,17 +68,6 @@ SKIPPED = re.compile(rb"\r\n@@@ pyprocserv: (\d+) bytes of output skipped: this 
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def zombies_of(pid: int) -> list[int]:
