@@ -79,7 +79,8 @@ def _bind_tcp(endpoint: TcpEndpoint, role: str, public: bool) -> BoundEndpoint:
     return BoundEndpoint(endpoint, role, sock, f"tcp:{shown}:{port}")
 
 
-def _owner(endpoint: UnixEndpoint) -> tuple[int, int]:
+def owner_ids(endpoint: UnixEndpoint) -> tuple[int, int]:
+    """uid and gid for a UNIX socket: the named user (and its group) or group, else ours."""
     uid, gid = os.getuid(), os.getgid()
     if endpoint.user:
         try:
@@ -116,7 +117,7 @@ def _clear_stale(path: str) -> None:
 
 
 def _bind_unix(endpoint: UnixEndpoint, role: str) -> BoundEndpoint:
-    uid, gid = _owner(endpoint)
+    uid, gid = owner_ids(endpoint)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = None
     try:

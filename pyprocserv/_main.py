@@ -26,7 +26,7 @@ import trio
 
 from ._cli import CliExit, CliOptions, parse_args
 from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint
-from ._listeners import BindError, BoundEndpoint, bind_all
+from ._listeners import BindError, BoundEndpoint, bind_all, owner_ids
 from ._logfile import LogFile
 from ._server import ProcessServer
 from ._stdio import RawTerminal, TerminalStream
@@ -85,22 +85,13 @@ def _check_pv_support(options: CliOptions) -> str | None:
 
 
 def _check_owners(options: CliOptions) -> str | None:
-    import grp
-    import pwd
-
-    endpoints = list(options.config.control) + [options.config.log_endpoint]
-    for endpoint in endpoints:
+    """An unknown user or group of a UNIX endpoint, found before anything is bound."""
+    for endpoint in [*options.config.control, options.config.log_endpoint]:
         if isinstance(endpoint, UnixEndpoint):
-            if endpoint.user:
-                try:
-                    pwd.getpwnam(endpoint.user)
-                except KeyError:
-                    return f"Unknown user '{endpoint.user}'"
-            if endpoint.group:
-                try:
-                    grp.getgrnam(endpoint.group)
-                except KeyError:
-                    return f"Unknown group '{endpoint.group}'"
+            try:
+                owner_ids(endpoint)
+            except BindError as exc:
+                return exc.strerror
     return None
 
 
