@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from _proc import cpu_ticks, proc_state, status_kib  # bench/ is on sys.path when a script here runs
+from _ports import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -152,12 +153,6 @@ def cpu_busy(seconds: float = 0.3) -> float:
     except (OSError, ValueError):
         return float("nan")
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def recv_greeting(sock: socket.socket, deadline: float) -> bytes:

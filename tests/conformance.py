@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -44,6 +43,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
+
+from helpers import free_port
 
 PROCSERV = shutil.which("procServ") or "/usr/bin/procServ"
 
@@ -282,17 +283,6 @@ def _listening_tcp_ports() -> set[int]:
     return ports
 
 
-def free_port() -> int:
-    """A free TCP port: bind 127.0.0.1:0, read the port, close."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # The log port binds 0.0.0.0: make sure that is free too.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("0.0.0.0", port))
-    return port
-
-
 # --------------------------------------------------------------------------
 # Client
 # --------------------------------------------------------------------------
@@ -304,6 +294,12 @@ class LaunchFailed(RuntimeError):
     def __init__(self, result: LaunchResult) -> None:
         super().__init__(f"server launch failed: {result}")
         self.result = result
+
+
+def _lost_port_race(result: LaunchResult) -> bool:
+    """The launch failed because a listening port was taken (procServ and
+    pyprocserv both exit with EADDRINUSE, 98, and name the port)."""
+    return result.returncode == 98 and b"port" in result.stderr
 
 
 class LeakError(AssertionError):
@@ -626,18 +622,31 @@ class ServerUnderTest:
     async def __aenter__(self) -> ServerUnderTest:
         self.dir = tempfile.mkdtemp(prefix="cf", dir="/tmp")
         self.ctx.dirs += [self.dir, os.path.realpath(self.dir)]
+        try:
+            for attempt in range(3):
+                self._pick_ports()
+                try:
+                    await self._start()
+                    break
+                except LaunchFailed as exc:
+                    # Another process may take a probed port before the server
+                    # binds it; only that failure is worth another try.
+                    if attempt == 2 or not _lost_port_race(exc.result):
+                        raise
+                    for name in os.listdir(self.dir):  # start the next try clean
+                        os.unlink(self.path(name))
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def _pick_ports(self) -> None:
         self.ctl_port = free_port()
         self.ctx.ports[self.ctl_port] = "<PORT>"
         self.log_port = 0
         if self.want_log_port:
             self.log_port = free_port()
             self.ctx.ports[self.log_port] = "<LOGPORT>"
-        try:
-            await self._start()
-        except BaseException as exc:
-            await self.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
 
     async def _start(self) -> None:
         self.launch = await _run_captured(self.argv(), self.dir, self.env, 10)

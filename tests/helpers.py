@@ -205,10 +205,29 @@ async def connect(address: str) -> Client:
     return Client(stream)
 
 
+_ISSUED_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 and 0.0.0.0 that no earlier call returned.
+
+    The kernel may hand back a port it just handed out once the probe socket
+    is closed, so two calls in a row (a control and a log port) could get the
+    same one; this process remembers what it gave out.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in _ISSUED_PORTS:
+            continue
+        try:
+            with socket.socket() as s:  # log ports and some tests bind the wildcard
+                s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        _ISSUED_PORTS.add(port)
+        return port
 
 
 def short_tmpdir() -> str:
