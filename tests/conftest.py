@@ -13,6 +13,8 @@ import inspect
 import pytest
 import trio
 
+from helpers import remove_short_tmpdirs
+
 REAL_TEST_LIMIT = 60.0  # seconds; the slowest real test needs a few
 
 
@@ -38,3 +40,10 @@ def _collect_garbage_after_each_test():
     them, not in whichever test happens to run when the garbage collector does."""
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _remove_short_tmpdirs_after_each_test():
+    """A suite run leaves nothing in /tmp (a few hundred directories a run, otherwise)."""
+    yield
+    remove_short_tmpdirs()

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 import subprocess
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -230,9 +231,22 @@ def free_port() -> int:
         return port
 
 
+_SHORT_TMPDIRS: list[str] = []
+
+
 def short_tmpdir() -> str:
-    """A short directory for UNIX socket paths (pytest's tmp_path can pass 108 bytes)."""
-    return tempfile.mkdtemp(prefix="pps", dir="/tmp")
+    """A short directory for UNIX socket paths (pytest's tmp_path can pass 108 bytes).
+
+    conftest removes it after the test (``remove_short_tmpdirs``).
+    """
+    path = tempfile.mkdtemp(prefix="pps", dir="/tmp")
+    _SHORT_TMPDIRS.append(path)
+    return path
+
+
+def remove_short_tmpdirs() -> None:
+    while _SHORT_TMPDIRS:
+        shutil.rmtree(_SHORT_TMPDIRS.pop(), ignore_errors=True)
 
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
