@@ -9,6 +9,7 @@ Rules for the tests that use them (trio-websocket style):
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 import subprocess
 import re
@@ -209,26 +210,47 @@ async def connect(address: str) -> Client:
 _ISSUED_PORTS: set[int] = set()
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 and 0.0.0.0 that no earlier call returned.
+def _ports_outside_ephemeral_range() -> range:
+    """Ports below the kernel's ephemeral range (the one bind(0) and connect() draw from).
 
-    The kernel may hand back a port it just handed out once the probe socket
-    is closed, so two calls in a row (a control and a log port) could get the
-    same one; this process remembers what it gave out.
+    A probed port handed to a server is free again until the server binds it; a client
+    connecting meanwhile could be given it as its local port. Ports from below the range
+    are never handed out that way.
     """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    return range(21000, low) if low - 21000 >= 2000 else range(0)
+
+
+_TEST_PORTS = _ports_outside_ephemeral_range()
+_port_choice = random.Random()  # its own: hypothesis seeds the global one
+
+
+def _bindable(port: int) -> bool:
+    try:
+        for host in ("127.0.0.1", "0.0.0.0"):  # log ports and some tests bind the wildcard
+            with socket.socket() as s:
+                s.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 and 0.0.0.0 that no earlier call in this process returned."""
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port in _ISSUED_PORTS:
-            continue
-        try:
-            with socket.socket() as s:  # log ports and some tests bind the wildcard
-                s.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        _ISSUED_PORTS.add(port)
-        return port
+        if _TEST_PORTS:
+            port = _port_choice.choice(_TEST_PORTS)
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        if port not in _ISSUED_PORTS and _bindable(port):
+            _ISSUED_PORTS.add(port)
+            return port
 
 
 _SHORT_TMPDIRS: list[str] = []
