@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak test for pyprocserv (issue #5): long, run by hand, and reported in the README.
 
-    python bench/soak.py --minutes 5        # the run reported in the README
+    python bench/soak.py --minutes 30       # the run reported in the README
     python bench/soak.py --short            # about 30 s: what CI runs (tests/test_reliability.py)
 
 For the whole duration, at once:
