@@ -44,12 +44,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from helpers import free_port
+from helpers import OFFER, free_port
 
 PROCSERV = shutil.which("procServ") or "/usr/bin/procServ"
-
-# Sent by procServ right after every greeting: IAC WILL ECHO, IAC DO LINEMODE.
-IAC_TAIL = b"\xff\xfb\x01\xff\xfd\x22"
 
 # The block that ends every child start (the second line may carry a
 # --logstamp prefix on log clients).
@@ -804,7 +801,7 @@ class ServerUnderTest:
             await self.wait_for_child(timeout)
             while True:
                 c = await self.connect(kind, name)
-                greeting = await c.expect(IAC_TAIL)
+                greeting = await c.expect(OFFER)
                 if b"is SHUT DOWN" not in greeting:
                     return c
                 await c.aclose()
@@ -873,9 +870,9 @@ async def _greeting_variant(
             ctl = await srv.connect_when_running("control")
         else:
             ctl = await srv.connect("control")
-            await ctl.expect(IAC_TAIL)
+            await ctl.expect(OFFER)
         log = await srv.connect("log")
-        await log.expect(IAC_TAIL)
+        await log.expect(OFFER)
         await ctl.read_until_quiet()
         await log.read_until_quiet()
         out[f"{key}_control"] = srv.norm(ctl.transcript())
@@ -977,7 +974,7 @@ async def scenario_kill_restart(server_cmd: Sequence[str], is_procserv: bool) ->
         ) as srv:
             ctl = await srv.connect_when_running("control")
             log = await srv.connect("log")
-            await log.expect(IAC_TAIL)
+            await log.expect(OFFER)
             await ctl.send(b"\x18")
             for c in (ctl, log):
                 await expect_exit(c)
@@ -1005,12 +1002,12 @@ async def scenario_toggle(server_cmd: Sequence[str], is_procserv: bool) -> dict[
         async with ServerUnderTest(server_cmd, is_procserv, log_port=True) as srv:
             c1 = await srv.connect_when_running("control", "c1")
             log = await srv.connect("log")
-            await log.expect(IAC_TAIL)
+            await log.expect(OFFER)
             await c1.send(b"\x14")
             for c in (c1, log):
                 await c.expect(b"Toggled auto restart to OFF\r\n")
             c2 = await srv.connect("control", "c2")
-            await c2.expect(IAC_TAIL)
+            await c2.expect(OFFER)
             await c1.send(b"\x14")
             for c in (c1, c2, log):
                 await c.expect(b"Toggled auto restart to ON\r\n")
@@ -1050,7 +1047,7 @@ async def scenario_noautorestart_then_R_then_Q(
             await c1.read_until_quiet(1.0)
             no_restart = not srv.child_pids()
             c2 = await srv.connect("unix", "c2")
-            await c2.expect(IAC_TAIL)
+            await c2.expect(OFFER)
             await c2.send(b"\x12")
             for c in (c1, c2):
                 await c.expect(START_BLOCK_END)
@@ -1089,7 +1086,7 @@ async def scenario_wait_mode(server_cmd: Sequence[str], is_procserv: bool) -> di
     with trio.fail_after(SCENARIO_TIMEOUT):
         async with ServerUnderTest(server_cmd, is_procserv, options=["-w"]) as srv:
             c = await srv.connect("control")
-            await c.expect(IAC_TAIL)
+            await c.expect(OFFER)
             idle = await c.read_until_quiet(1.2)
             nothing = idle == b"" and not srv.child_pids()
             await c.send(b"\x12")
@@ -1176,9 +1173,9 @@ async def scenario_two_controls_and_logger(
         async with ServerUnderTest(server_cmd, is_procserv, log_port=True) as srv:
             c1 = await srv.connect_when_running("control", "c1")
             log = await srv.connect("log")
-            await log.expect(IAC_TAIL)
+            await log.expect(OFFER)
             c2 = await srv.connect("control", "c2")
-            await c2.expect(IAC_TAIL)
+            await c2.expect(OFFER)
             await c1.send(b"hello\r")
             for c in (c1, log, c2):
                 await c.expect(re.compile(rb"hello\r\n.*hello\r\n", re.S))
@@ -1200,7 +1197,7 @@ async def _logfile_session(
     ) as srv:
         c = await srv.connect_when_running("control")
         log = await srv.connect("log")
-        await log.expect(IAC_TAIL)
+        await log.expect(OFFER)
         await c.send(b"line1\r")
         for cl in (c, log):
             await cl.expect(re.compile(rb"line1\r\n.*line1\r\n", re.S))
@@ -1308,16 +1305,16 @@ async def scenario_logout(server_cmd: Sequence[str], is_procserv: bool) -> dict[
         ) as srv:
             c1 = await srv.connect_when_running("control", "c1")
             log = await srv.connect("log")
-            await log.expect(IAC_TAIL)
+            await log.expect(OFFER)
             c2 = await srv.connect("control", "c2")
-            await c2.expect(IAC_TAIL)
+            await c2.expect(OFFER)
             await c2.send(b"z\x04")
             await c2.expect_eof()
             await log.send(b"\x04")
             for c in (c1, log):
                 await c.expect(b"z")
             c3 = await srv.connect("control", "c3")
-            await c3.expect(IAC_TAIL)
+            await c3.expect(OFFER)
             await c1.send(b"\r")
             for c in (c1, log, c3):
                 await c.expect(b"z\r\n")
@@ -1359,7 +1356,7 @@ async def scenario_holdoff_timing(server_cmd: Sequence[str], is_procserv: bool) 
             server_cmd, is_procserv, child, options=["-w", "--holdoff", str(HOLDOFF)],
         ) as srv:
             c = await srv.connect("control")
-            await c.expect(IAC_TAIL)
+            await c.expect(OFFER)
             t_r = trio.current_time()
             await c.send(b"\x12")
             await c.expect(START_BLOCK_END)

@@ -22,6 +22,8 @@ from typing import Pattern
 import trio
 import trio.testing
 
+from pyprocserv import Config, ProcessServer
+
 PY = sys.executable
 
 
@@ -196,6 +198,20 @@ def attach(nursery: trio.Nursery, server, *, control: bool = True, telnet: bool 
     return Client(client_side)
 
 
+# What procServ sends after every greeting: IAC WILL ECHO, IAC DO LINEMODE.
+OFFER = b"\xff\xfb\x01\xff\xfd\x22"
+
+
+async def serve_and_connect(nursery: trio.Nursery, config: Config) -> tuple[ProcessServer, Client]:
+    """An in-process server on ``config`` and one client on its first endpoint, past the greeting."""
+    server = ProcessServer(config)
+    await nursery.start(server.run)
+    client = await connect(server.endpoints[0])
+    close_at_end(nursery, client)
+    await client.expect(OFFER)
+    return server, client
+
+
 async def connect(address: str) -> Client:
     """Connect to an endpoint as the info file names it: tcp:HOST:PORT or unix:PATH."""
     if address.startswith("tcp:"):
@@ -229,18 +245,23 @@ _TEST_PORTS = _ports_outside_ephemeral_range()
 _port_choice = random.Random()  # its own: hypothesis seeds the global one
 
 
-def _bindable(port: int) -> bool:
+def _bindable(port: int, kinds: tuple[int, ...]) -> bool:
     try:
-        for host in ("127.0.0.1", "0.0.0.0"):  # log ports and some tests bind the wildcard
-            with socket.socket() as s:
-                s.bind((host, port))
+        for kind in kinds:
+            for host in ("127.0.0.1", "0.0.0.0"):  # log ports and some tests bind the wildcard
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind((host, port))
     except OSError:
         return False
     return True
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 and 0.0.0.0 that no earlier call in this process returned."""
+def free_port(*, udp: bool = False) -> int:
+    """A TCP port free on 127.0.0.1 and 0.0.0.0 that no earlier call in this process returned.
+
+    ``udp``: free for UDP as well (a Channel Access server's port is both).
+    """
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
     while True:
         if _TEST_PORTS:
             port = _port_choice.choice(_TEST_PORTS)
@@ -248,7 +269,7 @@ def free_port() -> int:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-        if port not in _ISSUED_PORTS and _bindable(port):
+        if port not in _ISSUED_PORTS and _bindable(port, kinds):
             _ISSUED_PORTS.add(port)
             return port
 

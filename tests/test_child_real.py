@@ -13,20 +13,15 @@ import signal
 
 import trio
 
-from helpers import Client, child_script, close_at_end, connect, proc_state
+from helpers import OFFER, Client, child_script, close_at_end, connect, proc_state, serve_and_connect
 from pyprocserv import Config, ProcessServer, RestartMode
 
-OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 
 
 async def serve(nursery: trio.Nursery, command: tuple[str, ...], **options) -> tuple[ProcessServer, Client]:
     """A server with one connected client; the child starts once the client is there (-w, then ^R)."""
     options.setdefault("holdoff", 0)
-    server = ProcessServer(Config(command=command, control=("0",), wait=True, **options))
-    await nursery.start(server.run)
-    client = await connect(server.endpoints[0])
-    close_at_end(nursery, client)
-    await client.expect(OFFER)
+    server, client = await serve_and_connect(nursery, Config(command=command, control=("0",), wait=True, **options))
     server.start()
     return server, client
 

@@ -22,9 +22,8 @@ import time
 import pytest
 import trio
 
-from helpers import PY, ServerProcess, children_of, close_at_end, connect, free_port, proc_state, short_tmpdir
+from helpers import OFFER, PY, ServerProcess, children_of, close_at_end, connect, free_port, proc_state, short_tmpdir
 
-OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -25,10 +25,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from helpers import PY, close_at_end, connect, short_tmpdir
+from helpers import OFFER, PY, close_at_end, connect, free_port, short_tmpdir
 
 ROOT = Path(__file__).resolve().parent.parent
-OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 
 
 def manage(conf: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -366,9 +365,9 @@ async def test_host_mode_keeps_serving_when_one_instance_cannot_start():
 
 
 async def test_host_pvs_count_and_drive_the_autostart_instances(monkeypatch):
-    from test_pvs import ca_read, ca_write, free_ca_port
+    from test_pvs import ca_read, ca_write
 
-    port = free_ca_port()
+    port = free_port(udp=True)
     env = {"EPICS_CA_SERVER_PORT": str(port), "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
            "EPICS_CA_AUTO_ADDR_LIST": "NO"}
     for key, value in env.items():

@@ -23,24 +23,11 @@ import trio
 from caproto import ChannelType
 from caproto.sync.client import read, write
 
-from helpers import PY, Client, close_at_end, connect, short_tmpdir
+from helpers import PY, Client, free_port, serve_and_connect, short_tmpdir
 from pyprocserv import Config, ProcessServer, RestartMode
 from pyprocserv._watchdog import WatchConfig
 
-OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 HERE = Path(__file__).parent
-
-
-def free_ca_port() -> int:
-    while True:
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("0.0.0.0", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
 
 
 @pytest.fixture
@@ -49,7 +36,7 @@ def ca_env(monkeypatch):
 
     caproto's sync client keeps its sockets in module globals; they are closed afterwards.
     """
-    port = free_ca_port()
+    port = free_port(udp=True)
     env = {
         "EPICS_CA_SERVER_PORT": str(port),
         "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
@@ -83,12 +70,7 @@ async def ca_write(name: str, value, notify: bool = True):
 
 async def serve(nursery, prefix: str, command: tuple[str, ...], **options) -> tuple[ProcessServer, Client]:
     options.setdefault("holdoff", 0)
-    server = ProcessServer(Config(command=command, control=("0",), pv_prefix=prefix, **options))
-    await nursery.start(server.run)
-    console = await connect(server.endpoints[0])
-    close_at_end(nursery, console)
-    await console.expect(OFFER)
-    return server, console
+    return await serve_and_connect(nursery, Config(command=command, control=("0",), pv_prefix=prefix, **options))
 
 
 async def test_procservcontrol_pvs_read_the_status_model(nursery, ca_env):
@@ -241,7 +223,7 @@ async def test_write_hosts_star_lets_every_host_write(nursery, ca_env):
 
 
 async def test_watchdog_restarts_an_invalid_child_with_backoff_then_stops_at_the_budget(nursery, monkeypatch, ca_env):
-    child_port = free_ca_port()
+    child_port = free_port(udp=True)
     our_port = ca_env["EPICS_CA_SERVER_PORT"]
     monkeypatch.setenv("EPICS_CA_ADDR_LIST", f"127.0.0.1:{child_port} 127.0.0.1:{our_port}")
     state = Path(short_tmpdir()) / "state"
@@ -282,7 +264,7 @@ async def test_watchdog_restarts_an_invalid_child_with_backoff_then_stops_at_the
 
 
 async def test_watchdog_takes_a_bad_value_as_bad_and_leaves_a_stopped_child_alone(nursery, monkeypatch, ca_env):
-    child_port = free_ca_port()
+    child_port = free_port(udp=True)
     monkeypatch.setenv("EPICS_CA_ADDR_LIST", f"127.0.0.1:{child_port}")
     state = Path(short_tmpdir()) / "state"
     state.write_text("ok\n")

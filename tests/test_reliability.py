@@ -52,7 +52,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import (
-    PY, FakeSpawner, fd_count, rss_kib, ServerProcess, attach, children_of, close_at_end, connect, proc_state, short_tmpdir,
+    OFFER, PY, FakeSpawner, fd_count, rss_kib, ServerProcess, attach, children_of, close_at_end, connect, proc_state, short_tmpdir,
 )
 from pyprocserv import ProcessServer
 from pyprocserv._cli import CliExit, parse_args
@@ -60,7 +60,6 @@ from pyprocserv._keys import KeyMap
 from pyprocserv._main import _check_owners, check_command
 from pyprocserv._telnet import Data, TelnetConnection, WindowSize
 
-OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEPARATOR = b"@@@ @@@ @@@ @@@ @@@\r\n"
 END_OF_RUN = b"@@@ ^R or ^X restarts the child, ^Q quits the server\r\n"
