@@ -23,7 +23,7 @@ import trio
 from ._watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
 
 if TYPE_CHECKING:
-    from ._server import ProcessServer
+    from ._extras import Root
 
 SEARCH_INTERVAL = 0.5
 
@@ -133,7 +133,7 @@ async def monitor(name: str, report: Callable[[Reading], None], interval: float 
         await trio.sleep(interval)
 
 
-async def run_watchdog(server: ProcessServer, config: WatchConfig) -> None:
+async def run_watchdog(server: Root, config: WatchConfig) -> None:
     """Watch ``config.pv`` and restart ``server``'s child as :class:`WatchdogPolicy` decides."""
     policy = WatchdogPolicy(config)
 
@@ -142,7 +142,7 @@ async def run_watchdog(server: ProcessServer, config: WatchConfig) -> None:
 
     def act(decision: Any) -> None:
         if decision is not None:
-            server.console.broadcast(f"@@@ Watchdog: {decision.message}\r\n".encode())
+            server.announce(decision.message, who="Watchdog")
             if decision.restart:
                 server.respawn()
 

@@ -8,8 +8,12 @@ Rules:
    others never notice.
 3. SIGHUP re-reads the configuration: added instances start, removed ones stop, changed ones
    restart, and the rest are left alone (their children keep running); logs are reopened.
+   A configuration that cannot be read changes nothing: every instance goes on as it was, the
+   reason goes to stderr and the host's SUMMARY PV, and the next good reload applies.
    SIGTERM and SIGINT stop everything in order.
 4. ``autostart = 0`` instances listen but start their child only on ^R, START or ``ALL Run``.
+5. The CA server and reload are supervised extras (see ``_extras``): a failure in either is
+   reported and retried, and no instance notices.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._cli import CliExit, parse_args
-from ._instances import Instance, Layout, instances
+from . import _messages as messages
+from ._extras import Supervisor
+from ._instances import ConfigError, Instance, Layout, instances
 from ._main import explain
 from ._server import ProcessServer
 
@@ -53,9 +59,17 @@ class Host:
         self.logdir = args.log_dir or layout.logdir
         self.managed: dict[str, Managed] = {}
         self.pvs: PVServer | None = None
-        self.host_group = None
         self.changed = trio.lowlevel.ParkingLot()
+        self.config_problem: str | None = None  # why the last reload was not applied
+        self.extras = Supervisor(self.announce, self.changed.unpark_all)
         self._nursery: trio.Nursery | None = None
+        self._reloads, self._reload_requests = trio.open_memory_channel[None](1)
+
+    def announce(self, text: str) -> None:
+        """An ``@@@`` line on every instance's console and in its log."""
+        for managed in list(self.managed.values()):
+            if managed.server is not None:
+                managed.server.announce(text)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -150,9 +164,8 @@ class Host:
         managed.scope.cancel()
         await managed.done.wait()
 
-    async def apply(self) -> None:
+    async def apply(self, wanted: dict[str, Instance]) -> None:
         """Make the running instances match the configuration; leave the unchanged alone."""
-        wanted = self.wanted()
         for name in list(self.managed):
             if name not in wanted or wanted[name] != self.managed[name].instance:
                 await self.stop(name)
@@ -164,12 +177,11 @@ class Host:
 
     def _add_pvs(self, managed: Managed) -> None:
         prefix = self.pv_prefix(managed.instance)
-        if self.pvs is None or prefix is None or managed.server is None:
+        if self.pvs is None or prefix is None or managed.server is None or managed.group is not None:
             return
         from ._pvs import ProcessPVs, WritePolicy
 
         managed.group = ProcessPVs(managed.server, prefix, WritePolicy(self.write_hosts))
-        managed.server.pvs = managed.group
         self.pvs.add(managed.group)
 
     def _remove_pvs(self, managed: Managed) -> None:
@@ -183,27 +195,59 @@ class Host:
 
     # -- running --------------------------------------------------------------------------
 
+    async def _serve_pvs(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """One CA server for the host's PVs and every instance's (a supervised extra)."""
+        from ._hostpvs import HostPVs
+        from ._pvs import PVServer, WritePolicy
+
+        pvs = PVServer((self.args.pv_interface,))
+        groups = [HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))] if self.args.pv_prefix else []
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pvs.run, groups)
+                self.pvs = pvs
+                for managed in list(self.managed.values()):
+                    self._add_pvs(managed)
+                task_status.started()
+        finally:
+            self.pvs = None
+            for managed in self.managed.values():
+                managed.group = None  # they went with that server; a new one makes its own
+
+    async def _reload(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Apply the configuration now and after each SIGHUP (a supervised extra)."""
+        task_status.started()
+        while True:
+            try:
+                wanted = self.wanted()
+            except ConfigError as exc:
+                self.config_problem = f"configuration not applied: {exc}"
+                print(f"pyprocserv-manage: {self.config_problem}; every instance goes on as it was",
+                      file=sys.stderr, flush=True)
+            else:
+                self.config_problem = None
+                await self.apply(wanted)
+                for managed in list(self.managed.values()):
+                    if managed.server is not None:
+                        managed.server.reopen_log()
+            self.changed.unpark_all()
+            await self._reload_requests.receive()
+
     async def main(self) -> int:
+        # A configuration that cannot be read at start is a ConfigError here, before anything runs.
+        serve_pvs = self.args.pv_prefix or any(i.pv_prefix for i in self.wanted().values())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.args.pv_prefix or any(i.pv_prefix for i in self.wanted().values()):
-                    from ._hostpvs import HostPVs
-                    from ._pvs import PVServer, WritePolicy
-
-                    self.pvs = PVServer((self.args.pv_interface,))
-                    groups = []
-                    if self.args.pv_prefix:
-                        self.host_group = HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))
-                        groups.append(self.host_group)
-                    await nursery.start(self.pvs.run, groups)
-                await self.apply()
+                if serve_pvs:
+                    await nursery.start(self.extras.run, "PV server", self._serve_pvs)
+                await nursery.start(self.extras.run, "configuration reload", self._reload)
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        await self.apply()
-                        for managed in list(self.managed.values()):
-                            if managed.server is not None:
-                                managed.server.reopen_log()
+                        try:
+                            self._reloads.send_nowait(None)
+                        except trio.WouldBlock:
+                            pass  # one is pending already: it will read the newest files
                     else:
                         break
                 for name in list(self.managed):
@@ -221,4 +265,4 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def run_host(layout: Layout, args: argparse.Namespace) -> int:
-    return trio.run(Host(layout, args).main)
+    return trio.run(Host(layout, args).main)  # a ConfigError at start: _manage.main says it

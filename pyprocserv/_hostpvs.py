@@ -36,9 +36,7 @@ class HostPVs(PVGroup):
         self.policy = policy
 
     def say(self, text: str) -> None:
-        for managed in self.host.managed.values():
-            if managed.server is not None:
-                managed.server.console.broadcast(f"@@@ pyprocserv: {text}\r\n".encode())
+        self.host.announce(text)
 
     async def follow(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -65,6 +63,8 @@ class HostPVs(PVGroup):
             status = server.status
             running += status.running
             lines.append(f"{name} {'Running' if status.running else 'Shutdown'} {status.pid or '-'}")
+        if self.host.config_problem:
+            lines.append(f"# {self.host.config_problem}")
         await _update(self.NPROCS, len(self.host.managed))
         await _update(self.NRUNNING, running)
         await _update(self.SUMMARY, "\n".join(lines))

@@ -73,10 +73,28 @@ class Layout:
         return flags
 
 
+class ConfigError(ValueError):
+    """The configuration cannot be read; the text names the file or section and the problem."""
+
+
 def read_config(layout: Layout) -> configparser.ConfigParser:
+    """Every configuration file, in order; a file that cannot be parsed is a :class:`ConfigError`."""
     parser = configparser.ConfigParser(DEFAULTS)
-    parser.read(layout.config_files())
+    for path in layout.config_files():
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f, path)
+        except FileNotFoundError:
+            continue  # removed since it was listed: as if it had never been there
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        except (configparser.Error, OSError) as exc:
+            raise ConfigError(f"{path}: {_one_line(exc)}") from None
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "strerror", None) or exc).split())
 
 
 @dataclass(frozen=True)
@@ -173,8 +191,11 @@ class Instance:
 def instances(layout: Layout, parser: configparser.ConfigParser | None = None) -> list[Instance]:
     """Every section that is an instance (``instance = 1``), in file order."""
     parser = parser or read_config(layout)
-    return [
-        Instance.from_section(parser, name)
-        for name in parser.sections()
-        if parser.getboolean(name, "instance", fallback=True)
-    ]
+    found = []
+    for name in parser.sections():
+        try:
+            if parser.getboolean(name, "instance", fallback=True):
+                found.append(Instance.from_section(parser, name))
+        except (ValueError, configparser.Error) as exc:
+            raise ConfigError(f"[{name}]: {_one_line(exc)}") from None
+    return found

@@ -15,7 +15,7 @@ import shutil
 import sys
 from typing import Sequence
 
-from ._instances import Instance, Layout, read_config
+from ._instances import ConfigError, Instance, Layout, read_config
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -31,7 +31,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     layout = Layout(user=args.user, conf_dir=args.conf_dir)
-    config = read_config(layout)
+    try:
+        config = read_config(layout)
+    except ConfigError as exc:
+        sys.stderr.write(f"pyprocserv-launcher: cannot read the configuration: {exc}\n")
+        return 1
     name = args.name
     if not config.has_section(name):
         sys.stderr.write(f"Instance '{name}' not found\n")

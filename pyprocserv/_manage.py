@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Sequence
 
-from ._instances import Layout, instances
+from ._instances import ConfigError, Layout, instances
 from ._units import conserver_config, write_file, write_units
 
 log = logging.getLogger("pyprocserv.manage")
@@ -371,7 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser().print_help()
         return 1
-    return args.func(Layout(user=args.user, conf_dir=args.conf_dir), args)
+    try:
+        return args.func(Layout(user=args.user, conf_dir=args.conf_dir), args)
+    except ConfigError as exc:
+        print(f"pyprocserv-manage: cannot read the configuration: {exc}", file=sys.stderr)
+        return 1
 
 
 def entrypoint() -> None:

@@ -198,5 +198,19 @@ def spawn_failed(reason: str) -> bytes:
     return b"@@@ pyprocserv: could not start the child: " + _b(reason) + NL
 
 
+def announcement(text: str, who: str = "pyprocserv") -> bytes:
+    """A line an extra (PVs, watchdog, host) says on the console and in the log."""
+    return b"@@@ " + _b(who) + b": " + _b(text) + NL
+
+
+def extra_failed(name: str, reason: str, delay: float) -> str:
+    """The announcement (text) of a supervised extra that failed."""
+    return f"{name} failed ({reason}); the IOC is not affected; restarting {name} in {delay:g} s"
+
+
+def spawn_retry(reason: str, delay: float) -> bytes:
+    return spawn_failed(reason)[: -len(NL)] + b"; next try in %s s" % _b(f"{delay:g}") + NL
+
+
 def log_resumed(path: str) -> bytes:
     return b"@@@ pyprocserv: log file " + _b(path) + b" is written again" + NL

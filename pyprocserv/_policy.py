@@ -9,7 +9,11 @@ Rules:
    * the first start is due at once, even with auto restart OFF (``--noautorestart`` starts once);
    * ``-w`` holds every start until a restart request (^R, or ^X while shut down);
    * a restart request starts the child at once, bypassing the holdoff and OFF mode once.
-3. Deliberate differences: a start happens exactly when it is due (procServ needs 0.5 s of
+3. A start that fails before there is a child (no pty, no fork) is no start and no exit: the
+   next try waits at least 1 s, doubling up to 60 s, and never less than the holdoff, whatever
+   ``--holdoff`` says, so a broken spawn never runs in a hot loop. A restart request still tries
+   at once; a child that starts resets the back-off.
+4. Deliberate differences: a start happens exactly when it is due (procServ needs 0.5 s of
    quiet on every fd first), and ONESHOT ends the server as soon as the child has exited
    (procServ also waits out the holdoff). ONESHOT is in the ^T cycle only when the server was
    started in it, so ^T twice still means OFF then ON, as procServControl's STOP/RESTART expect.
@@ -21,6 +25,11 @@ import enum
 import math
 import signal
 from typing import final
+
+from ._backoff import Backoff
+
+SPAWN_FIRST_RETRY = 1.0
+SPAWN_LAST_RETRY = 60.0
 
 
 class RestartMode(enum.Enum):
@@ -47,6 +56,8 @@ class RestartPolicy:
         self.starts = 0
         self._last_start: float | None = None
         self._start_requested = False
+        self._spawn_backoff = Backoff(SPAWN_FIRST_RETRY, SPAWN_LAST_RETRY, healthy_after=math.inf)
+        self._retry_at: float | None = None  # after a failed spawn
         # procServ 2.7.0 toggles ON <-> OFF; the upstream cycle with ONESHOT only when asked for.
         if mode is RestartMode.ONESHOT:
             self._cycle = (RestartMode.ON, RestartMode.OFF, RestartMode.ONESHOT)
@@ -57,7 +68,11 @@ class RestartPolicy:
         """The time the next start is due (``-inf``: now), or None while none is due."""
         if self.running or self.waiting_for_manual_start:
             return None
-        if self._start_requested or self._last_start is None:
+        if self._start_requested:
+            return -math.inf
+        if self._retry_at is not None:
+            return None if self.mode is RestartMode.OFF else self._retry_at
+        if self._last_start is None:
             return -math.inf
         if self.mode is RestartMode.OFF:
             return None
@@ -68,6 +83,15 @@ class RestartPolicy:
         self.starts += 1
         self._last_start = now
         self._start_requested = False
+        self._retry_at = None
+        self._spawn_backoff.succeeded()
+
+    def spawn_failed(self, now: float) -> float | None:
+        """A start failed before a child existed: seconds until the next try (None: none is due)."""
+        self._start_requested = False
+        delay = max(self.holdoff, self._spawn_backoff.failed(now))
+        self._retry_at = now + delay
+        return None if self.mode is RestartMode.OFF else delay
 
     def child_exited(self) -> bool:
         """Record the exit; True when the server should now exit (ONESHOT)."""

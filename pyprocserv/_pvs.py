@@ -42,7 +42,7 @@ from ._policy import RestartMode
 from ._watchdog import WatchState
 
 if TYPE_CHECKING:
-    from ._server import ProcessServer
+    from ._extras import Root
 
 IOCOUT_LINES = 20
 IOCOUT_SIZE = 5120  # DLS procServControl's NELM
@@ -218,7 +218,7 @@ class ProcessPVs(PVGroup):
                           read_only=True, doc="PV watchdog state")
     WD_COUNT = pvproperty(value=0, dtype=int, read_only=True, doc="Watchdog restarts")
 
-    def __init__(self, server: ProcessServer, prefix: str, policy: WritePolicy, description: str = "") -> None:
+    def __init__(self, server: Root, prefix: str, policy: WritePolicy, description: str = "") -> None:
         super().__init__(prefix=prefix)
         self.server = server
         self.policy = policy
@@ -226,10 +226,9 @@ class ProcessPVs(PVGroup):
         self._out = History(IOCOUT_LINES, max_bytes=IOCOUT_SIZE * 4)
         self._out_dirty = trio.Event()
         self.command_timeout = max(30.0, server.config.holdoff + 15.0)
-        server.console.taps.append(self._output)  # from the first start on
 
     def say(self, text: str) -> None:
-        self.server.console.broadcast(f"@@@ pyprocserv: {text}\r\n".encode())
+        self.server.announce(text)
 
     # -- keeping the PVs equal to the status model -------------------------------------------
 
@@ -239,11 +238,16 @@ class ProcessPVs(PVGroup):
         config = server.config
         await self.IOCNAME.write(_text(config.child_name))
         await self.DESCRIPTION.write(_text(self.description or config.child_name))
-        await self.PORT.write(_text(server.endpoints[-1].split(":", 1)[1] if server.endpoints else ""))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._follow_status)
-            nursery.start_soon(self._follow_output)
-            nursery.start_soon(self._tick)
+        endpoints = server.status.endpoints
+        await self.PORT.write(_text(endpoints[-1].split(":", 1)[1] if endpoints else ""))
+        server.add_output_listener(self._output)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._follow_status)
+                nursery.start_soon(self._follow_output)
+                nursery.start_soon(self._tick)
+        finally:
+            server.remove_output_listener(self._output)
 
     async def _follow_status(self) -> None:
         generation = None

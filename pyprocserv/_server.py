@@ -34,6 +34,7 @@ from . import _messages as messages
 from ._child import Child, spawn_pty_child
 from ._config import Config
 from ._console import Console, InputQueue, Outbox, Reader
+from ._extras import Supervisor
 from ._keys import Key
 from ._listeners import BoundEndpoint, bind_all, info_lines, procserv_info
 from ._logfile import LogFile
@@ -75,12 +76,14 @@ class Status:
     endpoints: tuple[str, ...]
     watchdog: str | None = None  # WatchState value, None without --watch-pv
     watchdog_restarts: int = 0
+    extras: tuple[tuple[str, str], ...] = ()  # (extra, "running" or its last failure)
 
     def as_dict(self) -> dict[str, object]:
-        """Plain values (for JSON): the mode as its word, endpoints as a list."""
+        """Plain values (for JSON): the mode as its word, endpoints as a list, extras as a map."""
         values = dataclasses.asdict(self)
         values["restart_mode"] = self.restart_mode.value
         values["endpoints"] = list(self.endpoints)
+        values["extras"] = dict(self.extras)
         return values
 
 
@@ -125,7 +128,7 @@ class ProcessServer:
         self._sessions_done = trio.Event()
         self._settled = trio.Event()  # the first start has happened, or none is due (-w)
         self._watch_state: tuple[str, int] | None = None
-        self.pvs = None  # the PV group, when the PV channel is on
+        self.extras = Supervisor(self.announce, self._poke)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class ProcessServer:
             endpoints=self.endpoints,
             watchdog=self._watch_state[0] if self._watch_state else None,
             watchdog_restarts=self._watch_state[1] if self._watch_state else 0,
+            extras=self.extras.snapshot(),
         )
 
     @property
@@ -227,6 +231,20 @@ class ProcessServer:
             self._watch_state = (state, restarts)
             self._poke()
 
+    def announce(self, text: str, *, who: str = "pyprocserv") -> None:
+        """An ``@@@ pyprocserv:`` (or ``@@@ WHO:``) line on every console and in the log."""
+        self.console.broadcast(messages.announcement(text, who))
+
+    def add_output_listener(self, listener: Callable[[bytes], None]) -> None:
+        """Call ``listener`` with every chunk the console shows; it must never wait or raise."""
+        self.console.taps.append(listener)
+
+    def remove_output_listener(self, listener: Callable[[bytes], None]) -> None:
+        try:
+            self.console.taps.remove(listener)
+        except ValueError:
+            pass
+
     def reopen_log(self) -> None:
         """SIGHUP: reopen the log file (after logrotate renamed it)."""
         if self._log is not None:
@@ -263,8 +281,7 @@ class ProcessServer:
                 await self._settled.wait()
                 if config.info_file:  # written once we serve: tools may take it as "ready"
                     self._write_info_file()
-                if config.status_file:
-                    nursery.start_soon(self._keep_status_file)
+                await self._start_status_file(nursery)
                 task_status.started(self)
                 await self._quit.wait()
                 self._settled.set()
@@ -316,19 +333,40 @@ class ProcessServer:
             await trio.sleep(0.2)
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
-        """The PV channel and the watchdog, imported only when configured (they need caproto)."""
+        """The PV channel, the watchdog and the status file, each under the supervisor.
+
+        The PV parts are imported only when configured (they need caproto).
+        """
         config = self.config
         if config.pv_prefix is not None:
             from . import _pvs
 
-            self.pvs = _pvs.ProcessPVs(
-                self, config.pv_prefix, _pvs.WritePolicy(config.pv_write_hosts), config.pv_description
-            )
-            await nursery.start(_pvs.serve, [self.pvs], config.pv_interfaces)
+            policy = _pvs.WritePolicy(config.pv_write_hosts)
+
+            async def pvs(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                group = _pvs.ProcessPVs(self, config.pv_prefix, policy, config.pv_description)
+                await _pvs.serve([group], config.pv_interfaces, task_status=task_status)
+
+            await nursery.start(self.extras.run, "PV server", pvs)
         if config.watch is not None:
             from ._camonitor import run_watchdog
 
-            nursery.start_soon(run_watchdog, self, config.watch)
+            watch = config.watch
+
+            async def watchdog(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                task_status.started()
+                await run_watchdog(self, watch)
+
+            nursery.start_soon(self.extras.run, "watchdog", watchdog)
+
+    async def _start_status_file(self, nursery: trio.Nursery) -> None:
+        if self.config.status_file:
+
+            async def status_file(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                task_status.started()
+                await self._keep_status_file()
+
+            await nursery.start(self.extras.run, "status file", status_file)
 
     async def serve_stream(self, stream: trio.abc.Stream, *, control: bool = True, telnet: bool = True) -> None:
         """Serve one client on any stream (the foreground terminal uses this)."""
@@ -404,12 +442,12 @@ class ProcessServer:
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             # No pty, no fork, a failed setup in the child: say so where procServ does (its
-            # stderr) and on the console, and try again after the holdoff.
+            # stderr) and on the console, and try again after a back-off (never in a hot loop).
             reason = getattr(exc, "strerror", None) or str(exc)
+            delay = self.policy.spawn_failed(trio.current_time())
             print(f"Fork failed: {reason}", file=sys.stderr)
-            self.console.broadcast(messages.spawn_failed(reason))
-            self.policy.child_started(trio.current_time())
-            self.policy.child_exited()
+            self.console.broadcast(messages.spawn_retry(reason, delay) if delay is not None
+                                   else messages.spawn_failed(reason))
             self._child_gone.set()
             self._settled.set()
             self._poke()

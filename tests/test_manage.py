@@ -342,6 +342,65 @@ async def test_host_mode_serves_every_instance_and_applies_a_new_config_on_sighu
         assert "(as /bin/sleep)" in (Path(conf) / "log" / "gamma.log").read_text()
 
 
+BAD_CONFIGS = {
+    "a key before the first section": b"command = /bin/cat\n[one]\ncommand = /bin/cat\n",
+    "a duplicate section": b"[one]\ncommand = /bin/cat\n[one]\ncommand = /bin/cat\n",
+    "autostart = perhaps": b"[one]\ncommand = /bin/cat\nautostart = perhaps\n",
+    "junk bytes": b"[one]\ncommand = /bin/cat\n\xff\xfe\x00\x81junk\n",
+}
+
+
+def child_pids(conf: str, *names: str) -> dict[str, int]:
+    return {name: json.loads((Path(conf) / "run" / f"procserv-{name}" / "status").read_text())["pid"]
+            for name in names}
+
+
+async def test_host_mode_reload_of_a_bad_config_leaves_every_instance_running_then_applies_a_good_one():
+    conf = short_tmpdir()
+    write_conf(conf, """\
+        [one]
+        command = /bin/cat
+        [two]
+        command = /bin/cat
+    """)
+    async with HostProcess(conf) as host:
+        await host.wait_for({"one": "Running", "two": "Running"})
+        before = child_pids(conf, "one", "two")
+        for count, (what, text) in enumerate(BAD_CONFIGS.items(), 1):
+            (Path(conf) / "procServ.conf").write_bytes(text)
+            host.process.send_signal(signal.SIGHUP)
+            with trio.fail_after(10):
+                while host.stderr.read_text(errors="replace").count("configuration not applied") < count:
+                    await trio.sleep(0.05)
+            assert host.process.returncode is None, what
+            assert child_pids(conf, "one", "two") == before, what
+        err = host.stderr.read_text(errors="replace")
+        assert "Traceback" not in err
+        assert "procServ.conf: File contains no section headers" in err
+        assert "[one]: Not a boolean: perhaps" in err
+        assert "not UTF-8 text" in err
+        write_conf(conf, """\
+            [one]
+            command = /bin/cat
+            [two]
+            command = /bin/cat
+            [three]
+            command = /bin/cat
+        """)
+        host.process.send_signal(signal.SIGHUP)
+        await host.wait_for({"one": "Running", "two": "Running", "three": "Running"})
+        assert {k: v for k, v in child_pids(conf, "one", "two").items()} == before
+
+
+def test_host_mode_refuses_to_start_on_a_bad_config_with_a_clear_message():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_bytes(BAD_CONFIGS["autostart = perhaps"])
+    result = manage(conf, "run", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pyprocserv-manage: cannot read the configuration: [one]: Not a boolean: perhaps")
+    assert "Traceback" not in result.stderr
+
+
 async def test_host_mode_keeps_serving_when_one_instance_cannot_start():
     conf = short_tmpdir()
     with socket.socket() as busy:

@@ -99,7 +99,7 @@ async def test_procservcontrol_pvs_read_the_status_model(nursery, ca_env):
         while await ca_read("CS:PS:T1:HEARTBEAT") == first:
             await trio.sleep(0.2)
     for name in ("STATUS", "START", "STOP", "RESTART", "TOGGLE", "KILL"):
-        assert f"CS:PS:T1:{name}" in server.pvs.pvdb
+        assert await ca_read(f"CS:PS:T1:{name}") is not None
     server.shutdown()
 
 
@@ -315,3 +315,31 @@ def test_without_pvs_caproto_is_never_imported():
     result = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30,
                             env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+async def test_a_pv_server_that_fails_is_restarted_and_the_child_never_notices(nursery, ca_env, monkeypatch, capsys):
+    from pyprocserv import _pvs
+
+    real_refresh = _pvs.ProcessPVs.refresh
+    failures = []
+
+    async def refresh_that_breaks_once(self):
+        if not failures and self.server.status.users:
+            failures.append(1)
+            raise KeyError(7)  # as caproto raised on an unknown channel id
+        await real_refresh(self)
+
+    monkeypatch.setattr(_pvs.ProcessPVs, "refresh", refresh_that_breaks_once)
+    server, console = await serve(nursery, "SUP:", ("/bin/cat",))
+    pid = server.status.pid
+    text = await console.expect(b"restarting PV server in 1 s\r\n")
+    assert b"@@@ pyprocserv: PV server failed (KeyError: 7); the IOC is not affected" in text
+    with trio.fail_after(10):
+        while dict(server.status.extras).get("PV server") != "running":
+            await server.wait_status_change()
+    assert await ca_read("SUP:PID") == pid  # served again, by a new CA server
+    assert server.status.running and server.status.pid == pid and server.status.start_count == 1
+    await console.send(b"echo\r")
+    await console.expect(b"echo")
+    assert "KeyError: 7" in capsys.readouterr().err
+    server.shutdown()

@@ -1,0 +1,151 @@
+"""Supervised extras: the optional parts beside the IOC, which can never take it down.
+
+Rules (design.md §7):
+1. The IOC's core (child, pty, console fan-out, log file, control endpoints) is the root.
+   Everything else is an extra: the CA server, the watchdog's monitor, the status file, host
+   PVs, host-mode reload.
+2. An extra talks to the root only through :class:`Root`: status snapshots and change events
+   out, commands in, :meth:`Root.announce` for an ``@@@`` line. It never holds the console, the
+   restart policy or the child.
+3. :class:`Supervisor` runs each extra. An unexpected exception ends that extra only: it is
+   reported once (an ``@@@`` line on the console and in the log, the traceback on stderr, the
+   extra's state in the status snapshot and so the status file) and the extra is started again
+   after a back-off (1 s, doubling to 60 s; from 1 s again after a minute of good running).
+4. Cancellation is not a failure: when the root stops, its extras stop with it, and an error
+   that races with the cancellation is still reported, never passed up.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, final
+
+import trio
+
+from . import _messages as messages
+from ._backoff import Backoff
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._server import Status
+
+Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
+FIRST_RETRY = 1.0
+LAST_RETRY = 60.0
+
+
+class Root(Protocol):
+    """What an extra may see and do of one process server (``ProcessServer`` is one)."""
+
+    config: Config
+
+    @property
+    def status(self) -> Status: ...
+
+    async def wait_status_change(self, since: int | None = None) -> int: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def respawn(self) -> None: ...
+
+    def toggle_autorestart(self) -> object: ...
+
+    def set_watch_state(self, state: str, restarts: int) -> None: ...
+
+    def announce(self, text: str, *, who: str = "pyprocserv") -> None: ...
+
+    def add_output_listener(self, listener: Callable[[bytes], None]) -> None: ...
+
+    def remove_output_listener(self, listener: Callable[[bytes], None]) -> None: ...
+
+
+def reason(exc: BaseException) -> str:
+    """One line for an exception (group): its innermost errors' types and messages."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(reason(e) for e in exc.exceptions)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _failures(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
+    """(the errors to report, what must go on up: cancellation, KeyboardInterrupt, SystemExit)."""
+    if isinstance(exc, BaseExceptionGroup):
+        failure, passed_on = exc.split(Exception)
+        while isinstance(failure, BaseExceptionGroup) and len(failure.exceptions) == 1:
+            failure = failure.exceptions[0]  # our own nurseries' wrapping says nothing
+        return failure, passed_on
+    return (exc, None) if isinstance(exc, Exception) else (None, exc)
+
+
+@final
+class Supervisor:
+    """Runs extras; one that fails is reported and started again later, never passed on."""
+
+    def __init__(
+        self,
+        announce: Callable[[str], None],
+        changed: Callable[[], None] = lambda: None,
+        *,
+        first: float = FIRST_RETRY,
+        cap: float = LAST_RETRY,
+    ) -> None:
+        self._announce = announce
+        self._changed = changed
+        self.first = first
+        self.cap = cap
+        self.states: dict[str, str] = {}  # extra -> "running" or what its last failure was
+
+    def snapshot(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.states.items()))
+
+    async def run(self, name: str, extra: Extra, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run ``extra`` until cancelled. Started once the extra is (or its first try failed)."""
+        backoff = Backoff(self.first, self.cap)
+        ready = False
+        try:
+            while True:
+                backoff.started(trio.current_time())
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(extra)
+                        self._set(name, "running")
+                        if not ready:
+                            ready = True
+                            task_status.started()
+                    return  # the extra finished its work
+                except BaseException as exc:
+                    failure, passed_on = _failures(exc)
+                    if failure is not None:
+                        delay = backoff.failed(trio.current_time())
+                        self._report(name, failure, delay)
+                    if passed_on is not None:
+                        raise passed_on from None
+                if not ready:
+                    ready = True
+                    task_status.started()  # the IOC does not wait for an extra that cannot start
+                await trio.sleep(delay)
+        finally:
+            self.states.pop(name, None)
+
+    def _set(self, name: str, state: str) -> None:
+        if self.states.get(name) != state:
+            self.states[name] = state
+            self._changed()
+
+    def _report(self, name: str, failure: BaseException, delay: float) -> None:
+        why = reason(failure)
+        print(f"pyprocserv: {name} failed; restarting it in {delay:g} s", file=sys.stderr)
+        traceback.print_exception(failure, file=sys.stderr)
+        sys.stderr.flush()
+        self._set(name, f"failed ({why}); restarting in {delay:g} s")
+        try:
+            self._announce(messages.extra_failed(name, why[:200], delay))
+        except Exception:
+            traceback.print_exc()  # the report must not fail the supervisor
