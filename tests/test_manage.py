@@ -459,6 +459,16 @@ async def test_host_pvs_count_and_drive_the_autostart_instances(monkeypatch):
             summary = bytes((await trio.to_thread.run_sync(functools.partial(
                 __import__("caproto.sync.client").sync.client.read, "HOSTX:SUMMARY", repeater=False))).data)
             assert b"manual Shutdown -" in summary and b"one Running" in summary
+            (Path(conf) / "procServ.conf").write_bytes(BAD_CONFIGS["a duplicate section"])
+            host.process.send_signal(signal.SIGHUP)
+            with trio.fail_after(10):
+                while b"\n# configuration not applied: " not in summary:
+                    await trio.sleep(0.2)
+                    summary = bytes((await trio.to_thread.run_sync(functools.partial(
+                        __import__("caproto.sync.client").sync.client.read, "HOSTX:SUMMARY",
+                        repeater=False))).data).rstrip(b"\0")
+            assert b"section 'one' already exists" in summary.rsplit(b"\n", 1)[1], summary
+            assert await ca_read("HOSTX:NRUNNING") == 2  # every instance goes on as it was
     finally:
         from caproto.sync import client
 
