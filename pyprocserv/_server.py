@@ -218,6 +218,9 @@ class ProcessServer:
         """Orderly exit, as on SIGTERM: stop the child, tell the clients, remove our files."""
         if not self._stopping:
             self._stopping = True
+            # No start is due any more: run() must not wait for one (a SIGTERM can arrive
+            # before the supervisor's first turn, which then never starts the child).
+            self._settled.set()
             self._quit.set()
             self._poke()
 
@@ -261,13 +264,12 @@ class ProcessServer:
                 nursery.start_soon(self._supervise)
                 await self._start_extras(nursery)
                 await self._settled.wait()
-                if config.info_file:  # written once we serve: tools may take it as "ready"
+                if config.info_file and not self._stopping:  # once we serve: tools may take it as "ready"
                     self._write_info_file()
                 if config.status_file:
                     nursery.start_soon(self._keep_status_file)
                 task_status.started(self)
                 await self._quit.wait()
-                self._settled.set()
                 await self._stop_child()
                 await self._close_sessions()
                 if self._stdout is not None:
