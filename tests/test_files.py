@@ -11,10 +11,24 @@ Rules for these tests:
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
 import trio
 
-from helpers import FakeSpawner
+from helpers import PY, FakeSpawner, ServerProcess, proc_state, short_tmpdir
 from pyprocserv import Config, ProcessServer
+from pyprocserv._endpoints import UnixEndpoint
+from pyprocserv._listeners import BindError, bind
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- shutdown before the first start ---------------------------------------------------------
@@ -29,3 +43,46 @@ async def test_shutdown_before_the_first_start_ends_run_instead_of_waiting_for_i
     with trio.fail_after(5):
         assert await server.run() == 0
     assert spawner.children == []
+
+
+# -- symlinks planted by other users -----------------------------------------------------------
+
+
+def victim_file(d: str) -> tuple[str, tuple[bytes, int, int, int]]:
+    """A file another user's link may point at, and what must stay as it is: bytes, mode, owner."""
+    path = os.path.join(d, "victim")
+    Path(path).write_bytes(b"secret\n")
+    os.chmod(path, 0o600)
+    return path, facts(path)
+
+
+def facts(path: str) -> tuple[bytes, int, int, int]:
+    st = os.stat(path)
+    return Path(path).read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+
+
+def test_a_symlink_swapped_in_for_the_socket_after_bind_never_gets_its_owner_or_mode(monkeypatch):
+    # The attacker can write the socket's directory and wins every race: right after bind()
+    # the socket's path is a symlink to the victim.
+    victim, before = victim_file(short_tmpdir())
+    path = os.path.join(short_tmpdir(), "ctl")
+    real_bind = socket.socket.bind
+
+    def bind_then_swap(sock: socket.socket, address: object) -> None:
+        real_bind(sock, address)
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.symlink(victim, path)
+
+    monkeypatch.setattr(socket.socket, "bind", bind_then_swap)
+    owner = "nobody" if os.geteuid() == 0 else None
+    with pytest.raises(BindError) as refused:
+        bind(UnixEndpoint(path, user=owner, mode=0o666), "control", public=False)
+    assert facts(victim) == before
+    assert refused.value.strerror == (
+        f"cannot listen on unix:{path}: something else was put there while we bound it (left alone)"
+    )
+    assert os.readlink(path) == victim
+    assert os.listdir(os.path.dirname(path)) == ["ctl"], "the private directory is gone"
+
+
