@@ -34,6 +34,7 @@ from . import _messages as messages
 from ._child import Child, spawn_pty_child
 from ._config import Config
 from ._console import Console, InputQueue, Outbox, Reader
+from ._files import replace_file, write_owned_file
 from ._keys import Key
 from ._listeners import BoundEndpoint, bind_all, info_lines, procserv_info
 from ._logfile import LogFile
@@ -294,8 +295,8 @@ class ProcessServer:
         path = self.config.info_file
         assert path is not None and self._bound is not None
         try:
-            with open(path, "w") as f:
-                f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
+            text = "".join(line + "\n" for line in info_lines(self.server_pid, self._bound))
+            write_owned_file(path, text, "info file")
         except OSError as exc:
             print(f"{self.config.program_name}: unable to write info file {path}: {exc.strerror}", file=sys.stderr)
 
@@ -307,9 +308,7 @@ class ProcessServer:
         while True:
             snapshot = json.dumps(self.status.as_dict(), sort_keys=True)
             try:
-                with open(path + ".tmp", "w") as f:
-                    f.write(snapshot + "\n")
-                os.replace(path + ".tmp", path)
+                replace_file(path, snapshot + "\n")
             except OSError as exc:
                 print(f"{self.config.program_name}: unable to write status file {path}: {exc.strerror}",
                       file=sys.stderr)

@@ -61,6 +61,12 @@ def facts(path: str) -> tuple[bytes, int, int, int]:
     return Path(path).read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
 
 
+def world_writable_dir() -> str:
+    d = short_tmpdir()
+    os.chmod(d, 0o1777)  # as /tmp
+    return d
+
+
 def test_a_symlink_swapped_in_for_the_socket_after_bind_never_gets_its_owner_or_mode(monkeypatch):
     # The attacker can write the socket's directory and wins every race: right after bind()
     # the socket's path is a symlink to the victim.
@@ -84,5 +90,20 @@ def test_a_symlink_swapped_in_for_the_socket_after_bind_never_gets_its_owner_or_
     )
     assert os.readlink(path) == victim
     assert os.listdir(os.path.dirname(path)) == ["ctl"], "the private directory is gone"
+
+
+async def test_the_status_files_temporary_file_never_follows_a_symlink_planted_at_its_old_name():
+    victim, before = victim_file(short_tmpdir())
+    status = os.path.join(world_writable_dir(), "status")
+    os.symlink(victim, status + ".tmp")
+    async with ServerProcess(["--status-file", status, "0", "/bin/cat"]) as server:
+        with trio.fail_after(10):
+            while not (os.path.exists(status) and json.loads(Path(status).read_text())["running"]):
+                await trio.sleep(0.02)
+        assert json.loads(Path(status).read_text())["server_pid"] == server.pid
+        assert facts(victim) == before
+        assert not os.path.islink(status)
+        assert os.readlink(status + ".tmp") == victim
+    assert os.listdir(os.path.dirname(status)) == ["status.tmp"], "no temporary file is left"
 
 
