@@ -149,8 +149,9 @@ def _listen_in_place(sock: socket.socket, path: str, uid: int, gid: int, mode: i
     """Rule 5: listen in a private directory next to ``path``, set owner and mode, link into place."""
     private = tempfile.mkdtemp(prefix=".pps", dir=os.path.dirname(path) or ".")  # 0700, ours alone
     inside = os.path.join(private, "s")
-    dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dir_fd = -1
     try:
+        dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # The detour may not fit in sun_path when the path nearly fills it: bind through our fd.
         too_long = len(os.fsencode(inside)) > SUN_PATH_MAX
         sock.bind(f"/proc/self/fd/{dir_fd}/s" if too_long else inside)
@@ -168,7 +169,8 @@ def _listen_in_place(sock: socket.socket, path: str, uid: int, gid: int, mode: i
                 errno.EEXIST, f"cannot listen on unix:{path}: something else was put there while we bound it (left alone)"
             ) from None
     finally:
-        os.close(dir_fd)
+        if dir_fd >= 0:
+            os.close(dir_fd)
         try:
             os.unlink(inside)
         except FileNotFoundError:
