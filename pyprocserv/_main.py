@@ -308,11 +308,7 @@ async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile |
                     await trio.sleep(interval)
 
             nursery.start_soon(handle_signals)
-            try:
-                await nursery.start(run_server)
-            except BaseException as exc:
-                _report_ready(f"error: {explain(exc)}\n".encode())
-                raise
+            await nursery.start(run_server)  # a failure is reported by main(), after the clean-up
             _report_ready(b"ok\n" + notes.encode())
             nursery.start_soon(tell_systemd)
             if options.foreground and config.logfile != "-":
@@ -369,25 +365,30 @@ def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
             _write(sys.stderr, line)
 
     notes = ""  # for the parent's stderr, in daemon mode
-    pidfile_written = False
+    pidfile = None  # once written: ours to remove
     if options.pidfile:
         notes = _write_pidfile(options.pidfile, prog) or ""
-        pidfile_written = not notes
+        pidfile = None if notes else options.pidfile
         if not daemon:
             _write(sys.stderr, notes)
+
+    def remove_pidfile() -> None:
+        nonlocal pidfile
+        if pidfile is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(pidfile)
+            pidfile = None
+
     console = options.foreground and config.logfile != "-" and os.isatty(0)
     try:
         with RawTerminal(0) if console else contextlib.nullcontext():
             return trio.run(_serve, options, bound, log, notes if daemon else "")
     except BaseException as exc:
+        remove_pidfile()  # before the parent hears of it and exits: nothing of ours is left then
         _report_ready(f"error: {explain(exc)}\n".encode())
         raise
     finally:
-        if pidfile_written:
-            try:
-                os.unlink(options.pidfile)
-            except OSError:
-                pass
+        remove_pidfile()
 
 
 def entrypoint() -> None:
