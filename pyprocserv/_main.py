@@ -9,10 +9,11 @@ Rules:
    failed, and exits accordingly. The parent owns no file: signals reach it as they always did.
 3. SIGTERM and SIGINT shut down in order, SIGHUP reopens the log; SIGPIPE stays ignored
    (EPIPE is an error on one client, not an event, and never a console message).
-4. No signal finds a window: SIGTERM, SIGINT and SIGHUP are held (blocked) from before the first
-   socket is bound until trio's receiver takes them, and again from when it closes until the
-   PID file is gone. What arrives while they are held is delivered to the receiver once it is
-   open, or, during the last clean-up, dropped: the shutdown it asks for is under way.
+4. No signal finds a window: SIGTERM, SIGINT and SIGHUP are held (blocked) from the start of
+   ``main()``, before any file exists, until trio's receiver takes them, and again from when it
+   closes until ``main()`` returns. What arrives while they are held is delivered to the
+   receiver once it is open, or, during the last clean-up, dropped: the shutdown it asks for is
+   under way. The child still starts with an empty mask (``_child``).
 """
 
 from __future__ import annotations
