@@ -8,6 +8,14 @@ Rules:
    nobody answers on: a live server's socket or a regular file is never deleted.
 3. Bind errors carry the true errno and its text (procServ prints a wrong one, issue #35).
 4. Every socket is close-on-exec: the child never inherits a listener.
+5. A UNIX socket has its owner and mode before it has its name: it is bound and listening in a
+   private directory (mode 0700) next to its path, chowned and chmodded there, and linked into
+   place with link(2), which never follows or replaces what is at the path (rename(2) would
+   replace it): a symlink or file planted there since the check of rule 2 fails the bind, as
+   rule 2 wants. The private directory is removed again. Nothing is ever changed through the
+   path itself, so a symlink swapped in there cannot redirect a chown or chmod. (fchown and
+   fchmod on the descriptor are no help: Linux applies them to the socket's own inode, not to
+   the file that bind() created.)
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ import os
 import pwd
 import socket
 import stat
+import tempfile
 from dataclasses import dataclass
 from typing import final
 
 from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint
 
 BACKLOG = 1024
+SUN_PATH_MAX = 107  # bytes of a UNIX socket path, without the final NUL
 
 
 class BindError(OSError):
@@ -119,35 +129,53 @@ def _clear_stale(path: str) -> None:
 def _bind_unix(endpoint: UnixEndpoint, role: str) -> BoundEndpoint:
     uid, gid = owner_ids(endpoint)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    path = None
     try:
         if endpoint.abstract:
             sock.bind("\0" + endpoint.path[1:])
-        else:
-            _clear_stale(endpoint.path)
-            # Bind with no permissions, then chown and chmod: nobody gets in before the mode is set.
-            old_umask = os.umask(0o777)
-            try:
-                sock.bind(endpoint.path)
-            finally:
-                os.umask(old_umask)
-            path = endpoint.path
-            try:
-                os.chown(path, uid, gid)
-            except PermissionError:
-                if (uid, gid) != (os.getuid(), os.getgid()):
-                    raise
-            os.chmod(path, 0o666 if endpoint.mode is None else endpoint.mode)
-        sock.listen(BACKLOG)
+            sock.listen(BACKLOG)
+            return BoundEndpoint(endpoint, role, sock, f"unix:{endpoint.path}")
+        _clear_stale(endpoint.path)
+        _listen_in_place(sock, endpoint.path, uid, gid, 0o666 if endpoint.mode is None else endpoint.mode)
     except BindError:
         sock.close()
         raise
     except OSError as exc:
         sock.close()
-        if path is not None:
-            os.unlink(path)
         raise BindError(exc.errno, f"cannot listen on unix:{endpoint.path}: {exc.strerror}") from exc
-    return BoundEndpoint(endpoint, role, sock, f"unix:{endpoint.path}", path)
+    return BoundEndpoint(endpoint, role, sock, f"unix:{endpoint.path}", endpoint.path)
+
+
+def _listen_in_place(sock: socket.socket, path: str, uid: int, gid: int, mode: int) -> None:
+    """Rule 5: listen in a private directory next to ``path``, set owner and mode, link into place."""
+    private = tempfile.mkdtemp(prefix=".pps", dir=os.path.dirname(path) or ".")  # 0700, ours alone
+    inside = os.path.join(private, "s")
+    dir_fd = -1
+    try:
+        dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # The detour may not fit in sun_path when the path nearly fills it: bind through our fd.
+        too_long = len(os.fsencode(inside)) > SUN_PATH_MAX
+        sock.bind(f"/proc/self/fd/{dir_fd}/s" if too_long else inside)
+        sock.listen(BACKLOG)
+        try:
+            os.chown(inside, uid, gid)
+        except PermissionError:
+            if (uid, gid) != (os.getuid(), os.getgid()):
+                raise
+        os.chmod(inside, mode)
+        try:
+            os.link(inside, path)
+        except FileExistsError:
+            raise BindError(
+                errno.EEXIST, f"cannot listen on unix:{path}: something else was put there while we bound it (left alone)"
+            ) from None
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
+        try:
+            os.unlink(inside)
+        except FileNotFoundError:
+            pass
+        os.rmdir(private)
 
 
 def bind_all(

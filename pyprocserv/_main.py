@@ -3,11 +3,17 @@
 Rules:
 1. Everything that can fail because of the command line fails here, before the fork, with a
    message on stderr and a non-zero exit: options, endpoints, users, ports in use, the command.
-2. Daemon mode (the default) forks once; the parent waits until the daemon serves, prints
-   ``spawning daemon process: PID`` and writes the PID file with the daemon's pid (so systemd's
-   Type=forking never races it), or reports why the daemon failed, and exits accordingly.
+2. Daemon mode (the default) forks once; the daemon writes the PID file before it reports that
+   it serves (so systemd's Type=forking never races it, and the file is the daemon's to remove);
+   the parent waits for that report, prints ``spawning daemon process: PID`` or why the daemon
+   failed, and exits accordingly. The parent owns no file: signals reach it as they always did.
 3. SIGTERM and SIGINT shut down in order, SIGHUP reopens the log; SIGPIPE stays ignored
    (EPIPE is an error on one client, not an event, and never a console message).
+4. No signal finds a window: SIGTERM, SIGINT and SIGHUP are held (blocked) from the start of
+   ``main()``, before any file exists, until trio's receiver takes them, and again from when it
+   closes until ``main()`` returns. What arrives while they are held is delivered to the
+   receiver once it is open, or, during the last clean-up, dropped: the shutdown it asks for is
+   under way. The child still starts with an empty mask (``_child``).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import signal
 import socket
 import stat
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import trio
 
 from ._cli import CliExit, CliOptions, parse_args
 from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint
+from ._files import UnsafeFile, write_owned_file
 from ._listeners import BindError, BoundEndpoint, bind_all, owner_ids
 from ._logfile import LogFile
 from ._server import ProcessServer
@@ -33,6 +40,7 @@ from ._stdio import RawTerminal, TerminalStream
 from ._systemd import address_of, listen_fds, notify, watchdog_interval
 
 READY_TIMEOUT = 10.0
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # rule 4
 
 
 def _write(stream: object, text: str) -> None:
@@ -157,18 +165,33 @@ def _loopback_warnings(options: CliOptions) -> list[str]:
     return out
 
 
-def _write_pidfile(path: str, pid: int, prog: str) -> None:
+def _write_pidfile(path: str, prog: str) -> str | None:
+    """Write our pid to ``path``; the message for stderr when that fails, else None."""
     try:
-        with open(path, "w") as f:
-            f.write(f"{pid}\n")
+        write_owned_file(path, f"{os.getpid()}\n", "PID file")
+    except UnsafeFile as exc:
+        return f"{prog}: unable to open PID file {path}: {exc.strerror}\n"
     except OSError:
-        _write(sys.stderr, f"{prog}: unable to open PID file {path}\n")
+        return f"{prog}: unable to open PID file {path}\n"
+    return None
 
 
-def _daemonize(options: CliOptions, warnings: list[str]) -> int | None:
+@contextlib.contextmanager
+def _signals_held() -> Iterator[set[signal.Signals]]:
+    """Rule 4: hold the shutdown signals (yields the mask before); at the end drop what arrived."""
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield saved
+    finally:
+        while signal.sigtimedwait(HELD_SIGNALS, 0) is not None:
+            pass  # the shutdown it asks for has happened
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+
+
+def _daemonize(options: CliOptions, warnings: list[str], signal_mask: set[signal.Signals]) -> int | None:
     """Fork. In the parent: wait for the daemon to report, then return the exit code.
 
-    In the daemon: return None, with the ready pipe's write end in ``options``' place.
+    In the daemon: return None, with the ready pipe's write end in ``_READY_FD``.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -184,6 +207,7 @@ def _daemonize(options: CliOptions, warnings: list[str]) -> int | None:
         global _READY_FD
         _READY_FD = write_end
         return None
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)  # rule 2: the files are the daemon's
     os.close(write_end)
     prog = options.config.program_name
     report = b""
@@ -198,8 +222,7 @@ def _daemonize(options: CliOptions, warnings: list[str]) -> int | None:
         text = report.decode(errors="replace").strip() or "the daemon exited during start-up"
         _write(sys.stderr, f"{prog}: {text}\n")
         return 1
-    if options.pidfile:
-        _write_pidfile(options.pidfile, pid, prog)
+    _write(sys.stderr, report[3:].decode(errors="replace"))  # the daemon's notes (a PID file it could not write)
     if not options.quiet:
         _write(sys.stderr, f"{prog}: spawning daemon process: {pid}\n")
         for line in warnings:
@@ -230,11 +253,22 @@ def _report_ready(text: bytes) -> None:
         _READY_FD = None
 
 
-async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile | None) -> int:
+@contextlib.contextmanager
+def _signals_let_through() -> Iterator[None]:
+    """Rule 4: while trio's receiver is open, the held signals (and those that came) reach it."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+
+
+async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile | None, notes: str) -> int:
+    """Serve until the end; ``notes`` go to the parent with the report that we serve."""
     config = options.config
     server = ProcessServer(config, bound_endpoints=bound, log=log)
     codes: list[int] = []
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(*HELD_SIGNALS) as signals, _signals_let_through():
         async with trio.open_nursery() as nursery:
 
             async def run_server(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -275,12 +309,8 @@ async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile |
                     await trio.sleep(interval)
 
             nursery.start_soon(handle_signals)
-            try:
-                await nursery.start(run_server)
-            except BaseException as exc:
-                _report_ready(f"error: {explain(exc)}\n".encode())
-                raise
-            _report_ready(b"ok\n")
+            await nursery.start(run_server)  # a failure is reported by main(), after the clean-up
+            _report_ready(b"ok\n" + notes.encode())
             nursery.start_soon(tell_systemd)
             if options.foreground and config.logfile != "-":
                 nursery.start_soon(functools.partial(server.serve_stream, TerminalStream(0, 1), telnet=False))
@@ -291,6 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     if argv and os.path.basename(argv[0]) == "__main__.py":
         argv[0] = "pyprocserv"
+    with _signals_held() as signal_mask:
+        return _main(argv, signal_mask)
+
+
+def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
     try:
         options = parse_args(argv)
         config = options.config
@@ -321,31 +356,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "" if config.log_endpoint is not None else " and no port for log connections"
         warnings.append(f"Warning: No log file{what} specified.\n")
     if daemon:
-        code = _daemonize(options, warnings)
+        code = _daemonize(options, warnings, signal_mask)
         if code is not None:
             for b in bound:
                 b.sock.close()  # the daemon owns them now; the files are its to remove
             return code
-    else:
-        if not options.quiet:
-            for line in warnings:
-                _write(sys.stderr, line)
-        if options.pidfile:
-            _write_pidfile(options.pidfile, os.getpid(), prog)
+    elif not options.quiet:
+        for line in warnings:
+            _write(sys.stderr, line)
+
+    notes = ""  # for the parent's stderr, in daemon mode
+    pidfile = None  # once written: ours to remove
+    if options.pidfile:
+        notes = _write_pidfile(options.pidfile, prog) or ""
+        pidfile = None if notes else options.pidfile
+        if not daemon:
+            _write(sys.stderr, notes)
+
+    def remove_pidfile() -> None:
+        nonlocal pidfile
+        if pidfile is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(pidfile)
+            pidfile = None
 
     console = options.foreground and config.logfile != "-" and os.isatty(0)
     try:
         with RawTerminal(0) if console else contextlib.nullcontext():
-            return trio.run(_serve, options, bound, log)
+            return trio.run(_serve, options, bound, log, notes if daemon else "")
     except BaseException as exc:
+        remove_pidfile()  # before the parent hears of it and exits: nothing of ours is left then
         _report_ready(f"error: {explain(exc)}\n".encode())
         raise
     finally:
-        if options.pidfile:
-            try:
-                os.unlink(options.pidfile)
-            except OSError:
-                pass
+        remove_pidfile()
 
 
 def entrypoint() -> None:

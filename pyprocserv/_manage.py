@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import errno
+import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import sys
 import time
 from typing import Sequence
 
+from ._files import replace_file
 from ._instances import ConfigError, Layout, instances
 from ._units import conserver_config, write_file, write_units
 
@@ -239,9 +241,9 @@ def cmd_remove(layout: Layout, args: argparse.Namespace) -> int:
         else:
             parser.remove_section(args.name)
             parser.remove_option("DEFAULT", "instance")
-            with open(path + ".tmp", "w") as f:
-                parser.write(f)
-            os.replace(path + ".tmp", path)
+            text = io.StringIO()
+            parser.write(text)
+            replace_file(path, text.getvalue())
     if not args.no_systemd:
         _systemctl(layout, "stop", f"procserv-{args.name}.service")
         _systemctl(layout, "disable", f"procserv-{args.name}.service", f"procserv-{args.name}.socket")

@@ -35,6 +35,7 @@ from ._child import Child, spawn_pty_child
 from ._config import Config
 from ._console import Console, InputQueue, Outbox, Reader
 from ._extras import Supervisor
+from ._files import replace_file, write_owned_file
 from ._keys import Key
 from ._listeners import BoundEndpoint, bind_all, info_lines, procserv_info
 from ._logfile import LogFile
@@ -222,6 +223,9 @@ class ProcessServer:
         """Orderly exit, as on SIGTERM: stop the child, tell the clients, remove our files."""
         if not self._stopping:
             self._stopping = True
+            # No start is due any more: run() must not wait for one (a SIGTERM can arrive
+            # before the supervisor's first turn, which then never starts the child).
+            self._settled.set()
             self._quit.set()
             self._poke()
 
@@ -279,12 +283,11 @@ class ProcessServer:
                 nursery.start_soon(self._supervise)
                 await self._start_extras(nursery)
                 await self._settled.wait()
-                if config.info_file:  # written once we serve: tools may take it as "ready"
+                if config.info_file and not self._stopping:  # once we serve: tools may take it as "ready"
                     self._write_info_file()
                 await self._start_status_file(nursery)
                 task_status.started(self)
                 await self._quit.wait()
-                self._settled.set()
                 await self._stop_child()
                 await self._close_sessions()
                 if self._stdout is not None:
@@ -309,8 +312,8 @@ class ProcessServer:
         path = self.config.info_file
         assert path is not None and self._bound is not None
         try:
-            with open(path, "w") as f:
-                f.write("".join(line + "\n" for line in info_lines(self.server_pid, self._bound)))
+            text = "".join(line + "\n" for line in info_lines(self.server_pid, self._bound))
+            write_owned_file(path, text, "info file")
         except OSError as exc:
             print(f"{self.config.program_name}: unable to write info file {path}: {exc.strerror}", file=sys.stderr)
 
@@ -322,9 +325,7 @@ class ProcessServer:
         while True:
             snapshot = json.dumps(self.status.as_dict(), sort_keys=True)
             try:
-                with open(path + ".tmp", "w") as f:
-                    f.write(snapshot + "\n")
-                os.replace(path + ".tmp", path)
+                replace_file(path, snapshot + "\n")
             except OSError as exc:
                 print(f"{self.config.program_name}: unable to write status file {path}: {exc.strerror}",
                       file=sys.stderr)
