@@ -343,15 +343,22 @@ class ServerProcess:
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=self.cwd,
                 preexec_fn=self.preexec_fn,
             )
-        with trio.fail_after(15):
-            while True:
-                if os.path.exists(self.info):
-                    lines = Path(self.info).read_text().splitlines()
-                    if lines and lines[-1] and len(lines) >= 2:
-                        break
-                if self.process.poll() is not None and self.foreground:
-                    raise AssertionError("server exited: " + Path(self.stderr).read_text())
-                await trio.sleep(0.02)
+        try:
+            with trio.fail_after(15):
+                while True:
+                    if os.path.exists(self.info):
+                        lines = Path(self.info).read_text().splitlines()
+                        if lines and lines[-1] and len(lines) >= 2:
+                            break
+                    if self.process.poll() is not None and self.foreground:
+                        raise AssertionError("server exited: " + Path(self.stderr).read_text())
+                    await trio.sleep(0.02)
+        except BaseException:
+            if self.process.poll() is None:  # a server that never got ready must not outlive its test
+                self.process.kill()
+                with trio.CancelScope(shield=True):
+                    await self.process.wait()
+            raise
         self.pid = int(lines[0].split(":")[1])
         self.endpoints = lines[1:]
         return self
