@@ -17,7 +17,8 @@ Rules:
    its severity anyway.
 6. Writes only from the hosts allowed (default: this host, 127.0.0.1 and ::1). A refused client
    is told it has no write access (libca refuses locally); a forced write fails; both, and every
-   accepted command, leave an ``@@@`` line on the console and in the log.
+   accepted command, leave an ``@@@`` line on the console and in the log; refusals at most
+   once a minute per peer, with a count.
 7. Nothing a CA peer sends ends more than its own circuit: each circuit runs in its own
    nursery, and whatever caproto raises there closes that circuit (one line on stderr, at most
    once a minute per peer). A message announcing more than :data:`MAX_PAYLOAD` is refused
@@ -32,6 +33,7 @@ import contextvars
 import functools
 import ipaddress
 import logging
+import operator
 import socket
 import sys
 import time
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Callable
 import caproto as ca
 import caproto.trio.server as ca_trio
 import trio
-from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType
+from caproto import AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelType
 from caproto._data import Forbidden
 from caproto.server import PVGroup, PvpropertyEnum, pvproperty
 from caproto.server.common import DisconnectedCircuit
@@ -65,7 +67,7 @@ MODE_STRINGS = {RestartMode.OFF: "Off", RestartMode.ON: "On", RestartMode.ONESHO
 MAX_PAYLOAD = 16384  # EPICS_CA_MAX_ARRAY_BYTES' default; every PV here fits (IOCOUT 5120, SUMMARY 16000)
 COMMAND_BACKLOG = 256  # commands read ahead of the one being handled (caproto: 10000)
 PUTS_IN_FLIGHT = 16  # puts handled at once per circuit (caproto: one task per put, unbounded)
-REPORT_PERIOD = 60.0  # failed circuits: at most one report a minute per peer
+REPORT_PERIOD = 60.0  # refused puts and failed circuits: at most one report a minute per peer
 
 # The peer address of the Channel Access request being handled (set per circuit command).
 _PEER: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyprocserv_ca_peer", default=None)
@@ -316,11 +318,38 @@ class GuardedEnum(PvpropertyEnum):
     async def auth_write(self, hostname, username, data, data_type, metadata, *, flags=0, user_address=None):  # type: ignore[no-untyped-def]
         address = user_address[0] if user_address else None
         if not self.group.policy.allows(address):
-            self.group.say(f"refused CA put to {self.pvname} from {address or hostname}: not an allowed host")
-            raise Forbidden(f"{address or hostname} may not write {self.pvname}")
+            peer = address or hostname
+            count = self.group.refusals.note(peer, time.monotonic())
+            if count == 1:
+                self.group.say(f"refused CA put to {self.pvname} from {peer}: not an allowed host")
+            elif count:
+                self.group.say(f"refused {count} CA puts from {peer} since the last report, the latest to "
+                               f"{self.pvname}: not an allowed host")
+            raise Forbidden(f"{peer} may not write {self.pvname}")
         return await super().auth_write(
             hostname, username, data, data_type, metadata, flags=flags, user_address=user_address
         )
+
+    async def verify_value(self, value):  # type: ignore[no-untyped-def]
+        # caproto stores an index past the strings, and every read of the PV fails after it.
+        if not _is_state(value, self.enum_strings):
+            raise CaprotoValueError(f"{value!r} is not a state of {self.pvname} ({', '.join(self.enum_strings)})")
+        return await super().verify_value(value)
+
+
+def _is_state(value: object, strings: tuple[str, ...]) -> bool:
+    if isinstance(value, str):
+        return value in strings
+    try:
+        return 0 <= operator.index(value) < len(strings)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
+def report_refusals(group: PVGroup) -> None:
+    """Announce the refused puts counted but not yet reported, once their minute is over."""
+    for peer, count in group.refusals.due(time.monotonic()):
+        group.say(f"refused {count} more CA put{'s' if count > 1 else ''} from {peer}: not an allowed host")
 
 
 def _busy(doc: str) -> pvproperty:
@@ -380,6 +409,7 @@ class ProcessPVs(PVGroup):
         self.server = server
         self.policy = policy
         self.description = description
+        self.refusals = ReportLimiter(REPORT_PERIOD)
         self._out = History(IOCOUT_LINES, max_bytes=IOCOUT_SIZE * 4)
         self._out_dirty = trio.Event()
         self.command_timeout = max(30.0, server.config.holdoff + 15.0)
@@ -438,6 +468,7 @@ class ProcessPVs(PVGroup):
             status = self.server.status
             uptime = int(time.time() - status.child_started_at) if status.running and status.child_started_at else 0
             await _update(self.UPTIME, uptime)
+            report_refusals(self)
             await trio.sleep(1.0)
 
     def _output(self, data: bytes) -> None:
@@ -449,7 +480,9 @@ class ProcessPVs(PVGroup):
             await self._out_dirty.wait()
             self._out_dirty = trio.Event()
             if self.SHOWOUT.value == "Yes":
-                await self.IOCOUT.write(iocout_text(self._out.replay()))
+                # Bytes: caproto stores them as the channel's Latin-1 text, which goes on the wire
+                # as these very bytes (text outside Latin-1 would fail every read: ECA_INTERNAL).
+                await self.IOCOUT.write(iocout_bytes(self._out.replay()))
             await trio.sleep(IOCOUT_PERIOD)
 
     # -- commands ------------------------------------------------------------------------------
@@ -516,12 +549,17 @@ async def _update(instance, value, **alarm) -> None:  # type: ignore[no-untyped-
         await instance.write(value, **alarm)
 
 
-def iocout_text(raw: bytes) -> str:
-    """Console bytes as IOCOUT shows them: lines joined by \\n, control characters removed."""
+def iocout_bytes(raw: bytes) -> bytes:
+    """Console bytes as IOCOUT carries them: UTF-8 (undecodable bytes replaced), lines joined by
+    \\n, control characters removed, the last IOCOUT_SIZE - 1 bytes from a character's start."""
     text = raw.decode("utf-8", "replace").replace("\r", "")
     text = "".join(ch for ch in text if ch == "\n" or ch >= " " or ch == "\t")
     lines = text.split("\n")[-IOCOUT_LINES:]
-    return "\n".join(lines)[-(IOCOUT_SIZE - 1):]
+    data = "\n".join(lines).encode()[-(IOCOUT_SIZE - 1):]
+    start = 0
+    while start < len(data) and data[start] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+        start += 1
+    return data[start:]
 
 
 class PVServer:

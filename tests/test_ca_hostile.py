@@ -273,6 +273,79 @@ async def test_an_oversized_message_is_refused_before_it_is_buffered_and_memory_
         assert grown < 8 * 1024, f"RSS grew by {grown} KiB"
 
 
+# -- 5: IOCOUT with output outside Latin-1 ----------------------------------------------------------
+
+UNICODE_CHILD = (PY, "-u", "-c", (
+    "import sys, time\n"
+    "sys.stdout.buffer.write('check \\u2713 euro \\u20ac\\n'.encode() + b'bin \\xff\\xfe end\\n')\n"
+    "sys.stdout.buffer.flush()\n"
+    "time.sleep(3600)\n"
+))
+EXPECTED = "check ✓ euro €\nbin \ufffd\ufffd end".encode()
+
+PYEPICS_IOCOUT = """\
+import sys, epics, numpy
+value = epics.caget(sys.argv[1], use_monitor=False, timeout=5)
+if value is None:
+    raise SystemExit("no answer")
+print(bytes(numpy.asarray(value, dtype=numpy.uint8)).hex())
+"""
+
+
+async def test_iocout_carries_any_output_to_caproto_and_to_libca(ca_env):
+    async with pv_server(child=UNICODE_CHILD) as server:
+        with trio.fail_after(10):
+            while True:
+                iocout = bytes((await ca_read("IOCOUT")).data)
+                if b"end" in iocout:
+                    break
+                await trio.sleep(0.1)
+        assert EXPECTED in iocout, iocout
+        result = await trio.run_process([PY, "-c", PYEPICS_IOCOUT, PREFIX + "IOCOUT"], capture_stdout=True,
+                                        capture_stderr=True, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        assert EXPECTED in bytes.fromhex(result.stdout.decode().split()[-1])
+        await assert_serving(server)
+
+
+# -- 6: enum indexes outside the strings ------------------------------------------------------------
+
+
+async def test_enum_pvs_refuse_indexes_outside_their_strings_with_a_put_failure(ca_env):
+    async with pv_server() as server:
+        pid = await assert_serving(server)
+        async with Peer.connect(ca_env) as peer:
+            showout, stop = await peer.channels("SHOWOUT", "STOP")
+            for channel, index, kind in [(showout, 2, ChannelType.LONG), (showout, 65535, ChannelType.ENUM),
+                                        (stop, 2, ChannelType.LONG), (stop, 7, ChannelType.INT)]:
+                reply = await peer.reply_to(channel.write([index], data_type=kind, notify=True, ioid=index))
+                assert isinstance(reply, ca.ErrorResponse) and reply.status.name == "ECA_PUTFAIL"
+            assert (await ca_read("SHOWOUT", as_string=True)).data[0] == b"Yes"
+            reply = await peer.reply_to(showout.write([0], data_type=ChannelType.ENUM, notify=True, ioid=1))
+            assert isinstance(reply, ca.WriteNotifyResponse) and reply.status.success
+            assert (await ca_read("SHOWOUT", as_string=True)).data[0] == b"No"
+        await assert_serving(server, pid)
+
+
+async def test_every_writable_enum_of_process_and_host_pvs_checks_its_index():
+    from pyprocserv._hostpvs import HostPVs
+    from pyprocserv._pvs import GuardedEnum, ProcessPVs, WritePolicy
+
+    class Nobody:  # neither a host nor a server: a put that got through would touch it and fail
+        managed: dict = {}
+
+    host = HostPVs(Nobody(), "HOST:", WritePolicy())  # type: ignore[arg-type]
+    guarded = [pv for pv in host.pvdb.values() if isinstance(pv, GuardedEnum)]
+    assert [pv.pvname for pv in guarded] == ["HOST:ALL"]
+    writable = [spec.attr_name for spec in ProcessPVs._pvs_.values() if not spec.pvspec.read_only]
+    assert all(ProcessPVs._pvs_[name].pvspec.dtype is GuardedEnum for name in writable)
+    for index in (3, -1, 255):
+        with pytest.raises(ca.CaprotoValueError):
+            await guarded[0].verify_value(index)
+    with pytest.raises(ca.CaprotoValueError):
+        await guarded[0].verify_value("Explode")
+
+
 # -- 7: refused puts, reported once a minute per peer -----------------------------------------------
 
 
@@ -289,6 +362,22 @@ def test_refusals_are_reported_at_once_then_at_most_once_a_period_with_a_count()
     assert limiter.note("10.0.0.1", now=220.0) == 2  # a minute after the last report
     assert limiter.due(now=400.0) == []
     assert limiter.peers() == set()  # quiet peers are forgotten: a flood of addresses leaves nothing
+
+
+async def test_a_flood_of_refused_puts_leaves_one_line_per_peer(ca_env, tmp_path):
+    log = tmp_path / "log"
+    async with pv_server("-L", str(log)) as server:
+        pid = await assert_serving(server)
+        for source in ("127.0.0.2", "127.0.0.3"):
+            async with Peer.connect(ca_env, source) as peer:
+                (stop,) = await peer.channels("STOP")
+                for ioid in range(60):
+                    reply = await peer.reply_to(stop.write([1], data_type=ChannelType.LONG, notify=True, ioid=ioid))
+                    assert isinstance(reply, ca.ErrorResponse)
+        await assert_serving(server, pid)
+        lines = [line for line in log.read_bytes().splitlines() if b"refused CA put" in line]
+        assert lines == [b"@@@ pyprocserv: refused CA put to H:STOP from 127.0.0.2: not an allowed host",
+                         b"@@@ pyprocserv: refused CA put to H:STOP from 127.0.0.3: not an allowed host"]
 
 
 # -- the fuzzer -------------------------------------------------------------------------------------
