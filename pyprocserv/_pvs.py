@@ -129,19 +129,29 @@ class _BoundedProtocol(ca.VirtualCircuit):
 
 
 class _MonitorUpdates:
-    """A circuit's queue of monitor updates that drops its backlog when full instead of waiting.
+    """A queue of monitor updates whose ``put`` never waits (and so never yields).
 
-    caproto's trio server waits for room here inside the one task that serves every circuit's
-    monitors, so one client that stops reading would freeze every monitor of every client.
-    Full, ``put`` raises ``trio.WouldBlock`` (the circuit's ``QueueFull``), and caproto then
-    drops this circuit's queued updates through :meth:`clear`, as its other servers do.
+    caproto's trio queues wait for room, and every wait is a point where other tasks run:
+    * a circuit's queue is filled inside the one task that serves every circuit's monitors,
+      so one client that stops reading would freeze every monitor of every client;
+    * the context's queue is filled by ``ChannelData.publish`` while it iterates its own dict
+      of subscribers, so a client subscribing meanwhile ends the writer ("dictionary changed
+      size during iteration"), and with it the PVs' and the server's tasks.
+    Full, a circuit's queue raises ``trio.WouldBlock`` (the circuit's ``QueueFull``), and caproto
+    drops that circuit's backlog through :meth:`clear`; the context's queue, drained at CPU speed
+    by one task, drops the update (``drop_when_full``).
     """
 
-    def __init__(self, channel) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, channel, *, drop_when_full: bool = False) -> None:  # type: ignore[no-untyped-def]
         self._send, self._receive = channel
+        self._drop_when_full = drop_when_full
 
     async def put(self, update) -> None:  # type: ignore[no-untyped-def]
-        self._send.send_nowait(update)
+        try:
+            self._send.send_nowait(update)
+        except trio.WouldBlock:
+            if not self._drop_when_full:
+                raise
 
     def clear(self) -> None:
         with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
@@ -225,6 +235,7 @@ class _Context(ca_trio.Context):
     def __init__(self, pvdb, interfaces=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(pvdb, interfaces)
         self.failures = ReportLimiter(REPORT_PERIOD)
+        self.subscription_queue = _MonitorUpdates(self.subscription_chan, drop_when_full=True)
 
     async def _bind_tcp_sockets_with_consistent_port_number(self, make_socket):  # type: ignore[no-untyped-def]
         # caproto leaks the socket of a failed bind (another server has the port): close it.

@@ -40,6 +40,9 @@ VERSION, EVENT_ADD, EVENT_CANCEL, WRITE, READ_NOTIFY, CREATE_CHAN, WRITE_NOTIFY,
 HOST_NAME, CLIENT_NAME, CLEAR_CHANNEL = 21, 20, 12
 DBR_ENUM, DBR_LONG = 3, 5
 UNKNOWN_SID = 999
+# Every data type a monitor may ask for: each one a PV is first asked for is a new entry in the
+# subscriber lists its publisher walks.
+MONITOR_TYPES = [kind for kind in ChannelType if kind < ChannelType.PUT_ACKT]
 
 
 def message(command: int, payload: bytes = b"", *, data_type: int = 0, data_count: int = 0,
@@ -228,6 +231,31 @@ async def test_monitor_clients_coming_and_going_leave_the_server_serving(ca_env)
             for _ in range(20):
                 nursery.start_soon(churn, trio.current_time() + 3)
         await assert_serving(server, pid)
+
+
+async def test_monitors_of_every_type_coming_while_a_crash_loop_publishes_leave_the_server_serving(ca_env):
+    # STATUS, PID and START_CNT change hundreds of times a second; each first monitor of a data
+    # type adds to the subscriber lists their publisher walks.
+    async with pv_server("--holdoff", "0", child=("/bin/sh", "-c", "echo crash; exit 1")) as server:
+
+        async def subscribe(offset: int) -> None:
+            for n in range(len(MONITOR_TYPES)):
+                async with Peer.connect(ca_env) as peer:
+                    channels = await peer.channels("STATUS", "PID", "START_CNT", "IOCOUT")
+                    kind = MONITOR_TYPES[(n + offset) % len(MONITOR_TYPES)]
+                    await peer.send(*(channel.subscribe(data_type=kind) for channel in channels))
+                    with trio.move_on_after(0.02):
+                        while True:
+                            await peer.receive()
+
+        async with trio.open_nursery() as nursery:
+            for offset in range(0, len(MONITOR_TYPES), 5):
+                nursery.start_soon(subscribe, offset)
+        assert server.process is not None and server.process.poll() is None
+        starts = int((await ca_read("START_CNT")).data[0])
+        with trio.fail_after(5):
+            while int((await ca_read("START_CNT")).data[0]) <= starts:
+                await trio.sleep(0.05)
 
 
 # -- 3: puts whose reply cannot be delivered --------------------------------------------------------
