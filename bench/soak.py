@@ -12,6 +12,10 @@ For the whole duration, at once:
 * churners connect and disconnect continuously on both servers: greet and leave, type a line
   (CRASH only: typing would echo into STREAM's checked output), reset mid-greeting, negotiate
   telnet options and flood window sizes;
+* CRASH also serves its PVs (``--pv-prefix``): CA monitor clients connect, subscribe HEARTBEAT,
+  IOCOUT, STATUS and PID, and leave (some with a reset) all along, and a CA fuzzer sends random
+  messages (headers with random command ids, channel ids and sizes, truncated and garbage
+  bytes, oversized announcements, ids never created) over TCP and UDP;
 * server SEQ runs ``seq 1 200000; exit`` again and again (50 runs; 3 with ``--short``);
 * a worker process feeds at least 10^6 random inputs (10^5 with ``--short``) through the telnet
   codec and the key map (``pyprocserv._telnet``, ``pyprocserv._keys``) and checks every result.
@@ -21,7 +25,8 @@ child leaves) and its fd count, RSS and zombie children are measured with the sa
 connected. The end checks: no fd growth, bounded RSS growth, no zombie, every STREAM run in the
 log byte for byte, every reader's stream equal to the log except for ranges announced by the
 slow-client notice, every SEQ run complete, no traceback on any server's stderr, an orderly exit
-on SIGTERM, and no exception anywhere. Figures go to standard output; the exit code is 0 only when
+on SIGTERM, and no exception anywhere; CRASH's CA server still answers at the end, and no CA
+monitor client was refused or cut off by anything but its own leaving. Figures go to standard output; the exit code is 0 only when
 every check passed.
 """
 
@@ -36,6 +41,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,6 +53,7 @@ from typing import BinaryIO, Iterator
 
 import trio
 
+from _ports import free_port
 from _proc import children_of, fd_count, proc_state, rss_kib  # bench/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +154,7 @@ class Server:
     workdir: str
     process: trio.Process | None = None
     pid: int = 0
+    env: dict[str, str] = field(default_factory=dict)
     control: str = ""
     log_port: str | None = None
     controller: Client | None = None
@@ -163,7 +171,7 @@ class Server:
     async def start(self) -> None:
         info = os.path.join(self.workdir, f"{self.name}.info")
         argv = [PY, "-m", "pyprocserv", "-f", "-q", "-I", info, "-L", self.log, *self.args]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **self.env)
         with open(self.stderr_path, "wb") as err:
             self.process = await trio.lowlevel.open_process(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=self.workdir
@@ -453,6 +461,142 @@ async def churn(servers: list[Server], figures: Figures, stop: trio.Event, pause
         await trio.sleep(rng.random() * 0.01)
 
 
+# -- Channel Access: monitor clients coming and going, and a fuzzer -------------------------------
+
+CA_PREFIX = "SOAK:"
+CA_HELLO = struct.pack(">HHHHII", 0, 0, 0, 13, 0, 0)  # VERSION, priority 0, protocol 13
+
+
+def ca_env(port: int) -> dict[str, str]:
+    return {"EPICS_CA_SERVER_PORT": str(port), "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+            "EPICS_CAS_BEACON_ADDR_LIST": "127.255.255.255"}
+
+
+@dataclass
+class CAFigures:
+    monitors: int = 0  # monitor clients that came and went
+    updates: int = 0  # monitor updates they received
+    fuzz_messages: int = 0
+    fuzz_circuits: int = 0
+    fuzz_datagrams: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def ca_monitors(port: int, figures: CAFigures, stop: trio.Event, paused: list[bool], seed: int) -> None:
+    """Connect, subscribe, take a few updates (or none), leave; again and again."""
+    import caproto as ca
+
+    rng = random.Random(seed)
+    while not stop.is_set():
+        if paused[0]:
+            await trio.sleep(0.05)
+            continue
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            try:
+                circuit = ca.VirtualCircuit(our_role=ca.CLIENT, address=("127.0.0.1", port), priority=0)
+                channels = [ca.ClientChannel(CA_PREFIX + name, circuit) for name in ("HEARTBEAT", "IOCOUT", "STATUS", "PID")]
+
+                async def send(*commands) -> None:  # type: ignore[no-untyped-def]
+                    await stream.send_all(b"".join(circuit.send(*commands)))
+
+                async def receive() -> list:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        raise EOFError("the CA server closed the circuit")
+                    commands, _ = circuit.recv(data)
+                    for command in commands:
+                        circuit.process_command(command)
+                    return list(commands)
+
+                await send(ca.VersionRequest(priority=0, version=ca.DEFAULT_PROTOCOL_VERSION),
+                           ca.HostNameRequest("soak"), ca.ClientNameRequest("soak"),
+                           *(channel.create() for channel in channels))
+                with trio.fail_after(30):
+                    while any(channel.states[ca.CLIENT] is not ca.CONNECTED for channel in channels):
+                        await receive()
+                await send(*(channel.subscribe() for channel in channels))
+                with trio.move_on_after(rng.random() * 0.5):
+                    while True:
+                        figures.updates += sum(isinstance(c, ca.EventAddResponse) for c in await receive())
+                if rng.random() < 0.5:
+                    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            finally:
+                await stream.aclose()
+            figures.monitors += 1
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, EOFError, trio.TooSlowError) as exc:
+            figures.errors.append(f"CA monitor: {exc!r}")
+        await trio.sleep(rng.random() * 0.02)
+
+
+def ca_fuzz_message(rng: random.Random) -> bytes:
+    """One hostile or broken CA message: mostly well-formed headers with nonsense in them."""
+    r = rng.random()
+    if r < 0.1:
+        return rng.randbytes(rng.randrange(1, 48))  # garbage
+    if r < 0.2:  # an oversized announcement (extended header), with a little of its payload
+        return struct.pack(">HHHHIIII", rng.choice([1, 4, 18, 19, 23]), 0xFFFF, 0, 0, 1, 1,
+                           rng.randrange(20000, 1 << 32), 0) + rng.randbytes(rng.randrange(64))
+    if r < 0.3:  # a channel that exists, so later ids may hit it
+        name = (CA_PREFIX + rng.choice(["STATUS", "PID", "IOCOUT", "SHOWOUT", "HEARTBEAT", "NOSUCH"])).encode() + b"\0"
+        name += bytes(-len(name) % 8)
+        return struct.pack(">HHHHII", 18, len(name), 0, 0, rng.randrange(8), 13) + name
+    command = rng.choice([0, 1, 2, 4, 12, 15, 18, 19, 20, 21, 23, 27, rng.randrange(1 << 16)])
+    payload = rng.randbytes(rng.choice([0, 8, 16, rng.randrange(64)]))
+    payload += bytes(-len(payload) % 8)
+    data_type = rng.choice([0, 3, 5, 6, 14, 20, 34, rng.randrange(1 << 16)])
+    ids = [rng.choice([0, 1, 2, 3, 999, rng.randrange(1 << 32)]) for _ in range(2)]
+    message = struct.pack(">HHHHII", command, len(payload), data_type, rng.randrange(4), *ids) + payload
+    return message[: rng.randrange(1, len(message))] if rng.random() < 0.1 else message
+
+
+async def ca_fuzz(port: int, figures: CAFigures, stop: trio.Event, paused: list[bool], seed: int) -> None:
+    rng = random.Random(seed)
+    while not stop.is_set():
+        if paused[0]:
+            await trio.sleep(0.05)
+            continue
+        messages = [ca_fuzz_message(rng) for _ in range(rng.randrange(1, 12))]
+        data = (CA_HELLO if rng.random() < 0.8 else b"") + b"".join(messages)
+        figures.fuzz_messages += len(messages)
+        if rng.random() < 0.2:
+            with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                await udp.sendto(data[:1400], ("127.0.0.1", port))
+            figures.fuzz_datagrams += 1
+            continue
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError as exc:
+            figures.errors.append(f"CA fuzz connect: {exc!r}")  # the server must always accept
+            await trio.sleep(0.1)
+            continue
+        figures.fuzz_circuits += 1
+        try:
+            await stream.send_all(data)
+            with trio.move_on_after(rng.random() * 0.05):
+                while await stream.receive_some(65536):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the server closed a circuit it would not serve: what it should do
+        finally:
+            if rng.random() < 0.5:
+                stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+        await trio.sleep(rng.random() * 0.01)
+
+
+async def ca_answers(port: int) -> bool:
+    """The CA server still answers a VERSION message on a new circuit."""
+    with trio.move_on_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            await stream.send_all(CA_HELLO)
+            return len(await stream.receive_some(16)) > 0
+        finally:
+            await stream.aclose()
+    return False
+
+
 async def read_all(client: Client, piece: int = 1 << 20, pause: float = 0.0) -> None:
     while True:
         await client.fill(piece)
@@ -510,12 +654,15 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
         stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     WORKERS.append(fuzz_process)
-    crash = Server("crash", ["--holdoff", "0", "0", "/bin/sh", "-c", "echo crash; exit 1"], workdir)
+    ca_port = free_port()
+    crash = Server("crash", ["--holdoff", "0", "--pv-prefix", CA_PREFIX, "0", "/bin/sh", "-c", "echo crash; exit 1"],
+                   workdir, env=ca_env(ca_port))
     stream = Server(
         "stream", ["-w", "--holdoff", "0", "-l", "0", "0", PY, "-c", STREAMER, str(args.rate), str(args.run_seconds)],
         workdir,
     )
     figures = Figures()
+    ca_figures = CAFigures()
     seq_result: dict = {}
     stop = trio.Event()
     paused = [False]
@@ -554,6 +701,10 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
             nursery.start_soon(sample, [crash, stream], max(1.0, duration / 60), series)
             for n in range(args.churners):
                 nursery.start_soon(churn, [crash, stream], figures, stop, paused, args.seed + n)
+            for n in range(args.ca_churners):
+                nursery.start_soon(ca_monitors, ca_port, ca_figures, stop, paused, args.seed + 100 + n)
+            for n in range(args.ca_fuzzers):
+                nursery.start_soon(ca_fuzz, ca_port, ca_figures, stop, paused, args.seed + 200 + n)
 
             await trio.sleep(warmup)
             paused[0] = True
@@ -614,6 +765,9 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
         failures.check(end_m["rss_kib"] <= start_m["rss_kib"] + RSS_SLACK_KIB,
                        f"{server.name}: RSS {start_m['rss_kib']} -> {end_m['rss_kib']} KiB")
         failures.check(start_m["zombies"] == end_m["zombies"] == 0, f"{server.name}: zombies {start_m} {end_m}")
+    failures.check(await ca_answers(ca_port), "crash: the CA server answers at the end")
+    failures.check(not ca_figures.errors, f"CA clients: {ca_figures.errors[:5]}")
+    failures.check(ca_figures.monitors > 0 and ca_figures.fuzz_circuits > 0, f"CA phases ran: {ca_figures}")
     restarts = count_in_file(crash.log, b"@@@ Restarting child")
     failures.check(restarts == count_in_file(crash.log, b"Normal exit status = 1\r\n"),
                    "crash: every start has its exit in the log")
@@ -651,6 +805,9 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
             "clients_received": figures.bytes_received + sum(c["bytes"] for c in stream_checks.values()),
             "stream_lines_verified": lines,
         },
+        "ca": {"monitor_clients": ca_figures.monitors, "monitor_updates": ca_figures.updates,
+               "fuzz_messages": ca_figures.fuzz_messages, "fuzz_circuits": ca_figures.fuzz_circuits,
+               "fuzz_datagrams": ca_figures.fuzz_datagrams},
         "readers": stream_checks,
         "servers": {s.name: s.measures for s in (crash, stream)},
         "series": series,
@@ -669,6 +826,8 @@ def main() -> int:
     parser.add_argument("--fuzz-inputs", type=int, default=None, help="random inputs for the codec (default 10^6)")
     parser.add_argument("--seq-runs", type=int, default=None, help="runs of seq 1 200000 (default 50)")
     parser.add_argument("--churners", type=int, default=8, help="clients connecting and leaving at once")
+    parser.add_argument("--ca-churners", type=int, default=4, help="CA monitor clients coming and going at once")
+    parser.add_argument("--ca-fuzzers", type=int, default=2, help="CA fuzzers at once")
     parser.add_argument("--rate", type=int, default=2_000_000, help="STREAM child's bytes per second")
     parser.add_argument("--run-seconds", type=float, default=3.0, help="how long each STREAM child runs")
     parser.add_argument("--seed", type=int, default=1)
@@ -684,6 +843,8 @@ def main() -> int:
         args.fuzz_inputs = args.fuzz_inputs or 100_000
         args.seq_runs = args.seq_runs or 3
         args.churners = min(args.churners, 4)
+        args.ca_churners = min(args.ca_churners, 2)
+        args.ca_fuzzers = min(args.ca_fuzzers, 1)
     args.fuzz_inputs = args.fuzz_inputs or 1_000_000
     args.seq_runs = args.seq_runs or 50
     try:
@@ -693,10 +854,17 @@ def main() -> int:
         print("SOAK FAILED: an exception ended the run", file=sys.stderr)
         return 2
     finally:
-        for process in [server.process for server in STARTED] + WORKERS:  # after a failure: leave nothing behind
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        for worker in WORKERS:  # after a failure: leave nothing behind
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        for server in STARTED:  # trio's Process cannot be polled once the run is over: by pid
+            if server.process is not None:
+                try:
+                    os.kill(server.process.pid, signal.SIGKILL)
+                    os.waitpid(server.process.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass  # already gone and reaped
     print_report(report)
     if args.json:
         with open(args.json, "w") as f:
@@ -720,6 +888,9 @@ def print_report(r: dict) -> None:
     b = r["bytes"]
     print(f"bytes: stream log {b['stream_log']}, crash log {b['crash_log']}, received by clients {b['clients_received']}, "
           f"stream lines verified {b['stream_lines_verified']}")
+    c = r["ca"]
+    print(f"CA: {c['monitor_clients']} monitor clients came and went ({c['monitor_updates']} updates), "
+          f"{c['fuzz_messages']} fuzz messages in {c['fuzz_circuits']} circuits and {c['fuzz_datagrams']} datagrams")
     for name, info in r["readers"].items():
         print(f"  {name}: {info['bytes']} bytes received, {info['skipped']} skipped with notice")
     for name, measures in r["servers"].items():

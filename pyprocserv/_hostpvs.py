@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import trio
 from caproto.server import PVGroup, pvproperty
 
-from ._pvs import GuardedEnum, WritePolicy, _update
+from ._pvs import REPORT_PERIOD, GuardedEnum, WritePolicy, _update, report_refusals
+from ._reports import ReportLimiter
 
 if TYPE_CHECKING:
     from ._host import Host
@@ -34,6 +35,7 @@ class HostPVs(PVGroup):
         super().__init__(prefix=prefix)
         self.host = host
         self.policy = policy
+        self.refusals = ReportLimiter(REPORT_PERIOD)
 
     def say(self, text: str) -> None:
         self.host.announce(text)
@@ -50,6 +52,7 @@ class HostPVs(PVGroup):
         while True:
             beat = (beat + 1) % 2147483647
             await self.HEARTBEAT.write(beat)
+            report_refusals(self)
             await trio.sleep(1.0)
 
     async def refresh(self) -> None:

@@ -17,28 +17,40 @@ Rules:
    its severity anyway.
 6. Writes only from the hosts allowed (default: this host, 127.0.0.1 and ::1). A refused client
    is told it has no write access (libca refuses locally); a forced write fails; both, and every
-   accepted command, leave an ``@@@`` line on the console and in the log.
+   accepted command, leave an ``@@@`` line on the console and in the log; refusals at most
+   once a minute per peer, with a count.
+7. Nothing a CA peer sends ends more than its own circuit: each circuit runs in its own
+   nursery, and whatever caproto raises there closes that circuit (one line on stderr, at most
+   once a minute per peer). A message announcing more than :data:`MAX_PAYLOAD` is refused
+   before it is buffered. Each caproto defect this works around is named where it is fixed
+   (and in the README); the caproto versions tested are pinned in ``pyproject.toml``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import ipaddress
 import logging
+import operator
 import socket
-import threading
+import sys
 import time
 from typing import TYPE_CHECKING, Callable
 
+import caproto as ca
 import caproto.trio.server as ca_trio
 import trio
-from caproto import AccessRights, AlarmSeverity, AlarmStatus, ChannelType
+from caproto import AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelType
 from caproto._data import Forbidden
 from caproto.server import PVGroup, PvpropertyEnum, pvproperty
+from caproto.server.common import DisconnectedCircuit
+from caproto.trio.util import open_memory_channel
 
 from ._logfile import History
 from ._policy import RestartMode
+from ._reports import ReportLimiter
 from ._watchdog import WatchState
 
 if TYPE_CHECKING:
@@ -50,6 +62,12 @@ IOCOUT_PERIOD = 0.5  # at most 2 updates a second
 STRING_MAX = 39  # DBR_STRING holds 40 bytes with the NUL
 STATUS_STRINGS = ["Running", "Shutdown", "procServ Stopped", "Invalid portname"]  # DLS's indexes
 MODE_STRINGS = {RestartMode.OFF: "Off", RestartMode.ON: "On", RestartMode.ONESHOT: "Oneshot"}
+
+# Bounds on what one CA peer can make us hold (caproto has none of them).
+MAX_PAYLOAD = 16384  # EPICS_CA_MAX_ARRAY_BYTES' default; every PV here fits (IOCOUT 5120, SUMMARY 16000)
+COMMAND_BACKLOG = 256  # commands read ahead of the one being handled (caproto: 10000)
+PUTS_IN_FLIGHT = 16  # puts handled at once per circuit (caproto: one task per put, unbounded)
+REPORT_PERIOD = 60.0  # refused puts and failed circuits: at most one report a minute per peer
 
 # The peer address of the Channel Access request being handled (set per circuit command).
 _PEER: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyprocserv_ca_peer", default=None)
@@ -94,12 +112,69 @@ class WritePolicy:
         return any(ip in net for net in self.networks if net.version == ip.version)
 
 
+class OversizedMessage(ca.RemoteProtocolError):
+    """A CA message announcing more payload than any PV here could need."""
+
+
+class _BoundedProtocol(ca.VirtualCircuit):
+    """caproto's protocol core, refusing a message by its header (caproto buffers whatever a
+    header announces: 768 MiB in 3.7 s for a 1 GiB announcement, from one unauthenticated peer)."""
+
+    def recv(self, *buffers):  # type: ignore[no-untyped-def]
+        commands, needed = super().recv(*buffers)  # at most 4096 new bytes: the server reads no more
+        announced = len(self._data) + needed  # the whole pending message, header included
+        if announced > MAX_PAYLOAD + 24:  # 24: the extended header
+            raise OversizedMessage(f"a message of {announced} bytes (at most {MAX_PAYLOAD} + header)")
+        return commands, needed
+
+
+class _MonitorUpdates:
+    """A queue of monitor updates whose ``put`` never waits (and so never yields).
+
+    caproto's trio queues wait for room, and every wait is a point where other tasks run:
+    * a circuit's queue is filled inside the one task that serves every circuit's monitors,
+      so one client that stops reading would freeze every monitor of every client;
+    * the context's queue is filled by ``ChannelData.publish`` while it iterates its own dict
+      of subscribers, so a client subscribing meanwhile ends the writer ("dictionary changed
+      size during iteration"), and with it the PVs' and the server's tasks.
+    Full, a circuit's queue raises ``trio.WouldBlock`` (the circuit's ``QueueFull``), and caproto
+    drops that circuit's backlog through :meth:`clear`; the context's queue, drained at CPU speed
+    by one task, drops the update (``drop_when_full``).
+    """
+
+    def __init__(self, channel, *, drop_when_full: bool = False) -> None:  # type: ignore[no-untyped-def]
+        self._send, self._receive = channel
+        self._drop_when_full = drop_when_full
+
+    async def put(self, update) -> None:  # type: ignore[no-untyped-def]
+        try:
+            self._send.send_nowait(update)
+        except trio.WouldBlock:
+            if not self._drop_when_full:
+                raise
+
+    def clear(self) -> None:
+        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            while True:
+                self._receive.receive_nowait()
+
+
 class _Circuit(ca_trio.VirtualCircuit):
-    """Remembers whose command is being handled, so access rights can use the peer address."""
+    """One client's circuit: bounded queues, and the peer address for access rights.
+
+    Its tasks run in its own nursery (``_Context.tcp_handler`` sets ``nursery``); when any of
+    them ends, the circuit ends.
+    """
 
     def __init__(self, circuit, client, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(circuit, client, context)
-        client.close = functools.partial(_close_later, client)
+        # caproto closes the socket from a helper thread per circuit; a trio socket closes
+        # synchronously, and every close comes from the run's own thread.
+        client.close = functools.partial(_close_client, client)
+        self.command_chan = open_memory_channel(COMMAND_BACKLOG)
+        self.command_queue = self.command_chan.send
+        self.subscription_queue = _MonitorUpdates(self.subscription_chan)
+        self._puts = trio.Semaphore(PUTS_IN_FLIGHT)
 
     async def _process_command(self, command):  # type: ignore[no-untyped-def]
         token = _PEER.set(self.circuit.address[0] if self.circuit.address else None)
@@ -108,21 +183,38 @@ class _Circuit(ca_trio.VirtualCircuit):
         finally:
             _PEER.reset(token)
 
-
-def _close_later(client, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-    """caproto closes a circuit's socket from a helper thread that calls back into the run; when
-    the run has ended by then, that fails (a thread traceback and a leaked socket). Close it
-    directly in that case."""
-
-    def close() -> None:
+    async def command_queue_loop(self, task_status):  # type: ignore[no-untyped-def]
+        # caproto's loop may end quietly (LoopExit) and leave the circuit reading commands
+        # nobody handles: end the circuit with it.
         try:
-            trio.from_thread.run(client._stream.aclose, trio_token=client._token)
-        except BaseException:
-            # No run any more: close the plain socket under trio's (nobody waits on it now).
-            sock = getattr(client, "_sock", None)
-            getattr(sock, "_sock", sock).close()
+            await super().command_queue_loop(task_status)
+        finally:
+            self.nursery.cancel_scope.cancel()
 
-    threading.Thread(target=close, daemon=True, name="pyprocserv-ca-close").start()
+    async def subscription_queue_loop(self, task_status):  # type: ignore[no-untyped-def]
+        try:
+            await super().subscription_queue_loop(task_status)
+        finally:
+            self.nursery.cancel_scope.cancel()
+
+    async def _start_write_task(self, handle_write):  # type: ignore[no-untyped-def]
+        # A peer that puts and never reads the replies would pile up one task per put.
+        await self._puts.acquire()
+
+        async def put() -> None:
+            try:
+                await handle_write()
+            finally:
+                self._puts.release()
+
+        self.nursery.start_soon(put)
+
+    async def receive_until_closed(self) -> None:
+        try:
+            while True:
+                await self.recv()
+        except (DisconnectedCircuit, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer left, or the circuit closed its socket
 
 
 def _close_client(client) -> None:  # type: ignore[no-untyped-def]
@@ -131,8 +223,19 @@ def _close_client(client) -> None:  # type: ignore[no-untyped-def]
         sock.close()
 
 
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 class _Context(ca_trio.Context):
     CircuitClass = _Circuit
+
+    def __init__(self, pvdb, interfaces=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(pvdb, interfaces)
+        self.failures = ReportLimiter(REPORT_PERIOD)
+        self.subscription_queue = _MonitorUpdates(self.subscription_chan, drop_when_full=True)
 
     async def _bind_tcp_sockets_with_consistent_port_number(self, make_socket):  # type: ignore[no-untyped-def]
         # caproto leaks the socket of a failed bind (another server has the port): close it.
@@ -147,6 +250,73 @@ class _Context(ca_trio.Context):
 
         return await super()._bind_tcp_sockets_with_consistent_port_number(closing_make_socket)
 
+    async def tcp_handler(self, client, addr) -> None:  # type: ignore[no-untyped-def]
+        """One circuit in a nursery of its own: whatever its peer makes caproto raise ends this
+        circuit only. (caproto runs every circuit's tasks in the server's nursery, so one
+        KeyError from an unknown channel id ends the server, and with it the IOC's process.)"""
+        circuit = self.CircuitClass(_BoundedProtocol(ca.SERVER, addr, None), client, self)
+        self.circuits.add(circuit)
+        try:
+            async with trio.open_nursery() as nursery:
+                circuit.nursery = nursery
+                await circuit.run()
+                await circuit.receive_until_closed()
+                nursery.cancel_scope.cancel()
+        except* (DisconnectedCircuit, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer left while we answered it: nothing to report
+        except* Exception as failure:
+            self.report(addr[0], f"circuit closed: {_first_leaf(failure)!r}"[:200])
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._forget(circuit)
+
+    async def _forget(self, circuit: _Circuit) -> None:
+        """Drop all the context holds for a circuit that ended, however it ended."""
+        self.circuits.discard(circuit)
+        _close_client(circuit.client)
+        with contextlib.suppress(Exception):
+            await circuit._on_disconnect()  # its subscriptions, unless caproto did that already
+        circuit.connected = False
+        # caproto leaves an empty entry behind for every subscription spec ever used; a spec
+        # includes the channel filter from the name, so a peer could grow them without end.
+        for spec in [spec for spec, subs in self.subscriptions.items() if not subs]:
+            del self.subscriptions[spec]
+
+    async def _subscription_queue_iteration(self, sub_specs, metadata, values, flags, sub):  # type: ignore[no-untyped-def]
+        """One monitor update to its subscribers. caproto iterates the live list of subscribers
+        across awaits, and clients that subscribe or leave meanwhile end the server with
+        "deque mutated during iteration": send to a copy, skipping circuits that ended."""
+        subscribers = [(spec, each) for spec in sub_specs for each in tuple(self.subscriptions.get(spec, ()))] \
+            if sub is None else [(sub_specs[0], sub)]
+        for spec, each in subscribers:
+            if not each.circuit.connected:
+                continue
+            try:
+                await self._subscription_queue_send(spec, each, metadata=metadata, values=values, flags=flags)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # that circuit is ending
+            except Exception as exc:  # one subscriber's update must not stop the others'
+                self.report(each.circuit.circuit.address[0], f"monitor update failed: {exc!r}"[:200])
+
+    async def _broadcaster_recv_datagram(self, bytes_received, address):  # type: ignore[no-untyped-def]
+        try:
+            await super()._broadcaster_recv_datagram(bytes_received, address)
+        except Exception as exc:  # caproto catches only RemoteProtocolError; anything else ends its UDP loop
+            self.report(address[0], f"search datagram dropped: {exc!r}"[:200])
+
+    async def _broadcaster_queue_iteration(self, addr, commands):  # type: ignore[no-untyped-def]
+        try:
+            await super()._broadcaster_queue_iteration(addr, commands)
+        except Exception as exc:
+            self.report(addr[0], f"search not answered: {exc!r}"[:200])
+
+    def report(self, peer: str, what: str) -> None:
+        """One line on stderr, at most once a minute per peer (a hostile peer could fill it)."""
+        count = self.failures.note(peer, time.monotonic())
+        if count is not None:
+            since = f" ({count} times since the last report)" if count > 1 else ""
+            print(f"pyprocserv: Channel Access from {peer}: {what}{since}", file=sys.stderr)
+
 
 class GuardedEnum(PvpropertyEnum):
     """A writable ENUM that only the allowed hosts may write (by peer address, not claimed name)."""
@@ -159,11 +329,38 @@ class GuardedEnum(PvpropertyEnum):
     async def auth_write(self, hostname, username, data, data_type, metadata, *, flags=0, user_address=None):  # type: ignore[no-untyped-def]
         address = user_address[0] if user_address else None
         if not self.group.policy.allows(address):
-            self.group.say(f"refused CA put to {self.pvname} from {address or hostname}: not an allowed host")
-            raise Forbidden(f"{address or hostname} may not write {self.pvname}")
+            peer = address or hostname
+            count = self.group.refusals.note(peer, time.monotonic())
+            if count == 1:
+                self.group.say(f"refused CA put to {self.pvname} from {peer}: not an allowed host")
+            elif count:
+                self.group.say(f"refused {count} CA puts from {peer} since the last report, the latest to "
+                               f"{self.pvname}: not an allowed host")
+            raise Forbidden(f"{peer} may not write {self.pvname}")
         return await super().auth_write(
             hostname, username, data, data_type, metadata, flags=flags, user_address=user_address
         )
+
+    async def verify_value(self, value):  # type: ignore[no-untyped-def]
+        # caproto stores an index past the strings, and every read of the PV fails after it.
+        if not _is_state(value, self.enum_strings):
+            raise CaprotoValueError(f"{value!r} is not a state of {self.pvname} ({', '.join(self.enum_strings)})")
+        return await super().verify_value(value)
+
+
+def _is_state(value: object, strings: tuple[str, ...]) -> bool:
+    if isinstance(value, str):
+        return value in strings
+    try:
+        return 0 <= operator.index(value) < len(strings)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
+def report_refusals(group: PVGroup) -> None:
+    """Announce the refused puts counted but not yet reported, once their minute is over."""
+    for peer, count in group.refusals.due(time.monotonic()):
+        group.say(f"refused {count} more CA put{'s' if count > 1 else ''} from {peer}: not an allowed host")
 
 
 def _busy(doc: str) -> pvproperty:
@@ -223,6 +420,7 @@ class ProcessPVs(PVGroup):
         self.server = server
         self.policy = policy
         self.description = description
+        self.refusals = ReportLimiter(REPORT_PERIOD)
         self._out = History(IOCOUT_LINES, max_bytes=IOCOUT_SIZE * 4)
         self._out_dirty = trio.Event()
         self.command_timeout = max(30.0, server.config.holdoff + 15.0)
@@ -285,6 +483,7 @@ class ProcessPVs(PVGroup):
             status = self.server.status
             uptime = int(time.time() - status.child_started_at) if status.running and status.child_started_at else 0
             await _update(self.UPTIME, uptime)
+            report_refusals(self)
             await trio.sleep(1.0)
 
     def _output(self, data: bytes) -> None:
@@ -296,7 +495,9 @@ class ProcessPVs(PVGroup):
             await self._out_dirty.wait()
             self._out_dirty = trio.Event()
             if self.SHOWOUT.value == "Yes":
-                await self.IOCOUT.write(iocout_text(self._out.replay()))
+                # Bytes: caproto stores them as the channel's Latin-1 text, which goes on the wire
+                # as these very bytes (text outside Latin-1 would fail every read: ECA_INTERNAL).
+                await self.IOCOUT.write(iocout_bytes(self._out.replay()))
             await trio.sleep(IOCOUT_PERIOD)
 
     # -- commands ------------------------------------------------------------------------------
@@ -363,12 +564,17 @@ async def _update(instance, value, **alarm) -> None:  # type: ignore[no-untyped-
         await instance.write(value, **alarm)
 
 
-def iocout_text(raw: bytes) -> str:
-    """Console bytes as IOCOUT shows them: lines joined by \\n, control characters removed."""
+def iocout_bytes(raw: bytes) -> bytes:
+    """Console bytes as IOCOUT carries them: UTF-8 (undecodable bytes replaced), lines joined by
+    \\n, control characters removed, the last IOCOUT_SIZE - 1 bytes from a character's start."""
     text = raw.decode("utf-8", "replace").replace("\r", "")
     text = "".join(ch for ch in text if ch == "\n" or ch >= " " or ch == "\t")
     lines = text.split("\n")[-IOCOUT_LINES:]
-    return "\n".join(lines)[-(IOCOUT_SIZE - 1):]
+    data = "\n".join(lines).encode()[-(IOCOUT_SIZE - 1):]
+    start = 0
+    while start < len(data) and data[start] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+        start += 1
+    return data[start:]
 
 
 class PVServer:
