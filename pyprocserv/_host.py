@@ -36,7 +36,7 @@ from ._main import explain
 from ._server import ProcessServer
 
 if TYPE_CHECKING:
-    from ._pvs import PVServer
+    from ._pvs import ProcessPVs, PVServer
 
 RETRY_AFTER = 10.0
 
@@ -49,7 +49,7 @@ class Managed:
     server: ProcessServer | None = None
     scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
-    group: object = None
+    group: ProcessPVs | None = None  # its PVs, while the host's CA server runs
 
 
 class Host:
@@ -185,8 +185,10 @@ class Host:
         self.pvs.add(managed.group)
 
     def _remove_pvs(self, managed: Managed) -> None:
-        if self.pvs is not None and managed.group is not None:
-            self.pvs.remove(managed.group)
+        if managed.group is not None:
+            managed.group.close()
+            if self.pvs is not None:
+                self.pvs.remove(managed.group)
             managed.group = None
 
     @property
@@ -212,7 +214,9 @@ class Host:
         finally:
             self.pvs = None
             for managed in self.managed.values():
-                managed.group = None  # they went with that server; a new one makes its own
+                if managed.group is not None:
+                    managed.group.close()
+                    managed.group = None  # it went with that server; a new one makes its own
 
     async def _reload(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply the configuration now and after each SIGHUP (a supervised extra)."""

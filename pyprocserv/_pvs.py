@@ -424,6 +424,11 @@ class ProcessPVs(PVGroup):
         self._out = History(IOCOUT_LINES, max_bytes=IOCOUT_SIZE * 4)
         self._out_dirty = trio.Event()
         self.command_timeout = max(30.0, server.config.holdoff + 15.0)
+        server.add_output_listener(self._output)  # now: the child's first lines are IOCOUT's too
+
+    def close(self) -> None:
+        """Stop following the console (the group is being dropped)."""
+        self.server.remove_output_listener(self._output)
 
     def say(self, text: str) -> None:
         self.server.announce(text)
@@ -438,14 +443,10 @@ class ProcessPVs(PVGroup):
         await self.DESCRIPTION.write(_text(self.description or config.child_name))
         endpoints = server.status.endpoints
         await self.PORT.write(_text(endpoints[-1].split(":", 1)[1] if endpoints else ""))
-        server.add_output_listener(self._output)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._follow_status)
-                nursery.start_soon(self._follow_output)
-                nursery.start_soon(self._tick)
-        finally:
-            server.remove_output_listener(self._output)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow_status)
+            nursery.start_soon(self._follow_output)
+            nursery.start_soon(self._tick)
 
     async def _follow_status(self) -> None:
         generation = None

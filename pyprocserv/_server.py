@@ -346,7 +346,10 @@ class ProcessServer:
 
             async def pvs(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 group = _pvs.ProcessPVs(self, config.pv_prefix, policy, config.pv_description)
-                await _pvs.serve([group], config.pv_interfaces, task_status=task_status)
+                try:
+                    await _pvs.serve([group], config.pv_interfaces, task_status=task_status)
+                finally:
+                    group.close()
 
             await nursery.start(self.extras.run, "PV server", pvs)
         if config.watch is not None:
