@@ -350,6 +350,7 @@ class ProcessServer:
         )
         if config.echo_to_stdout and not log_to_stdout and self._stdout is not None:
             self.console.echo = self._stdout.write
+        self.console.budget = config.client_budget
         if config.logstamp is not None:
             stamp_format = config.logstamp
             self.console.stamp = lambda: os.fsencode(messages.format_time(stamp_format, time.time()))
@@ -566,7 +567,7 @@ class ProcessServer:
     async def _session(self, stream: trio.abc.Stream, *, control: bool, telnet: bool) -> None:
         config = self.config
         reader = Reader(
-            Outbox(config.client_queue_limit),
+            Outbox(config.client_queue_limit or config.client_budget),
             control=control,
             telnet=telnet,
             stamped=not control and config.logstamp is not None,
@@ -578,7 +579,7 @@ class ProcessServer:
         reader.outbox.put(first)
         history = self.console.history.replay()
         if history:
-            reader.outbox.put(TelnetConnection.encode(history) if telnet else history)
+            reader.outbox.share(TelnetConnection.encode(history) if telnet else history)
         self.console.attach(reader)
         self._sessions += 1
         self._poke()
@@ -602,16 +603,21 @@ class ProcessServer:
                     await stream.aclose()
 
     async def _send_outbox(self, stream: trio.abc.Stream, outbox: Outbox, session: trio.CancelScope) -> None:
-        if isinstance(stream, trio.SocketStream):
-            outbox.direct = functools.partial(os.write, stream.socket.fileno())
         try:
-            while (data := await outbox.get()) is not None:
-                await stream.send_all(data)
+            if isinstance(stream, trio.SocketStream):
+                # Gathering writes straight from the shared chunks: no copy for this client.
+                sock = stream.socket
+                outbox.writev = functools.partial(os.writev, sock.fileno())
+                while await outbox.wait():
+                    if not outbox.flush():
+                        await trio.lowlevel.wait_writable(sock)
+            else:
+                while (data := await outbox.get()) is not None:
+                    await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
-            outbox.direct = None  # never write to a closed (and maybe reused) descriptor
-            outbox.sending = True
+            outbox.writev = None  # never write to a closed (and maybe reused) descriptor
         session.cancel()
 
     async def _receive(self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None) -> None:
