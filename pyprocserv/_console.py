@@ -98,6 +98,22 @@ class Outbox:
         """Queue a chunk that other readers may hold too (console output, the history)."""
         if self._closed or not chunk:
             return
+        if self.idle and self.writev is not None:  # nothing is queued: write it now
+            try:
+                written = self.writev((chunk,))
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self.failure = exc
+                written = 0
+            if written == len(chunk):
+                return
+            self._chunks.append(chunk)
+            self._sent = written
+            self._size = len(chunk) - written
+            self.idle = False  # the reader's task takes over from here
+            self._ready.set()
+            return
         if self._size + len(chunk) > self.limit and self._size:
             self.skip()
         self._queue(chunk)
@@ -331,10 +347,13 @@ class Console:
             own += outbox.own
             if outbox.queued > longest[form]:
                 longest[form] = outbox.queued
-        total = sum(longest) + own
+        total = longest[0] + longest[1] + longest[2] + longest[3] + own
         if total > self.budget:
             total = self._skip_furthest_behind(longest, total)
-        self._queues_now(total)
+        if total > self._high_water:
+            self._high_water = total
+        elif total < self._high_water:
+            self._queues_now(total)
 
     def _queued_total(self) -> int:
         """What the budget counts: the longest queue of each form, and every reader's own bytes."""
