@@ -19,8 +19,8 @@ Rules (design.md §3, §7):
    the rest of a chunk partly written) and they later read an ``@@@`` notice with the number
    of bytes they missed. Everyone else, the log and the child go on at full speed.
 5. Two bounds per reader besides: its :attr:`Outbox.limit`, and ``OWN_LIMIT`` for bytes made
-   for it alone, so a client that sends telnet negotiation and never reads the replies holds
-   64 KiB at most.
+   for it alone after its greeting and history, so a client that sends telnet negotiation and
+   never reads the replies holds 64 KiB of them at most.
 6. Stamped output is made once per chunk by one :class:`LineStamper`, shared with the log file:
    stamped readers read the log file's stamps. A reader that attaches in the middle of a line
    gets the stamp before its first byte, as procServ (one line-start flag per log client)
@@ -82,6 +82,7 @@ class Outbox:
         self._sent = 0  # bytes of the first chunk already written
         self._size = 0  # bytes queued and not yet written
         self.own = 0  # of which bytes made for this reader alone
+        self._own_allowance = OWN_LIMIT  # raised by the greeting and the history
         self.skipped = 0  # not yet announced to the reader
         self.total_skipped = 0
         self._closed = False
@@ -118,12 +119,18 @@ class Outbox:
             self.skip()
         self._queue(chunk)
 
-    def put(self, data: bytes) -> None:
-        """Queue bytes for this reader alone. Its own bytes are bounded by ``OWN_LIMIT``: a
-        reader that does not read the replies to its telnet negotiation is not keeping up."""
+    def put(self, data: bytes, *, bounded: bool = True) -> None:
+        """Queue bytes for this reader alone (its copy, counted apart from shared chunks).
+
+        Unless ``bounded`` is False (the greeting, the history replay), they may not take its
+        own bytes more than ``OWN_LIMIT`` past those: a reader that does not read the replies
+        to its telnet negotiation is not keeping up.
+        """
         if self._closed or not data:
             return
-        if (self.own + len(data) > OWN_LIMIT or self._size + len(data) > self.limit) and self._size:
+        if not bounded:
+            self._own_allowance += len(data)
+        elif (self.own + len(data) > self._own_allowance or self._size + len(data) > self.limit) and self._size:
             self.skip()
         self.own += len(data)
         self._queue(_Own(data))
@@ -292,8 +299,12 @@ class Console:
         return users, len(self._readers) - users
 
     def attach(self, reader: Reader) -> None:
+        """A new reader, its greeting and history queued: they count in the budget from now."""
         reader.owes_stamp = reader.stamped and not self._stamper.at_line_start
         self._readers.append(reader)
+        longest, total = self._measure()
+        if total > self.budget:
+            self._skip_furthest_behind(longest, total)
 
     def detach(self, reader: Reader) -> None:
         """The reader leaves; what was queued for it is let go of at once."""
@@ -302,7 +313,7 @@ class Console:
         except ValueError:
             return
         reader.outbox.drop()
-        self._queues_now(self._queued_total())
+        self._queues_now(self._measure()[1])
 
     def broadcast(self, data: bytes) -> None:
         """Child output or a server message: log, stdout, history and every reader. Never waits."""
@@ -355,14 +366,14 @@ class Console:
         elif total < self._high_water:
             self._queues_now(total)
 
-    def _queued_total(self) -> int:
-        """What the budget counts: the longest queue of each form, and every reader's own bytes."""
+    def _measure(self) -> tuple[list[int], int]:
+        """The longest queue of each form, and what the budget counts: those and all own bytes."""
         longest = [0, 0, 0, 0]
         own = 0
         for reader in self._readers:
             longest[reader.form] = max(longest[reader.form], reader.outbox.queued)
             own += reader.outbox.own
-        return sum(longest) + own
+        return longest, sum(longest) + own
 
     def _queues_now(self, total: int) -> None:
         # The queues shrank well below their peak (readers caught up, skipped or left): give the

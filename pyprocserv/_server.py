@@ -576,10 +576,10 @@ class ProcessServer:
         first = self.greeting(control=control)
         if codec is not None:
             first += codec.initiate()
-        reader.outbox.put(first)
+        reader.outbox.put(first, bounded=False)
         history = self.console.history.replay()
-        if history:
-            reader.outbox.share(TelnetConnection.encode(history) if telnet else history)
+        if history:  # counted as this client's own: clients that attach at different times hold different ones
+            reader.outbox.put(TelnetConnection.encode(history) if telnet else history, bounded=False)
         self.console.attach(reader)
         self._sessions += 1
         self._poke()

@@ -179,6 +179,30 @@ def test_a_client_that_never_reads_its_telnet_replies_holds_at_most_own_limit_of
     assert outbox.skipped + outbox.queued == 300_000
 
 
+def test_replies_beside_a_long_history_replay_never_push_the_replay_out():
+    outbox = Outbox(BIG)
+    outbox.put(b"history\r\n" * 20_000, bounded=False)
+    for _ in range(1000):
+        outbox.put(b"\xff\xfc\x01")
+    assert outbox.skipped == 0 and outbox.queued == 183_000
+
+
+def test_clients_that_attach_with_the_history_and_never_read_are_held_to_the_budget():
+    console = Console(history_lines=100)
+    for i in range(50):
+        console.broadcast(b"line %02d of the history\r\n" % i)
+    history = console.history.replay()
+    console.budget = 5 * len(history) + len(history) // 2
+    readers = []
+    for _ in range(10):  # the child says nothing meanwhile: attaching is what counts them
+        r = Reader(Outbox(BIG), control=True, telnet=False, stamped=False)
+        r.outbox.put(history, bounded=False)  # as a session queues it before attaching
+        console.attach(r)
+        readers.append(r)
+    # each holds its own replay: the longest queue plus ten of them would be 11 replays
+    assert [r.outbox.skipped for r in readers] == [len(history)] * 6 + [0] * 4
+
+
 def test_a_reader_that_leaves_lets_go_of_its_queue_at_once():
     console = Console()
     r = reader(console)
