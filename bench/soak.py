@@ -657,8 +657,11 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
     ca_port = free_port()
     crash = Server("crash", ["--holdoff", "0", "--pv-prefix", CA_PREFIX, "0", "/bin/sh", "-c", "echo crash; exit 1"],
                    workdir, env=ca_env(ca_port))
+    # The stalled client holds up to the client budget for as long as it stays: 8M (not the
+    # default 64M) keeps that within the RSS check's slack.
     stream = Server(
-        "stream", ["-w", "--holdoff", "0", "-l", "0", "0", PY, "-c", STREAMER, str(args.rate), str(args.run_seconds)],
+        "stream", ["-w", "--holdoff", "0", "--client-budget", "8M", "-l", "0", "0",
+                   PY, "-c", STREAMER, str(args.rate), str(args.run_seconds)],
         workdir,
     )
     figures = Figures()

@@ -70,6 +70,7 @@ LONG_OPTIONS: dict[str, tuple[int, str | None]] = {
     "watch-values": (1, None),
     "watch-for": (1, None),
     "watch-max": (1, None),
+    "client-budget": (1, None),
 }
 # procServ 2.7.0's own long options: a prefix that was unambiguous among these keeps its
 # meaning (``--wa`` is --wait), whatever options pyprocserv adds.
@@ -131,6 +132,8 @@ Options:
  -f --foreground          stay in the foreground, with a console on the terminal
  -G --grace-period <n>    on SIGTERM wait up to <n> s for the child to leave on --killsig
  -h --help                print this message
+    --client-budget <n>   memory for output queued to all clients together, in bytes
+                          or with K, M or G (default 64M); the furthest behind skip first
     --history <n>         replay the last <n> lines of output to each new client
     --holdoff <n>         minimum time [s] between child starts (default 15)
  -i --ignore <str>        never pass the characters in <str> to the child (^ for ctrl)
@@ -258,6 +261,16 @@ def _number(prog: str, option: str, text: str, *, integer: bool = False) -> floa
     return value
 
 
+def _size(prog: str, option: str, text: str) -> int:
+    """Bytes: a whole number, or one with K, M or G (powers of 1024); more than 0."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    digits, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
+    if digits.isascii() and digits.isdigit() and int(digits) > 0:
+        return int(digits) * unit
+    raise CliExit(1, stderr=f"{prog}: invalid {option} value '{text}': expected a size in bytes "
+                  "such as 65536, 512K or 64M\n")
+
+
 def parse_signal(text: str) -> int:
     """A signal by number (``15``) or name (``TERM``, ``SIGTERM``, ``term``); ValueError if unknown."""
     text = text.strip()
@@ -322,6 +335,10 @@ def parse_args(
         holdoff = _number(prog, "--holdoff", values["holdoff"] or "")
     grace = _number(prog, "--grace-period", values["grace-period"] or "") if "grace-period" in values else 0.0
     history = int(_number(prog, "--history", values["history"] or "", integer=True)) if "history" in values else 0
+
+    client_budget = Config.client_budget
+    if "client-budget" in values:
+        client_budget = _size(prog, "--client-budget", values["client-budget"] or "")
 
     kill_signal = signal.SIGKILL
     if "killsig" in values:
@@ -415,6 +432,7 @@ def parse_args(
         info_file=values.get("info-file"),
         status_file=values.get("status-file"),
         history=history,
+        client_budget=client_budget,
         echo_to_stdout=debug and "foreground" not in values,
         pv_prefix=values.get("pv-prefix"),
         pv_interfaces=words(values.get("pv-interface")) or ("0.0.0.0",),

@@ -12,7 +12,7 @@ from ._policy import RestartMode
 from ._watchdog import WatchConfig
 
 DEFAULT_HOLDOFF = 15.0
-DEFAULT_QUEUE_LIMIT = 8 << 20  # bytes of console output queued per client before skipping
+DEFAULT_CLIENT_BUDGET = 64 << 20  # bytes of console output queued for all clients together
 DEFAULT_INPUT_LIMIT = 1 << 16  # bytes of client input queued for a child that does not read
 
 
@@ -54,7 +54,8 @@ class Config:
     status_file: str | None = None  # --status-file: a JSON snapshot of Status, kept current
     history: int = 0  # lines replayed to a new client
     echo_to_stdout: bool = False  # -d: every logged byte also goes to standard output
-    client_queue_limit: int = DEFAULT_QUEUE_LIMIT
+    client_budget: int = DEFAULT_CLIENT_BUDGET  # --client-budget; the furthest behind skip first
+    client_queue_limit: int | None = None  # a second bound for each client; None: the budget
     input_queue_limit: int = DEFAULT_INPUT_LIMIT
     pv_prefix: str | None = None  # serve the PV status channel (needs caproto)
     pv_interfaces: tuple[str, ...] = ("0.0.0.0",)

@@ -45,10 +45,12 @@ class History:
         self.max_bytes = max_bytes if max_bytes is not None else max(1 << 16, self.lines * 1024)
         self._buf = bytearray()
         self._trim_at = self.max_bytes
+        self._replay: bytes | None = None  # one copy for every client that attaches until new output
 
     def feed(self, data: bytes) -> None:
         if not self.lines:
             return
+        self._replay = None
         self._buf += data
         if len(self._buf) > self._trim_at:
             self._trim()
@@ -58,8 +60,10 @@ class History:
     def replay(self) -> bytes:
         if not self.lines:
             return b""
-        self._trim()
-        return bytes(self._buf)
+        if self._replay is None:
+            self._trim()
+            self._replay = bytes(self._buf)
+        return self._replay
 
     def _trim(self) -> None:
         buf = self._buf

@@ -392,6 +392,7 @@ class ProcessServer:
         )
         if config.echo_to_stdout and not log_to_stdout and self._stdout is not None:
             self.console.echo = self._stdout.write
+        self.console.budget = config.client_budget
         if config.logstamp is not None:
             stamp_format = config.logstamp
             self.console.stamp = lambda: os.fsencode(messages.format_time(stamp_format, time.time()))
@@ -608,7 +609,7 @@ class ProcessServer:
     async def _session(self, stream: trio.abc.Stream, *, control: bool, telnet: bool) -> None:
         config = self.config
         reader = Reader(
-            Outbox(config.client_queue_limit),
+            Outbox(config.client_queue_limit or config.client_budget),
             control=control,
             telnet=telnet,
             stamped=not control and config.logstamp is not None,
@@ -617,10 +618,10 @@ class ProcessServer:
         first = self.greeting(control=control)
         if codec is not None:
             first += codec.initiate()
-        reader.outbox.put(first)
+        reader.outbox.put(first, bounded=False)
         history = self.console.history.replay()
-        if history:
-            reader.outbox.put(TelnetConnection.encode(history) if telnet else history)
+        if history:  # counted as this client's own: clients that attach at different times hold different ones
+            reader.outbox.put(TelnetConnection.encode(history) if telnet else history, bounded=False)
         self.console.attach(reader)
         self._sessions += 1
         self._poke()
@@ -644,16 +645,21 @@ class ProcessServer:
                     await stream.aclose()
 
     async def _send_outbox(self, stream: trio.abc.Stream, outbox: Outbox, session: trio.CancelScope) -> None:
-        if isinstance(stream, trio.SocketStream):
-            outbox.direct = functools.partial(os.write, stream.socket.fileno())
         try:
-            while (data := await outbox.get()) is not None:
-                await stream.send_all(data)
+            if isinstance(stream, trio.SocketStream):
+                # Gathering writes straight from the shared chunks: no copy for this client.
+                sock = stream.socket
+                outbox.writev = functools.partial(os.writev, sock.fileno())
+                while await outbox.wait():
+                    if not outbox.flush():
+                        await trio.lowlevel.wait_writable(sock)
+            else:
+                while (data := await outbox.get()) is not None:
+                    await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
-            outbox.direct = None  # never write to a closed (and maybe reused) descriptor
-            outbox.sending = True
+            outbox.writev = None  # never write to a closed (and maybe reused) descriptor
         session.cancel()
 
     async def _receive(self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None) -> None:

@@ -37,7 +37,7 @@ class StdoutWriter:
     # the log-file interface the console uses
     def write(self, data: bytes) -> None:
         if not self.broken:
-            self.outbox.put(data)
+            self.outbox.share(data)
 
     def reopen(self) -> None:
         return None

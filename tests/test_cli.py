@@ -388,6 +388,21 @@ def test_bad_history_stops_with_a_message_naming_the_option(text):
     assert error.code == 1 and "--history" in error.stderr
 
 
+def test_client_budget_takes_bytes_or_k_m_g_and_defaults_to_64_mib():
+    assert parse("20000", "cmd").config.client_budget == 64 << 20
+    assert parse("--client-budget", "65536", "20000", "cmd").config.client_budget == 65536
+    assert parse("--client-budget", "512K", "20000", "cmd").config.client_budget == 512 << 10
+    assert parse("--client-budget=16m", "20000", "cmd").config.client_budget == 16 << 20
+    assert parse("--client-budget", "2G", "20000", "cmd").config.client_budget == 2 << 30
+    assert "--client-budget <n>" in fails("--help").stdout
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "1.5M", "M", "12X", "64 M", "\u0661\u0662", "\u00b2"])
+def test_bad_client_budget_stops_with_a_message_naming_the_option(text):
+    error = fails("--client-budget", text, "20000", "cmd")
+    assert error.code == 1 and "--client-budget" in error.stderr
+
+
 def test_grace_period_takes_seconds():
     assert parse("-G", "5", "20000", "cmd").config.grace_period == 5.0
     assert parse("--grace-period=1.5", "20000", "cmd").config.grace_period == 1.5

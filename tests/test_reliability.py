@@ -760,7 +760,7 @@ _odd_values = st.one_of(
 )
 _value_options = st.sampled_from(
     ["--holdoff", "-G", "--history", "--coresize", "--killsig", "-k", "-x", "--autorestartcmd", "-i", "-n",
-     "--timefmt", "--logstamp=", "-c"]
+     "--timefmt", "--logstamp=", "-c", "--client-budget"]
 )
 _flags = st.lists(st.sampled_from(["-w", "--noautorestart", "-o", "-q", "--allow", "--restrict"]), max_size=2)
 
