@@ -126,6 +126,7 @@ class Reader:
         self.telnet = telnet
         self.stamper = LineStamper() if stamped else None
         self.window_size: tuple[int, int] | None = None  # (rows, columns) from NAWS
+        self.attached = 0  # attach order (newer readers have larger numbers); 0 when detached
         self.dropping_input = False
 
 
@@ -147,6 +148,8 @@ class Console:
         self.echo = echo  # -d: a copy of the log for standard output
         self._log_stamper = LineStamper()
         self._readers: list[Reader] = []
+        self._attached = 0
+        self._sizer: Reader | None = None  # whose window size is in effect (newest_window_size)
         self.taps: list[Callable[[bytes], None]] = []  # in-process watchers (IOCOUT); never wait
         self.on_log_notice: Callable[[bytes], None] | None = None
 
@@ -160,6 +163,8 @@ class Console:
         return users, len(self._readers) - users
 
     def attach(self, reader: Reader) -> None:
+        self._attached += 1
+        reader.attached = self._attached
         self._readers.append(reader)
 
     def detach(self, reader: Reader) -> None:
@@ -167,6 +172,11 @@ class Console:
             self._readers.remove(reader)
         except ValueError:
             pass
+        reader.attached = 0
+        if reader is self._sizer:  # once per session, not per NAWS: a scan is fine here
+            self._sizer = next(
+                (r for r in reversed(self._readers) if r.control and r.window_size is not None), None
+            )
 
     def broadcast(self, data: bytes) -> None:
         """Child output or a server message: log, stdout, history and every reader. Never waits."""
@@ -200,12 +210,16 @@ class Console:
             else:
                 reader.outbox.put(wire if reader.telnet else data)
 
+    def report_window_size(self, reader: Reader, size: tuple[int, int]) -> None:
+        """A client's NAWS report, in O(1): a flood of them must not cost per connected reader."""
+        reader.window_size = size
+        sizer = self._sizer
+        if reader.control and reader.attached and (sizer is None or reader.attached >= sizer.attached):
+            self._sizer = reader
+
     def newest_window_size(self) -> tuple[int, int] | None:
         """The size reported by the newest control client that reported one."""
-        for reader in reversed(self._readers):
-            if reader.control and reader.window_size is not None:
-                return reader.window_size
-        return None
+        return self._sizer.window_size if self._sizer is not None else None
 
 
 @final

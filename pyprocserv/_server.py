@@ -634,13 +634,18 @@ class ProcessServer:
             reply = codec.data_to_send()
             if reply:
                 reader.outbox.put(reply)
+            size = None
             for event in codec.events():
-                if isinstance(event, Data):
-                    if self._typed(reader, event.data):
-                        return
-                elif isinstance(event, WindowSize):
-                    reader.window_size = (event.rows, event.columns)
-                    self._apply_window_size()
+                if isinstance(event, WindowSize):
+                    size = (event.rows, event.columns)  # a burst costs one resize: the last size
+                    continue
+                if size is not None:  # before the keys typed after it reach the child
+                    self._apply_window_size(reader, size)
+                    size = None
+                if isinstance(event, Data) and self._typed(reader, event.data):
+                    return
+            if size is not None:
+                self._apply_window_size(reader, size)
 
     def _typed(self, reader: Reader, data: bytes) -> bool:
         """Act on a control client's keys; True when it logged out."""
@@ -668,7 +673,10 @@ class ProcessServer:
             reader.dropping_input = bool(dropped)  # one notice per episode, not one per chunk
         return logout
 
-    def _apply_window_size(self) -> None:
+    def _apply_window_size(self, reader: Reader | None = None, reported: tuple[int, int] | None = None) -> None:
+        """Size the pty as the console says (after ``reader`` reported a size); ioctl only on a change."""
+        if reader is not None and reported is not None:
+            self.console.report_window_size(reader, reported)
         size = self.console.newest_window_size()
         if size is not None and size != self._window_size:
             self._window_size = size
