@@ -43,6 +43,10 @@ from ._telnet import Data, TelnetConnection, WindowSize
 from ._version import __version__
 
 READ_SIZE = 1 << 16
+# Client input is read in small pieces: each read ends the client's turn, so however fast one
+# client sends (an option storm is one Python step per 3 bytes), every other task runs within
+# about a millisecond. People type, and pastes are small; only the child's output needs big reads.
+INPUT_READ_SIZE = 1 << 10
 # After the child exits, its output is read until the pty reports its end (EIO). Only a
 # process outside the child's group can keep the pty open longer; we stop waiting when it has
 # been quiet this long, or at the latest after DRAIN_MAX.
@@ -623,7 +627,7 @@ class ProcessServer:
     async def _receive_until_done(
         self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None
     ) -> None:
-        while data := await stream.receive_some(READ_SIZE):
+        while data := await stream.receive_some(INPUT_READ_SIZE):
             if not reader.control:
                 continue  # log clients: input is read and dropped, as procServ does
             if codec is None:
