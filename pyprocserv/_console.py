@@ -262,6 +262,7 @@ class Reader:
         self.form = 2 * stamped + telnet  # which made-once form of each chunk it reads
         self.owes_stamp = False  # attached mid-line: its first stamped chunk needs a stamp
         self.window_size: tuple[int, int] | None = None  # (rows, columns) from NAWS
+        self.attached = 0  # attach order (newer readers have larger numbers); 0 when detached
         self.dropping_input = False
 
 
@@ -286,6 +287,8 @@ class Console:
         self._stamper = LineStamper()  # for the log file and every stamped reader
         self._high_water = 0  # queued bytes (as the budget counts them) since memory was last released
         self._readers: list[Reader] = []
+        self._attached = 0
+        self._sizer: Reader | None = None  # whose window size is in effect (newest_window_size)
         self.taps: list[Callable[[bytes], None]] = []  # in-process watchers (IOCOUT); never wait
         self.on_log_notice: Callable[[bytes], None] | None = None
 
@@ -301,6 +304,8 @@ class Console:
     def attach(self, reader: Reader) -> None:
         """A new reader, its greeting and history queued: they count in the budget from now."""
         reader.owes_stamp = reader.stamped and not self._stamper.at_line_start
+        self._attached += 1
+        reader.attached = self._attached
         self._readers.append(reader)
         longest, total = self._measure()
         if total > self.budget:
@@ -312,6 +317,11 @@ class Console:
             self._readers.remove(reader)
         except ValueError:
             return
+        reader.attached = 0
+        if reader is self._sizer:  # once per session, not per NAWS: a scan is fine here
+            self._sizer = next(
+                (r for r in reversed(self._readers) if r.control and r.window_size is not None), None
+            )
         reader.outbox.drop()
         self._queues_now(self._measure()[1])
 
@@ -405,12 +415,16 @@ class Console:
             longest[form] = following
         return total
 
+    def report_window_size(self, reader: Reader, size: tuple[int, int]) -> None:
+        """A client's NAWS report, in O(1): a flood of them must not cost per connected reader."""
+        reader.window_size = size
+        sizer = self._sizer
+        if reader.control and reader.attached and (sizer is None or reader.attached >= sizer.attached):
+            self._sizer = reader
+
     def newest_window_size(self) -> tuple[int, int] | None:
         """The size reported by the newest control client that reported one."""
-        for reader in reversed(self._readers):
-            if reader.control and reader.window_size is not None:
-                return reader.window_size
-        return None
+        return self._sizer.window_size if self._sizer is not None else None
 
 
 def release_freed_memory() -> None:

@@ -45,6 +45,10 @@ from ._telnet import Data, TelnetConnection, WindowSize
 from ._version import __version__
 
 READ_SIZE = 1 << 16
+# Client input is read in small pieces: each read ends the client's turn, so however fast one
+# client sends (an option storm is one Python step per 3 bytes), every other task runs within
+# about a millisecond. People type, and pastes are small; only the child's output needs big reads.
+INPUT_READ_SIZE = 1 << 10
 # After the child exits, its output is read until the pty reports its end (EIO). Only a
 # process outside the child's group can keep the pty open longer; we stop waiting when it has
 # been quiet this long, or at the latest after DRAIN_MAX.
@@ -671,7 +675,7 @@ class ProcessServer:
     async def _receive_until_done(
         self, stream: trio.abc.Stream, reader: Reader, codec: TelnetConnection | None
     ) -> None:
-        while data := await stream.receive_some(READ_SIZE):
+        while data := await stream.receive_some(INPUT_READ_SIZE):
             if not reader.control:
                 continue  # log clients: input is read and dropped, as procServ does
             if codec is None:
@@ -682,13 +686,18 @@ class ProcessServer:
             reply = codec.data_to_send()
             if reply:
                 reader.outbox.put(reply)
+            size = None
             for event in codec.events():
-                if isinstance(event, Data):
-                    if self._typed(reader, event.data):
-                        return
-                elif isinstance(event, WindowSize):
-                    reader.window_size = (event.rows, event.columns)
-                    self._apply_window_size()
+                if isinstance(event, WindowSize):
+                    size = (event.rows, event.columns)  # a burst costs one resize: the last size
+                    continue
+                if size is not None:  # before the keys typed after it reach the child
+                    self._apply_window_size(reader, size)
+                    size = None
+                if isinstance(event, Data) and self._typed(reader, event.data):
+                    return
+            if size is not None:
+                self._apply_window_size(reader, size)
 
     def _typed(self, reader: Reader, data: bytes) -> bool:
         """Act on a control client's keys; True when it logged out."""
@@ -716,7 +725,10 @@ class ProcessServer:
             reader.dropping_input = bool(dropped)  # one notice per episode, not one per chunk
         return logout
 
-    def _apply_window_size(self) -> None:
+    def _apply_window_size(self, reader: Reader | None = None, reported: tuple[int, int] | None = None) -> None:
+        """Size the pty as the console says (after ``reader`` reported a size); ioctl only on a change."""
+        if reader is not None and reported is not None:
+            self.console.report_window_size(reader, reported)
         size = self.console.newest_window_size()
         if size is not None and size != self._window_size:
             self._window_size = size

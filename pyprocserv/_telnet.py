@@ -7,11 +7,19 @@ Rules:
 2. Option negotiation follows RFC 1143's Q method, as libtelnet (inside procServ) does, so
    replies never loop. We offer WILL ECHO and DO LINEMODE (procServ's table) and refuse every
    other option, except NAWS (window size), which we accept.
-3. We ask for NAWS (IAC DO NAWS) only once the peer has negotiated something itself: a peer
+3. A request that changes nothing gets no answer (RFC 854's rule against acknowledging a mode
+   already in effect): a repeated WILL/DO for an enabled option, WONT/DONT for a disabled one,
+   and a request for an option we already refused once. So a peer gets at most one reply per
+   request that changed an option, plus one refusal per option and side: replies never outgrow
+   what it sends, and an option storm costs no reply bytes once every option is settled.
+4. We ask for NAWS (IAC DO NAWS) only once the peer has negotiated something itself: a peer
    that speaks telnet can answer it, and a raw client (socat, nc, a procServControl scraper)
    sees exactly procServ's bytes.
-4. Chunk boundaries do not matter: events for a stream are the same however it is split
+5. Chunk boundaries do not matter: events for a stream are the same however it is split
    (adjacent Data events are merged until :meth:`events` is called).
+6. The cost is a few Python operations per command, not per byte: plain data is sliced in C, and
+   a whole ``IAC verb option`` or NAWS report inside one chunk is read in one step. (How much
+   input a caller feeds per turn of its event loop is the caller's bound, not ours.)
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ NAWS = 31
 LINEMODE = 34
 
 _IAC = b"\xff"
+_SE = b"\xff\xf0"
 # Longest subnegotiation we keep; anything longer is a broken or hostile peer.
 MAX_SUBNEGOTIATION = 512
 
@@ -122,6 +131,8 @@ class TelnetConnection:
         self._solicit = solicit_remote
         self._us: dict[int, _Q] = {}
         self._him: dict[int, _Q] = {}
+        self._refused_us: set[int] = set()  # options refused once: asked again, we stay silent
+        self._refused_him: set[int] = set()
         self._state = _State.DATA
         self._verb = 0
         self._sb_option = 0
@@ -162,8 +173,20 @@ class TelnetConnection:
                         self._sb_extend(data[pos:stop])
                 if iac < 0:
                     return
-                self._state = _State.IAC if state is _State.DATA else _State.SB_IAC
                 pos = iac + 1
+                if state is _State.DATA:
+                    # Whole commands in one step (an option storm is thousands of them).
+                    verb = data[pos] if pos < end else 0
+                    if WILL <= verb <= DONT and pos + 1 < end:
+                        self._negotiate(verb, data[pos + 1])
+                        pos += 2
+                        continue
+                    # IAC SB option w w h h IAC SE: a window size, the other flood.
+                    if verb == SB and data[pos + 6 : pos + 8] == _SE and _IAC not in data[pos + 1 : pos + 6]:
+                        self._subnegotiated(data[pos + 1], data[pos + 2 : pos + 6])
+                        pos += 8
+                        continue
+                self._state = _State.IAC if state is _State.DATA else _State.SB_IAC
                 continue
             byte = data[pos]
             pos += 1
@@ -251,7 +274,11 @@ class TelnetConnection:
         self._sb.clear()
         if self._sb_overflow:
             self._emit(ProtocolError("subnegotiation of option %d too long" % option))
-        elif option == NAWS and self.remote_enabled(NAWS):
+        else:
+            self._subnegotiated(option, payload)
+
+    def _subnegotiated(self, option: int, payload: bytes) -> None:
+        if option == NAWS and self._him.get(NAWS) is _Q.YES:
             if len(payload) == 4:
                 self._emit(
                     WindowSize(columns=payload[0] << 8 | payload[1], rows=payload[2] << 8 | payload[3])
@@ -291,7 +318,10 @@ class TelnetConnection:
                     self._send(yes, option)
                     self._emit(OptionChanged(option, local=local, enabled=True))
                 else:
-                    self._send(no, option)
+                    refused = self._refused_us if local else self._refused_him
+                    if option not in refused:  # once: the peer has our answer (rule 3)
+                        refused.add(option)
+                        self._send(no, option)
             elif q is _Q.WANTYES:
                 states[option] = _Q.YES
                 self._emit(OptionChanged(option, local=local, enabled=True))

@@ -16,6 +16,7 @@ import trio.testing
 
 from helpers import Client, FakeSpawner, attach
 from pyprocserv import Config, KeyMap, ProcessServer, RestartMode
+from pyprocserv._console import Outbox
 
 def make(spawner: FakeSpawner, **overrides) -> ProcessServer:
     options = dict(command=("/bin/cat",), name="mychild", holdoff=15)
@@ -353,6 +354,69 @@ async def test_naws_of_the_newest_control_client_sizes_the_pty(autojump_clock, n
     child.exit(0)
     await spawner.wait_for(2)
     assert spawner.calls[1]["window_size"] == (32, 100)
+    server.shutdown()
+
+
+def naws(columns: int, rows: int) -> bytes:
+    return b"\xff\xfa\x1f" + columns.to_bytes(2, "big") + rows.to_bytes(2, "big") + b"\xff\xf0"
+
+
+class Bystander:
+    """A reader attached to the console that counts how often the server looks at it."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self.outbox = Outbox(1 << 20)
+        self.stamper = None
+        self.telnet = True
+        self.attached = 0
+        self.dropping_input = False
+
+    @property
+    def control(self) -> bool:
+        self.looks += 1
+        return True
+
+    @property
+    def window_size(self) -> None:
+        self.looks += 1
+        return None
+
+
+async def test_a_naws_update_costs_the_same_however_many_readers_are_attached(autojump_clock, nursery):
+    spawner = FakeSpawner()
+    server = await started(nursery, make(spawner))
+    child = await spawner.wait_for(1)
+    flooder = attach(nursery, server)
+    await flooder.expect(b"\xfd\x22")
+    await flooder.send(b"\xff\xfb\x1f" + naws(80, 24))  # WILL NAWS, 80x24
+    await trio.testing.wait_all_tasks_blocked()
+    bystanders = [Bystander() for _ in range(100)]
+    for bystander in bystanders:  # newer than the flooder, and without a size of their own
+        server.console.attach(bystander)
+    for width in range(100, 150):
+        await flooder.send(naws(width, 40))
+        await trio.testing.wait_all_tasks_blocked()
+    assert child.window_sizes[-1] == (40, 149)
+    assert sum(b.looks for b in bystanders) == 0
+    server.shutdown()
+
+
+async def test_a_burst_of_window_sizes_resizes_the_pty_once_to_the_last_size(autojump_clock, nursery):
+    spawner = FakeSpawner()
+    server = await started(nursery, make(spawner))
+    child = await spawner.wait_for(1)
+    client = attach(nursery, server)
+    await client.expect(b"\xfd\x22")
+    await client.send(b"\xff\xfb\x1f" + naws(80, 24))
+    await trio.testing.wait_all_tasks_blocked()
+    await client.send(b"".join(naws(100 + i % 2, 30) for i in range(99)) + b"ls")
+    await trio.testing.wait_all_tasks_blocked()
+    assert child.window_sizes == [(24, 80), (30, 100)]
+    assert child.input.endswith(b"ls")
+    await client.send(naws(100, 30) * 20)  # the same size again: no ioctl at all
+    await trio.testing.wait_all_tasks_blocked()
+    assert child.window_sizes == [(24, 80), (30, 100)]
     server.shutdown()
 
 

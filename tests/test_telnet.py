@@ -8,12 +8,16 @@ These tests prove that:
   solicited only after the peer has negotiated something itself, so a raw client (socat, nc,
   a procServControl scraper) sees exactly procServ's bytes;
 * the real netkit telnet client's opening gets exactly our two replies and no data;
-* negotiation never loops (RFC 1143), not even against a second codec;
+* negotiation never loops (RFC 1143), not even against a second codec, and a request that
+  changes nothing gets no answer (not even a second refusal), so an option storm's replies are
+  bounded by the number of options, not of requests;
 * the parser never raises, ignores chunk boundaries, turns IAC IAC back into 0xFF, recovers
   from broken subnegotiations, and round-trips :meth:`TelnetConnection.encode`.
 """
 
 from __future__ import annotations
+
+import random
 
 from helpers import split_at
 from hypothesis import given, settings
@@ -93,6 +97,7 @@ _pieces = st.one_of(
         st.binary(max_size=12),
         st.sampled_from([iac(SE), iac(NOP), b"", iac()]),
     ),
+    st.builds(lambda option, size: iac(SB, option) + size + iac(SE), _options, st.binary(min_size=4, max_size=4)),
     st.just(iac(IAC)),
     st.just(iac()),
 )
@@ -325,12 +330,21 @@ def test_repeated_will_linemode_after_our_offer_gets_no_reply_at_all():
     assert wire == iac(DO, NAWS)
 
 
-def test_repeated_refused_option_gets_at_most_one_refusal_each_time():
+def test_a_refused_option_asked_again_gets_no_second_refusal():
     conn = server()
-    _, wire = feed(conn, iac(DO, SGA) * 10)
-    refusals = triples(wire).count(iac(WONT, SGA))
-    assert 1 <= refusals <= 10
-    assert set(triples(wire)) == {iac(WONT, SGA), iac(DO, NAWS)}
+    _, wire = feed(conn, iac(DO, SGA) * 10 + iac(WILL, TTYPE) * 10)
+    assert triples(wire) == [iac(WONT, SGA), iac(DO, NAWS), iac(DONT, TTYPE)]
+    assert feed(conn, iac(DO, SGA) + iac(WILL, TTYPE)) == ([], b"")
+
+
+def test_an_option_storm_gets_replies_bounded_by_the_options_not_the_requests():
+    rng = random.Random(9)
+    conn = server()
+    storm = b"".join(iac(rng.choice((DO, WILL)), rng.randrange(256)) for _ in range(30_000))
+    _, wire = feed(conn, storm)
+    # at most one answer per option and side, and our NAWS solicitation
+    assert len(wire) <= 3 * (2 * 256 + 1)
+    assert feed(conn, storm) == ([], b"")
 
 
 def test_wont_and_dont_for_disabled_options_get_no_reply():
@@ -360,18 +374,36 @@ def test_every_received_negotiation_gets_at_most_one_reply(commands):
 
 
 @SETTINGS
+@given(st.lists(st.tuples(_verbs, _options), max_size=200))
+def test_a_request_is_answered_only_when_it_changes_an_option_or_is_first_refused(commands):
+    conn = server()
+    asked: set[tuple[int, int]] = set()
+    for verb, option in commands:
+        local = verb in (DO, DONT)
+        enabled = conn.local_enabled if local else conn.remote_enabled
+        before = enabled(option)
+        conn.receive_data(iac(verb, option))
+        replies = [r for r in triples(conn.data_to_send()) if r != iac(DO, NAWS)]  # the solicitation
+        changed = enabled(option) != before
+        first = verb in (WILL, DO) and (local, option) not in asked
+        if verb in (WILL, DO):
+            asked.add((local, option))
+        assert len(replies) <= (1 if changed or first else 0), (verb, option, replies)
+
+
+@SETTINGS
 @given(st.tuples(_verbs, _options), st.integers(2, 30))
 def test_repeating_one_negotiation_yields_no_reply_once_the_option_is_settled(command, times):
     verb, option = command
     conn = server()
     conn.receive_data(iac(verb, option))
     conn.data_to_send()
+    conn.events()
     conn.receive_data(iac(verb, option) * times)
-    later = triples(conn.data_to_send())
-    # An accepted WILL/DO (or an acknowledged WONT/DONT) is never answered twice; a refusal may
-    # repeat (RFC 1143 answers every request for a refused option) but nothing else appears.
-    refusal = {WILL: iac(DONT, option), DO: iac(WONT, option)}.get(verb)
-    assert set(later) <= ({refusal} if refusal else set())
+    # The first answer settled the option: the same request again changes nothing, so it gets
+    # no answer, not even a repeated refusal.
+    assert conn.data_to_send() == b""
+    assert conn.events() == []
 
 
 _all_options = st.frozensets(st.sampled_from([ECHO, SGA, TTYPE, NAWS, LINEMODE]))
