@@ -367,8 +367,10 @@ class Bystander:
     def __init__(self) -> None:
         self.looks = 0
         self.outbox = Outbox(1 << 20)
-        self.stamper = None
+        self.stamped = False
+        self.owes_stamp = False
         self.telnet = True
+        self.form = 1  # as Reader: telnet, not stamped
         self.attached = 0
         self.dropping_input = False
 
