@@ -14,7 +14,7 @@ import random
 
 import trio
 
-from helpers import OFFER, Client, ServerProcess, close_at_end, connect
+from helpers import OFFER, Client, ServerProcess, close_at_end, connect, free_port, short_tmpdir
 
 OPTION_STORMS = 16
 NAWS_FLOODS = 4
@@ -41,25 +41,50 @@ async def flood(client: Client, block: bytes, started: trio.Event) -> None:
         started.set()  # the server hung up: the neighbour's check says whether that is fine
 
 
+async def neighbour_echo_delays(nursery, flooded: str, neighbour_endpoint: str) -> list[float]:
+    """Storm ``flooded`` with option and NAWS floods; the echo delays of 20 keys typed on the other."""
+    neighbour = await connect(neighbour_endpoint)
+    close_at_end(nursery, neighbour)
+    await neighbour.expect(OFFER)
+    rng = random.Random(5)
+    started = []
+    for kind in ["options"] * OPTION_STORMS + ["naws"] * NAWS_FLOODS:
+        flooder = await connect(flooded)
+        close_at_end(nursery, flooder)
+        await flooder.expect(OFFER)
+        started.append(trio.Event())
+        nursery.start_soon(flood, flooder, storm(kind, rng), started[-1])
+    for event in started:
+        await event.wait()
+    delays = []
+    for key in b"abcdefghijklmnopqrst":
+        sent_at = trio.current_time()
+        await neighbour.send(bytes((key,)))
+        await neighbour.expect(bytes((key,)), timeout=30)
+        delays.append(round(trio.current_time() - sent_at, 3))
+    return delays
+
+
 async def test_a_neighbours_echo_comes_back_within_a_second_under_option_storms_and_naws_floods(nursery):
     async with ServerProcess(["-q", "0", "/bin/cat"]) as server:
-        neighbour = await connect(server.control())
-        close_at_end(nursery, neighbour)
-        await neighbour.expect(OFFER)
-        rng = random.Random(5)
-        started = []
-        for kind in ["options"] * OPTION_STORMS + ["naws"] * NAWS_FLOODS:
-            flooder = await connect(server.control())
-            close_at_end(nursery, flooder)
-            await flooder.expect(OFFER)
-            started.append(trio.Event())
-            nursery.start_soon(flood, flooder, storm(kind, rng), started[-1])
-        for event in started:
-            await event.wait()
-        delays = []
-        for key in b"abcdefghijklmnopqrst":
-            sent_at = trio.current_time()
-            await neighbour.send(bytes((key,)))
-            await neighbour.expect(bytes((key,)), timeout=30)
-            delays.append(round(trio.current_time() - sent_at, 3))
+        delays = await neighbour_echo_delays(nursery, server.control(), server.control())
+        assert max(delays) < ECHO_BOUND, delays
+
+
+async def test_in_host_mode_a_flood_on_one_instance_does_not_delay_its_neighbour(nursery):
+    from test_manage import HostProcess, write_conf
+
+    conf = short_tmpdir()
+    flooded, quiet = free_port(), free_port()
+    write_conf(conf, f"""\
+        [flooded]
+        command = /bin/cat
+        port = {flooded}
+        [quiet]
+        command = /bin/cat
+        port = {quiet}
+    """)
+    async with HostProcess(conf) as host:
+        await host.wait_for({"flooded": "Running", "quiet": "Running"})
+        delays = await neighbour_echo_delays(nursery, f"tcp:127.0.0.1:{flooded}", f"tcp:127.0.0.1:{quiet}")
         assert max(delays) < ECHO_BOUND, delays
