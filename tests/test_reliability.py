@@ -197,6 +197,37 @@ async def test_a_crash_loop_of_1000_restarts_leaks_no_fd_memory_or_zombie(nurser
     assert text.count(b"Normal exit status = 0\r\n") == text.count(b"@@@ Restarting child") >= 1100
 
 
+async def test_a_spawn_that_keeps_failing_backs_off_whatever_the_holdoff(nursery):
+    d = short_tmpdir()
+    log = f"{d}/log"
+    async with ServerProcess(["-q", "--holdoff", "0", "-L", log, "0", "/bin/cat"]) as server:
+        client = await connect(server.control())
+        close_at_end(nursery, client)
+        await client.expect(OFFER)
+        await client.send(b"\x14")  # ^T: auto restart OFF
+        await client.expect(b"Toggled auto restart to OFF\r\n")
+        await client.send(b"\x18")  # ^X: the child goes and stays gone
+        await client.expect(b"auto restart is disabled\r\n")
+        # No free descriptor below the limit: openpty fails, as on a server out of fds.
+        in_use = {int(fd) for fd in os.listdir(f"/proc/{server.pid}/fd")}
+        lowest_free = min(set(range(max(in_use) + 2)) - in_use)
+        limits = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+        try:
+            await client.send(b"\x14")  # ^T: ON, and with --holdoff 0 a start is due at once
+            await client.expect(b"could not start the child: Too many open files")
+            await trio.sleep(3.5)
+        finally:
+            resource.prlimit(server.pid, resource.RLIMIT_NOFILE, limits)
+        tries = Path(log).read_bytes().count(b"@@@ pyprocserv: could not start the child: ")
+        # Tries at 0, 1 and 3 s (without the back-off: 78,762 tries in 8 s and 7.6 MB of log).
+        assert 2 <= tries <= 4, tries
+        assert b"Too many open files; next try in 1 s" in Path(log).read_bytes()
+        await client.send(b"\x12")  # ^R: tries at once, and the child runs again
+        await client.expect(b"@@@ The PID of new child")
+        await still_serves(nursery, server)
+
+
 # The child records every signal it gets (one line each) and says when it is ready for them.
 SIGNAL_RECORDER = """\
 import os, signal, sys, time
