@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._cli import CliExit, parse_args
-from . import _messages as messages
 from ._extras import Supervisor
 from ._instances import ConfigError, Instance, Layout, instances
 from ._main import explain

@@ -13,7 +13,7 @@ import inspect
 import pytest
 import trio
 
-from helpers import remove_short_tmpdirs
+from helpers import free_port, remove_short_tmpdirs
 
 REAL_TEST_LIMIT = 60.0  # seconds; the slowest real test needs a few
 
@@ -47,3 +47,28 @@ def _remove_short_tmpdirs_after_each_test():
     """A suite run leaves nothing in /tmp (a few hundred directories a run, otherwise)."""
     yield
     remove_short_tmpdirs()
+
+
+@pytest.fixture
+def ca_env(monkeypatch):
+    """A private CA port for this test's server, and clients that search only there.
+
+    caproto's sync client keeps its sockets in module globals; they are closed afterwards.
+    """
+    port = free_port(udp=True)
+    env = {
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.255.255.255",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+    from caproto.sync import client
+
+    for sock in client.sockets.values():
+        sock.close()
+    client.sockets.clear()
+    client.global_circuits.clear()

@@ -2,7 +2,7 @@
 
 Rules:
 1. Every network test runs the real ``pyprocserv`` command with ``--pv-prefix`` (ServerProcess),
-   its CA port from ``free_port(udp=True)``, and speaks CA over real sockets on 127.0.0.1
+   its private CA port from conftest's ``ca_env``, and speaks CA over real sockets on 127.0.0.1
    (127.0.0.2 and .3 play hosts without write rights).
 2. A test ends with proof that server and child survived: a normal caproto read of STATUS and
    PID answers, and the PID is the child's from before.
@@ -30,7 +30,7 @@ from caproto.sync.client import read
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import PY, ServerProcess, children_of, free_port, rss_kib
+from helpers import PY, ServerProcess, children_of, rss_kib
 
 PREFIX = "H:"
 TICKER = (PY, "-u", "-c", "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.1)")
@@ -63,25 +63,9 @@ def create_chan(name: str, cid: int) -> bytes:
 
 
 @pytest.fixture
-def ca_env(monkeypatch):
-    """A private CA port for this test's server (inherited through the environment), and
-    caproto's sync client searching only there; its module-global sockets are closed after."""
-    port = free_port(udp=True)
-    for key, value in {
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CAS_BEACON_ADDR_LIST": "127.255.255.255",
-    }.items():
-        monkeypatch.setenv(key, value)
-    yield port
-    from caproto.sync import client
-
-    for sock in client.sockets.values():
-        sock.close()
-    client.sockets.clear()
-    client.global_circuits.clear()
+def ca_port(ca_env) -> int:
+    """The private CA port of ``ca_env`` (conftest), where this test's server listens."""
+    return int(ca_env["EPICS_CA_SERVER_PORT"])
 
 
 @contextlib.asynccontextmanager
@@ -195,11 +179,11 @@ UNKNOWN_SID_MESSAGES = {
 }
 
 
-async def test_a_message_naming_a_channel_never_created_ends_only_its_circuit(ca_env):
+async def test_a_message_naming_a_channel_never_created_ends_only_its_circuit(ca_port):
     async with pv_server() as server:
         pid = await assert_serving(server)
         for name, bad in UNKNOWN_SID_MESSAGES.items():
-            stream = await open_raw(ca_env)
+            stream = await open_raw(ca_port)
             await stream.send_all(HELLO + bad)
             assert await until_closed(stream), name
             await stream.aclose()
@@ -209,7 +193,7 @@ async def test_a_message_naming_a_channel_never_created_ends_only_its_circuit(ca
 # -- 2: monitor clients coming and going ------------------------------------------------------------
 
 
-async def test_monitor_clients_coming_and_going_leave_the_server_serving(ca_env):
+async def test_monitor_clients_coming_and_going_leave_the_server_serving(ca_port):
     async with pv_server() as server:
         pid = await assert_serving(server)
 
@@ -217,7 +201,7 @@ async def test_monitor_clients_coming_and_going_leave_the_server_serving(ca_env)
             n = 0
             while trio.current_time() < end:
                 n += 1
-                async with Peer.connect(ca_env) as peer:
+                async with Peer.connect(ca_port) as peer:
                     channels = await peer.channels("HEARTBEAT", "IOCOUT")
                     await peer.send(*(channel.subscribe(mask=ca.SubscriptionType.DBE_VALUE) for channel in channels))
                     with trio.move_on_after(0.05 * (n % 4)):  # leave before, during and after updates
@@ -233,14 +217,14 @@ async def test_monitor_clients_coming_and_going_leave_the_server_serving(ca_env)
         await assert_serving(server, pid)
 
 
-async def test_monitors_of_every_type_coming_while_a_crash_loop_publishes_leave_the_server_serving(ca_env):
+async def test_monitors_of_every_type_coming_while_a_crash_loop_publishes_leave_the_server_serving(ca_port):
     # STATUS, PID and START_CNT change hundreds of times a second; each first monitor of a data
     # type adds to the subscriber lists their publisher walks.
     async with pv_server("--holdoff", "0", child=("/bin/sh", "-c", "echo crash; exit 1")) as server:
 
         async def subscribe(offset: int) -> None:
             for n in range(len(MONITOR_TYPES)):
-                async with Peer.connect(ca_env) as peer:
+                async with Peer.connect(ca_port) as peer:
                     channels = await peer.channels("STATUS", "PID", "START_CNT", "IOCOUT")
                     kind = MONITOR_TYPES[(n + offset) % len(MONITOR_TYPES)]
                     await peer.send(*(channel.subscribe(data_type=kind) for channel in channels))
@@ -261,11 +245,11 @@ async def test_monitors_of_every_type_coming_while_a_crash_loop_publishes_leave_
 # -- 3: puts whose reply cannot be delivered --------------------------------------------------------
 
 
-async def test_puts_from_peers_that_leave_at_once_end_only_their_circuits(ca_env):
+async def test_puts_from_peers_that_leave_at_once_end_only_their_circuits(ca_port):
     async with pv_server() as server:
         pid = await assert_serving(server)
         for source, name in [("127.0.0.2", "STOP")] * 10 + [("127.0.0.1", "SHOWOUT")] * 10:
-            async with Peer.connect(ca_env, source) as peer:
+            async with Peer.connect(ca_port, source) as peer:
                 (channel,) = await peer.channels(name)
                 puts = [channel.write([1], data_type=ChannelType.LONG, notify=notify, ioid=i)
                         for i, notify in enumerate([True, False] * 10)]
@@ -277,14 +261,14 @@ async def test_puts_from_peers_that_leave_at_once_end_only_their_circuits(ca_env
 # -- 4: a message larger than any PV ----------------------------------------------------------------
 
 
-async def test_an_oversized_message_is_refused_before_it_is_buffered_and_memory_stays(ca_env):
+async def test_an_oversized_message_is_refused_before_it_is_buffered_and_memory_stays(ca_port):
     announced = 64 << 20
     async with pv_server() as server:
         pid = await assert_serving(server)
         before = rss_kib(server.pid)
         chunk = bytes(256 << 10)
         for _ in range(4):
-            stream = await open_raw(ca_env)
+            stream = await open_raw(ca_port)
             sent = 0
             with trio.fail_after(10):
                 try:
@@ -320,7 +304,7 @@ print(bytes(numpy.asarray(value, dtype=numpy.uint8)).hex())
 """
 
 
-async def test_iocout_carries_any_output_to_caproto_and_to_libca(ca_env):
+async def test_iocout_carries_any_output_to_caproto_and_to_libca(ca_port):
     async with pv_server(child=UNICODE_CHILD) as server:
         with trio.fail_after(10):
             while True:
@@ -339,10 +323,10 @@ async def test_iocout_carries_any_output_to_caproto_and_to_libca(ca_env):
 # -- 6: enum indexes outside the strings ------------------------------------------------------------
 
 
-async def test_enum_pvs_refuse_indexes_outside_their_strings_with_a_put_failure(ca_env):
+async def test_enum_pvs_refuse_indexes_outside_their_strings_with_a_put_failure(ca_port):
     async with pv_server() as server:
         pid = await assert_serving(server)
-        async with Peer.connect(ca_env) as peer:
+        async with Peer.connect(ca_port) as peer:
             showout, stop = await peer.channels("SHOWOUT", "STOP")
             for channel, index, kind in [(showout, 2, ChannelType.LONG), (showout, 65535, ChannelType.ENUM),
                                         (stop, 2, ChannelType.LONG), (stop, 7, ChannelType.INT)]:
@@ -392,12 +376,12 @@ def test_refusals_are_reported_at_once_then_at_most_once_a_period_with_a_count()
     assert limiter.peers() == set()  # quiet peers are forgotten: a flood of addresses leaves nothing
 
 
-async def test_a_flood_of_refused_puts_leaves_one_line_per_peer(ca_env, tmp_path):
+async def test_a_flood_of_refused_puts_leaves_one_line_per_peer(ca_port, tmp_path):
     log = tmp_path / "log"
     async with pv_server("-L", str(log)) as server:
         pid = await assert_serving(server)
         for source in ("127.0.0.2", "127.0.0.3"):
-            async with Peer.connect(ca_env, source) as peer:
+            async with Peer.connect(ca_port, source) as peer:
                 (stop,) = await peer.channels("STOP")
                 for ioid in range(60):
                     reply = await peer.reply_to(stop.write([1], data_type=ChannelType.LONG, notify=True, ioid=ioid))
@@ -465,12 +449,12 @@ def fuzz_one_circuit(port: int, greet: bool, messages: list[bytes], udp: bool, r
     assert answers_version(port)
 
 
-async def test_fuzzed_ca_messages_leave_server_and_child_running_with_bounded_memory(ca_env):
+async def test_fuzzed_ca_messages_leave_server_and_child_running_with_bounded_memory(ca_port):
     async with pv_server() as server:
         pid = await assert_serving(server)
         before = rss_kib(server.pid)
         with trio.fail_after(40):
-            await trio.to_thread.run_sync(fuzz_one_circuit, ca_env)
+            await trio.to_thread.run_sync(fuzz_one_circuit, ca_port)
         await assert_serving(server, pid)
         grown = rss_kib(server.pid) - before
         assert grown < 16 * 1024, f"RSS grew by {grown} KiB"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from helpers import OFFER, PY, close_at_end, connect, free_port, short_tmpdir
+from helpers import OFFER, PY, close_at_end, connect, short_tmpdir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -423,14 +423,9 @@ async def test_host_mode_keeps_serving_when_one_instance_cannot_start():
             assert "Traceback" not in host.stderr.read_text()
 
 
-async def test_host_pvs_count_and_drive_the_autostart_instances(monkeypatch):
+async def test_host_pvs_count_and_drive_the_autostart_instances(ca_env):
     from test_pvs import ca_read, ca_write
 
-    port = free_port(udp=True)
-    env = {"EPICS_CA_SERVER_PORT": str(port), "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
-           "EPICS_CA_AUTO_ADDR_LIST": "NO"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
     conf = short_tmpdir()
     write_conf(conf, """\
         [one]
@@ -441,41 +436,37 @@ async def test_host_pvs_count_and_drive_the_autostart_instances(monkeypatch):
         command = /bin/cat
         autostart = 0
     """)
-    try:
-        async with HostProcess(conf, "--pv-prefix", "HOSTX:", env=env) as host:
-            await host.wait_for({"one": "Running", "two": "Running", "manual": "Running"})
-            with trio.fail_after(20):
-                while await _read_or_none(ca_read, "HOSTX:NRUNNING") != 2:
-                    await trio.sleep(0.2)
-            assert await ca_read("HOSTX:NPROCS") == 3
-            assert await ca_read("HOSTX:one:STATUS", as_string=True) == "Running"
-            assert await ca_read("HOSTX:manual:STATUS", as_string=True) == "Shutdown"  # waits for a start
-            await ca_write("HOSTX:ALL", 0)  # Stop: returns once every autostart instance is down
-            assert await ca_read("HOSTX:NRUNNING") == 0
-            assert await ca_read("HOSTX:two:AUTORESTART", as_string=True) == "Off"
-            await ca_write("HOSTX:ALL", 1)  # Run
-            assert await ca_read("HOSTX:NRUNNING") == 2
-            assert await ca_read("HOSTX:manual:PID") == 0  # not marked autostart: untouched
-            summary = bytes((await trio.to_thread.run_sync(functools.partial(
-                __import__("caproto.sync.client").sync.client.read, "HOSTX:SUMMARY", repeater=False))).data)
-            assert b"manual Shutdown -" in summary and b"one Running" in summary
-            (Path(conf) / "procServ.conf").write_bytes(BAD_CONFIGS["a duplicate section"])
-            host.process.send_signal(signal.SIGHUP)
-            with trio.fail_after(10):
-                while b"\n# configuration not applied: " not in summary:
-                    await trio.sleep(0.2)
-                    summary = bytes((await trio.to_thread.run_sync(functools.partial(
-                        __import__("caproto.sync.client").sync.client.read, "HOSTX:SUMMARY",
-                        repeater=False))).data).rstrip(b"\0")
-            assert b"section 'one' already exists" in summary.rsplit(b"\n", 1)[1], summary
-            assert await ca_read("HOSTX:NRUNNING") == 2  # every instance goes on as it was
-    finally:
-        from caproto.sync import client
+    async with HostProcess(conf, "--pv-prefix", "HOSTX:", env=ca_env) as host:
+        await host.wait_for({"one": "Running", "two": "Running", "manual": "Running"})
+        with trio.fail_after(20):
+            while await _read_or_none(ca_read, "HOSTX:NRUNNING") != 2:
+                await trio.sleep(0.2)
+        assert await ca_read("HOSTX:NPROCS") == 3
+        assert await ca_read("HOSTX:one:STATUS", as_string=True) == "Running"
+        assert await ca_read("HOSTX:manual:STATUS", as_string=True) == "Shutdown"  # waits for a start
+        await ca_write("HOSTX:ALL", 0)  # Stop: returns once every autostart instance is down
+        assert await ca_read("HOSTX:NRUNNING") == 0
+        assert await ca_read("HOSTX:two:AUTORESTART", as_string=True) == "Off"
+        await ca_write("HOSTX:ALL", 1)  # Run
+        assert await ca_read("HOSTX:NRUNNING") == 2
+        assert await ca_read("HOSTX:manual:PID") == 0  # not marked autostart: untouched
+        summary = await read_summary()
+        assert b"manual Shutdown -" in summary and b"one Running" in summary
+        (Path(conf) / "procServ.conf").write_bytes(BAD_CONFIGS["a duplicate section"])
+        host.process.send_signal(signal.SIGHUP)
+        with trio.fail_after(10):
+            while b"\n# configuration not applied: " not in summary:
+                await trio.sleep(0.2)
+                summary = await read_summary()
+        assert b"section 'one' already exists" in summary.rsplit(b"\n", 1)[1], summary
+        assert await ca_read("HOSTX:NRUNNING") == 2  # every instance goes on as it was
 
-        for sock in client.sockets.values():
-            sock.close()
-        client.sockets.clear()
-        client.global_circuits.clear()
+
+async def read_summary() -> bytes:
+    from caproto.sync.client import read
+
+    response = await trio.to_thread.run_sync(functools.partial(read, "HOSTX:SUMMARY", repeater=False))
+    return bytes(response.data).rstrip(b"\0")
 
 
 async def _read_or_none(read, name):

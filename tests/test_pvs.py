@@ -18,7 +18,6 @@ import subprocess
 from pathlib import Path
 
 import caproto as ca
-import pytest
 import trio
 from caproto import ChannelType
 from caproto.sync.client import read, write
@@ -28,31 +27,6 @@ from pyprocserv import Config, ProcessServer, RestartMode
 from pyprocserv._watchdog import WatchConfig
 
 HERE = Path(__file__).parent
-
-
-@pytest.fixture
-def ca_env(monkeypatch):
-    """A private CA port for this test's server, and clients that search only there.
-
-    caproto's sync client keeps its sockets in module globals; they are closed afterwards.
-    """
-    port = free_port(udp=True)
-    env = {
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CAS_BEACON_ADDR_LIST": "127.255.255.255",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    yield env
-    from caproto.sync import client
-
-    for sock in client.sockets.values():
-        sock.close()
-    client.sockets.clear()
-    client.global_circuits.clear()
 
 
 async def ca_read(name: str, as_string: bool = False):
