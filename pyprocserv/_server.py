@@ -11,6 +11,12 @@ Rules:
    waits in a bounded queue.
 4. All state the console shows lives here once and is read by the greeting, the
    :class:`Status` snapshot and the info file alike.
+5. The optional parts (PV server, watchdog, status file) are extras under a
+   :class:`~pyprocserv._extras.Supervisor`: they see this server only as a ``Root`` (status,
+   change events, commands, :meth:`ProcessServer.announce`, output listeners), and whatever
+   they raise ends them, not the child (design.md §7).
+6. Client input is read 1 KiB at a time: each read ends that client's turn, so one client's
+   flood cannot hold the loop that every other console and the child's output share.
 """
 
 from __future__ import annotations
