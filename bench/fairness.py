@@ -2,8 +2,8 @@
 """Fairness: a neighbour's keystroke echo while other clients flood the server with telnet.
 
     python bench/fairness.py                                   # this checkout only
-    python bench/fairness.py --before /work/main               # main's code too, same run
-    python bench/fairness.py --before /work/main --before-python /work/main/.venv/bin/python
+    python bench/fairness.py --before ../old                   # another checkout too, same run
+    python bench/fairness.py --before ../old --before-python ../old/.venv/bin/python
 
 One server process runs two ProcessServers, A and B, in one trio loop (as host mode does),
 each with the child ``sh -c 'stty -icanon; exec cat >/dev/null'`` (the pty echoes each key).
