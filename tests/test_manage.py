@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers import OFFER, PY, close_at_end, connect, short_tmpdir
 
@@ -348,6 +350,28 @@ BAD_CONFIGS = {
     "autostart = perhaps": b"[one]\ncommand = /bin/cat\nautostart = perhaps\n",
     "junk bytes": b"[one]\ncommand = /bin/cat\n\xff\xfe\x00\x81junk\n",
 }
+
+
+INI_PIECES = st.sampled_from([
+    "[one]\n", "[two]\n", "[one]\n", "command = /bin/cat\n", "autostart = perhaps\n", "autostart = 0\n",
+    "instance = maybe\n", "port = 20000\n", "command = %(nope)s\n", "  continued\n", "key\n", "=\n", "; c\n",
+    "[\n", "]\n", "\n", "\x00", "\xff",
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.one_of(INI_PIECES, st.text(max_size=12)), max_size=12),
+       junk=st.binary(max_size=8))
+def test_any_config_file_reads_or_fails_with_a_config_error(tmp_path, pieces, junk):
+    from pyprocserv._instances import ConfigError, Layout, instances
+
+    (tmp_path / "procServ.conf").write_bytes("".join(pieces).encode("utf-8", "surrogatepass") + junk)
+    try:
+        found = instances(Layout(conf_dir=str(tmp_path)))
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)  # one line, for stderr and HOST:SUMMARY
+    else:
+        assert all(instance.name for instance in found)
 
 
 def child_pids(conf: str, *names: str) -> dict[str, int]:
