@@ -3,7 +3,8 @@
 Rules:
 1. One :class:`ProcessServer` is one child and its console. It owns the listeners, the child,
    the log and the info file; :meth:`ProcessServer.run` serves until ^Q, :meth:`shutdown`
-   or (oneshot) the child's exit, then cleans up and returns the exit code.
+   or (oneshot) the child's exit, then cleans up and returns the exit code, which depends on
+   the procServ version spoken (``Config.procserv_version``; ``_policy.exit_code_after``).
 2. Decisions are made by the pure modules (restart policy, key map, telnet codec, messages);
    this module only carries bytes and events between them.
 3. Nothing a client or the child does may stop the server: every session catches its own
