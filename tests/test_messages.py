@@ -15,7 +15,7 @@ import os
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyprocserv import _messages as m
@@ -310,6 +310,7 @@ def test_procserv_2_8_usage_line_says_auto_restart_mode():
     )
 
 
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.integers(0, 255), st.sampled_from(list(RestartMode)), st.integers(0, 255), st.integers(0, 255))
 def test_procserv_2_8_changes_only_the_auto_restart_words(kill, mode, toggle, logout):
     """2.8.0 reworded two phrases and nothing else: keys, the rest of the line, the logout line."""
