@@ -26,7 +26,7 @@ from ._version import __version__
 from ._config import Config
 from ._endpoints import Endpoint, EndpointError, parse_endpoint
 from ._keys import KeyMap, parse_char, parse_ignore
-from ._policy import RestartMode
+from ._policy import PROCSERV_VERSIONS, RestartMode
 from ._watchdog import WatchConfig
 
 SHORT_OPTIONS = "c:de:fG:hi:I:k:l:L:n:op:P:qVwx:"
@@ -71,6 +71,7 @@ LONG_OPTIONS: dict[str, tuple[int, str | None]] = {
     "watch-for": (1, None),
     "watch-max": (1, None),
     "client-budget": (1, None),
+    "procserv-version": (1, None),
 }
 # procServ 2.7.0's own long options: a prefix that was unambiguous among these keeps its
 # meaning (``--wa`` is --wait), whatever options pyprocserv adds.
@@ -149,6 +150,9 @@ Options:
  -o --oneshot             exit when the child exits, with its exit code
  -p --pidfile <file>      write the server's PID to <file> (default: $PROCSERV_PID)
  -P --port <endpoint>     control connections on <endpoint> (may be repeated)
+    --procserv-version <v> speak procServ <v>'s console: 2.7 (default) or 2.8 (^T cycles
+                          ON/OFF/ONESHOT, "auto restart mode", "Child log file:" line,
+                          exit code of the child's last normal exit)
  -q --quiet               no informational output from the starting server
     --restrict            log connections from localhost only
     --timefmt <fmt>       strftime format of the times in messages (default %c)
@@ -375,6 +379,11 @@ def parse_args(
     if "oneshot" in values:
         mode = RestartMode.ONESHOT
 
+    procserv_version = values.get("procserv-version") or "2.7"
+    if procserv_version not in PROCSERV_VERSIONS:
+        raise CliExit(1, stderr=f"{prog}: invalid --procserv-version '{procserv_version}': "
+                      f"expected {' or '.join(PROCSERV_VERSIONS)}\n")
+
     logstamp: str | None = None
     timefmt = values["timefmt"] or "" if "timefmt" in values else "%c"
     if "logstamp" in values:
@@ -440,6 +449,7 @@ def parse_args(
         pv_write_hosts=words(values.get("pv-write-hosts")) or ("localhost",),
         watch=watch,
         program_name=prog,
+        procserv_version=procserv_version,
     )
     return CliOptions(
         config=config,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint, parse_endpoint
 from ._keys import KeyMap
-from ._policy import RestartMode
+from ._policy import DEFAULT_PROCSERV_VERSION, PROCSERV_VERSIONS, RestartMode
 from ._watchdog import WatchConfig
 
 DEFAULT_HOLDOFF = 15.0
@@ -64,6 +64,7 @@ class Config:
     watch: WatchConfig | None = None  # the PV watchdog (needs caproto)
     program_name: str = "pyprocserv"  # prefixes the child's "could not execute" lines
     version_text: str = ""  # inside "Welcome to procServ (...)"; default: pyprocserv's version
+    procserv_version: str = DEFAULT_PROCSERV_VERSION  # whose console bytes: "2.7" or "2.8"
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -74,6 +75,8 @@ class Config:
         )
         if self.log_endpoint is not None:
             object.__setattr__(self, "log_endpoint", _endpoint(self.log_endpoint, "log"))
+        if self.procserv_version not in PROCSERV_VERSIONS:
+            raise ValueError(f"Config.procserv_version must be one of {', '.join(PROCSERV_VERSIONS)}")
         if not isinstance(self.restart_mode, RestartMode):
             object.__setattr__(self, "restart_mode", RestartMode(self.restart_mode))
 

@@ -9,7 +9,8 @@ Rules:
    (procServ-launcher's options, plus pyprocserv's own keys). Host mode parses that same command
    line into a Config, so a unit and host mode can never disagree about an instance.
 3. pyprocserv's own keys (all optional): ``logfile``, ``pv_prefix``, ``holdoff``, ``autostart``,
-   ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``.
+   ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``,
+   ``procserv_version`` (``2.8`` for sites whose tools expect procServ 2.8.0's console).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Instance:
     logfile: str | None = None
     pv_prefix: str | None = None
     holdoff: str | None = None
+    procserv_version: str | None = None
     autostart: bool = True
     options: str = ""
     watchdog_sec: str | None = None
@@ -139,6 +141,7 @@ class Instance:
             logfile=opt("logfile"),
             pv_prefix=opt("pv_prefix"),
             holdoff=opt("holdoff"),
+            procserv_version=opt("procserv_version"),
             autostart=section.getboolean("autostart", True),
             options=section.get("options", ""),
             watchdog_sec=opt("watchdog_sec"),
@@ -169,6 +172,8 @@ class Instance:
         ]
         if self.holdoff is not None:
             argv += ["--holdoff", self.holdoff]
+        if self.procserv_version is not None:
+            argv += ["--procserv-version", self.procserv_version]
         if self.pv_prefix:
             argv += ["--pv-prefix", self.pv_prefix]
         if debug:

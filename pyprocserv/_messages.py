@@ -7,6 +7,9 @@ Rules:
 2. Everything is bytes and ends in ``\\r\\n`` unless procServ does otherwise (the quirks are
    reproduced on purpose and named in a comment).
 3. This module does no I/O and knows no state: callers pass in what the message shows.
+4. Where procServ 2.8.0 words a line differently (``--procserv-version 2.8``), the function
+   takes ``procserv_version``; the default is 2.7.0's bytes. 2.8.0 says "auto restart *mode*"
+   in the greeting and the ^T notice, and adds ``Child log file:`` to the server info.
 """
 
 from __future__ import annotations
@@ -67,13 +70,19 @@ def welcome(version: str) -> bytes:
     return b"@@@ Welcome to procServ (" + _b(version) + b")" + NL
 
 
-def usage(kill_char: int, mode: RestartMode, toggle_char: int, logout_char: int) -> bytes:
+def _auto_restart(procserv_version: str) -> bytes:
+    return b"auto restart" if procserv_version == "2.7" else b"auto restart mode"
+
+
+def usage(
+    kill_char: int, mode: RestartMode, toggle_char: int, logout_char: int, procserv_version: str = "2.7"
+) -> bytes:
     """Greeting line 2 (and 3 with a logout character): the keys a control client may use."""
     if kill_char:
         line = b"@@@ Use " + ctl(kill_char) + b" to kill the child, "
     else:
         line = b"@@@ Kill command disabled, "
-    line += b"auto restart is " + mode_word(mode) + b", "
+    line += _auto_restart(procserv_version) + b" is " + mode_word(mode) + b", "
     if toggle_char:
         line += b"use " + ctl(toggle_char) + b" to toggle auto restart" + NL
     else:
@@ -95,6 +104,13 @@ def server_info(server_pid: int, server_dir: str, child_dir: str, name: str, com
     else:
         text += b"@@@ Child started as: " + _b(command) + NL
     return text
+
+
+def child_log_file(path: str, opened: bool) -> bytes:
+    """procServ 2.8.0's last server info line, shown when there is a ``-L`` log file."""
+    if not opened:
+        return b"@@@ Child log file: unable to open log file " + _b(path) + NL
+    return b"@@@ Child log file: " + _b(path) + NL
 
 
 def child_pid(name: str, pid: int) -> bytes:
@@ -175,8 +191,8 @@ def shutting_down(mode: RestartMode) -> bytes:
     return b"@@@ Child process is shutting down, " + reason + NL
 
 
-def toggled(mode: RestartMode) -> bytes:
-    return NL + b"@@@ Toggled auto restart to " + mode_word(mode) + NL
+def toggled(mode: RestartMode, procserv_version: str = "2.7") -> bytes:
+    return NL + b"@@@ Toggled " + _auto_restart(procserv_version) + b" to " + mode_word(mode) + NL
 
 
 # -- pyprocserv's own notices (procServ has no such situations) ------------------------------

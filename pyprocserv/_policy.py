@@ -15,8 +15,15 @@ Rules:
    at once; a child that starts resets the back-off.
 4. Deliberate differences: a start happens exactly when it is due (procServ needs 0.5 s of
    quiet on every fd first), and ONESHOT ends the server as soon as the child has exited
-   (procServ also waits out the holdoff). ONESHOT is in the ^T cycle only when the server was
-   started in it, so ^T twice still means OFF then ON, as procServControl's STOP/RESTART expect.
+   (procServ also waits out the holdoff).
+5. The ^T cycle is a parameter (:func:`toggle_cycle`): procServ 2.7.0 toggles ON <-> OFF, and
+   ONESHOT joins only when the server was started in it, so ^T twice still means OFF then ON,
+   as procServControl's STOP/RESTART expect; procServ 2.8.0 always cycles ON -> OFF -> ONESHOT.
+6. ONESHOT means "no second child" (upstream 2.8.0): once a child has run, ONESHOT with no
+   child running ends the server, also when ^T reaches ONESHOT while the child is shut down.
+7. The exit code (:func:`exit_code_after`): 2.7.0 exits 0; in oneshot the child's status
+   (128+N for signal N: upstream gives 0, #58); procServ 2.8.0 also returns the last normal exit
+   status of any child when something else ends it (^Q, SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,12 +31,15 @@ from __future__ import annotations
 import enum
 import math
 import signal
-from typing import final
+from typing import Sequence, final
 
 from ._backoff import Backoff
 
 SPAWN_FIRST_RETRY = 1.0
 SPAWN_LAST_RETRY = 60.0
+# The procServ versions whose console pyprocserv reproduces (``--procserv-version``).
+PROCSERV_VERSIONS = ("2.7", "2.8")
+DEFAULT_PROCSERV_VERSION = "2.7"
 
 
 class RestartMode(enum.Enum):
@@ -48,6 +58,7 @@ class RestartPolicy:
         holdoff: float = 15.0,
         *,
         wait: bool = False,
+        cycle: Sequence[RestartMode] | None = None,
     ) -> None:
         self.mode = mode
         self.holdoff = max(0.0, holdoff)
@@ -58,15 +69,11 @@ class RestartPolicy:
         self._start_requested = False
         self._spawn_backoff = Backoff(SPAWN_FIRST_RETRY, SPAWN_LAST_RETRY, healthy_after=math.inf)
         self._retry_at: float | None = None  # after a failed spawn
-        # procServ 2.7.0 toggles ON <-> OFF; the upstream cycle with ONESHOT only when asked for.
-        if mode is RestartMode.ONESHOT:
-            self._cycle = (RestartMode.ON, RestartMode.OFF, RestartMode.ONESHOT)
-        else:
-            self._cycle = (RestartMode.ON, RestartMode.OFF)
+        self._cycle = tuple(cycle) if cycle else toggle_cycle(DEFAULT_PROCSERV_VERSION, mode)
 
     def due_at(self) -> float | None:
         """The time the next start is due (``-inf``: now), or None while none is due."""
-        if self.running or self.waiting_for_manual_start:
+        if self.running or self.waiting_for_manual_start or self.server_done():
             return None
         if self._start_requested:
             return -math.inf
@@ -77,6 +84,10 @@ class RestartPolicy:
         if self.mode is RestartMode.OFF:
             return None
         return self._last_start + self.holdoff
+
+    def server_done(self) -> bool:
+        """ONESHOT after a child has run and none runs now: the server should exit (rule 6)."""
+        return self.mode is RestartMode.ONESHOT and self.starts > 0 and not self.running
 
     def child_started(self, now: float) -> None:
         self.running = True
@@ -117,6 +128,24 @@ class RestartPolicy:
             index = -1
         self.mode = self._cycle[(index + 1) % len(self._cycle)]
         return self.mode
+
+
+def toggle_cycle(procserv_version: str, start_mode: RestartMode) -> tuple[RestartMode, ...]:
+    """The modes ^T steps through, in order, for the procServ version spoken (rule 5)."""
+    if procserv_version != "2.7" or start_mode is RestartMode.ONESHOT:
+        return (RestartMode.ON, RestartMode.OFF, RestartMode.ONESHOT)
+    return (RestartMode.ON, RestartMode.OFF)
+
+
+def exit_code_after(
+    previous: int, returncode: int, *, ends_server: bool, procserv_version: str
+) -> int:
+    """The server's exit code once a child exited on its own (returncode as subprocess gives it)."""
+    if ends_server:
+        return returncode if returncode >= 0 else 128 - returncode
+    if procserv_version != "2.7" and returncode >= 0:
+        return returncode  # 2.8.0 keeps the last normal exit status; a signal leaves it as it was
+    return previous
 
 
 def kill_sequence(kill_signal: int, grace_period: float) -> list[tuple[float, int]]:

@@ -3,7 +3,8 @@
 Rules:
 1. One :class:`ProcessServer` is one child and its console. It owns the listeners, the child,
    the log and the info file; :meth:`ProcessServer.run` serves until ^Q, :meth:`shutdown`
-   or (oneshot) the child's exit, then cleans up and returns the exit code.
+   or (oneshot) the child's exit, then cleans up and returns the exit code, which depends on
+   the procServ version spoken (``Config.procserv_version``; ``_policy.exit_code_after``).
 2. Decisions are made by the pure modules (restart policy, key map, telnet codec, messages);
    this module only carries bytes and events between them.
 3. Nothing a client or the child does may stop the server: every session catches its own
@@ -45,7 +46,7 @@ from ._files import replace_file, write_owned_file
 from ._keys import Key
 from ._listeners import BoundEndpoint, bind_all, info_lines, procserv_info
 from ._logfile import LogFile
-from ._policy import RestartMode, RestartPolicy, kill_sequence
+from ._policy import RestartMode, RestartPolicy, exit_code_after, kill_sequence, toggle_cycle
 from ._stdio import StdoutWriter
 from ._telnet import Data, TelnetConnection, WindowSize
 from ._version import __version__
@@ -114,7 +115,10 @@ class ProcessServer:
         self._spawn = spawn or spawn_pty_child
         self._bound = bound_endpoints
         self._log = log
-        self.policy = RestartPolicy(config.restart_mode, config.holdoff, wait=config.wait)
+        self.policy = RestartPolicy(
+            config.restart_mode, config.holdoff, wait=config.wait,
+            cycle=toggle_cycle(config.procserv_version, config.restart_mode),
+        )
         self.server_dir = os.getcwd()
         self.child_dir = config.chdir or self.server_dir
         self.server_pid = os.getpid()
@@ -201,7 +205,7 @@ class ProcessServer:
     def toggle_autorestart(self) -> RestartMode:
         """^T: the next auto restart mode, announced on the console."""
         mode = self.policy.toggle()
-        self.console.broadcast(messages.toggled(mode))
+        self.console.broadcast(messages.toggled(mode, self.config.procserv_version))
         self._poke()
         return mode
 
@@ -210,7 +214,7 @@ class ProcessServer:
         mode = RestartMode(mode)
         if mode is not self.policy.mode:
             self.policy.mode = mode
-            self.console.broadcast(messages.toggled(mode))
+            self.console.broadcast(messages.toggled(mode, self.config.procserv_version))
             self._poke()
 
     def stop(self) -> None:
@@ -422,6 +426,9 @@ class ProcessServer:
     async def _supervise(self) -> None:
         while not self._stopping:
             self._poked = trio.Event()
+            if self.policy.server_done():  # ^T reached ONESHOT while no child runs
+                self.shutdown()
+                return
             due = self.policy.due_at()
             if due is None:
                 self._settled.set()
@@ -482,8 +489,10 @@ class ProcessServer:
                 await child.aclose()
         self._last_exit = (returncode, time.time())
         oneshot = self.policy.child_exited() and not self._stopping
-        if oneshot:
-            self._exit_code = returncode if returncode >= 0 else 128 - returncode
+        if not self._stopping:  # a child we stop ourselves leaves the exit code as it was
+            self._exit_code = exit_code_after(
+                self._exit_code, returncode, ends_server=oneshot, procserv_version=config.procserv_version
+            )
         if not (self._stopping and self._quiet_stop):
             self.console.broadcast(messages.child_exited(child.pid, returncode))
         self.console.broadcast(messages.current_time(config.timefmt, time.time()))
@@ -597,8 +606,12 @@ class ProcessServer:
         text = b""
         if control:
             text += messages.welcome(config.version_text or f"pyprocserv {__version__}")
-            text += messages.usage(keys.kill, self.policy.mode, keys.toggle, keys.logout)
+            text += messages.usage(keys.kill, self.policy.mode, keys.toggle, keys.logout, config.procserv_version)
         text += messages.server_info(self.server_pid, self.server_dir, self.child_dir, name, config.started_as)
+        if config.procserv_version != "2.7" and config.logfile:
+            log = self._log
+            opened = not (isinstance(log, LogFile) and log.failing is not None)
+            text += messages.child_log_file(config.logfile, opened)
         if running:
             assert self._child is not None
             text += messages.child_pid(name, self._child.pid)

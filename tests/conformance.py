@@ -1520,3 +1520,182 @@ def procserv_pids() -> list[int]:
     return out
 
 
+
+
+# --------------------------------------------------------------------------
+# procServ 2.8.0: the scenarios where its console differs from 2.7.0's
+# --------------------------------------------------------------------------
+#
+# CI has no procServ 2.8.0, so its transcripts are fixtures (tests/fixtures/procserv-2.8.0/
+# SCENARIO/NAME), recorded from a procServ built from upstream's v2.8.0 tag with
+# ``python tests/conformance.py record-2.8 PATH/TO/procServ`` and compared byte for byte with
+# pyprocserv ``--procserv-version 2.8``. Besides these, ``greeting`` runs again (2.8.0 says
+# "auto restart mode is").
+
+FIXTURES_2_8 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "procserv-2.8.0")
+
+
+async def scenario_greeting_logfile(server_cmd: Sequence[str], is_procserv: bool) -> dict[str, bytes]:
+    """-L log.txt: procServ 2.8.0 ends the server info block (control and log greeting) with
+    ``@@@ Child log file: log.txt`` (the path as given), before the child's PID line."""
+    with trio.fail_after(SCENARIO_TIMEOUT):
+        async with ServerUnderTest(server_cmd, is_procserv, log_port=True, log_file=True) as srv:
+            ctl = await srv.connect_when_running("control")
+            log = await srv.connect("log")
+            await log.expect(OFFER)
+            for c in (ctl, log):
+                await c.read_until_quiet()
+        return {"control": srv.norm(ctl.transcript()), "log_client": srv.norm(log.transcript())}
+
+
+async def scenario_toggle_cycle(server_cmd: Sequence[str], is_procserv: bool) -> dict[str, bytes]:
+    """^T three times: procServ 2.8.0 cycles ON -> OFF -> ONESHOT -> ON and broadcasts
+    ``\\r\\n@@@ Toggled auto restart mode to X\\r\\n``; c2 connects while ONESHOT and its
+    greeting says ``auto restart mode is ONESHOT``."""
+    with trio.fail_after(SCENARIO_TIMEOUT):
+        async with ServerUnderTest(server_cmd, is_procserv, log_port=True) as srv:
+            c1 = await srv.connect_when_running("control", "c1")
+            log = await srv.connect("log")
+            await log.expect(OFFER)
+            for word in (b"OFF", b"ONESHOT", b"ON"):
+                if word == b"ON":
+                    c2 = await srv.connect("control", "c2")
+                    await c2.expect(OFFER)
+                await c1.send(b"\x14")
+                for c in (c1, log):
+                    await c.expect(b"Toggled auto restart mode to " + word + b"\r\n")
+            await c2.expect(b"Toggled auto restart mode to ON\r\n")
+            for c in (c1, c2, log):
+                await c.read_until_quiet()
+        return {
+            "control1": srv.norm(c1.transcript()),
+            "control2": srv.norm(c2.transcript()),
+            "log_client": srv.norm(log.transcript()),
+        }
+
+
+async def scenario_oneshot(server_cmd: Sequence[str], is_procserv: bool) -> dict[str, bytes]:
+    """-o --holdoff 0, a child that exits 3 on the first line it reads.
+
+    procServ 2.8.0: the exit groups say ``shutting down, oneshot mode: server will exit`` with
+    no "^R or ^X" line, then every connection closes and the server exits (log file too).
+    """
+    child = ["/bin/sh", "-c", "read line; exit 3"]
+    with trio.fail_after(SCENARIO_TIMEOUT):
+        async with ServerUnderTest(
+            server_cmd, is_procserv, child, options=["-o", "--holdoff", "0"],
+            log_port=True, log_file=True,
+        ) as srv:
+            ctl = await srv.connect_when_running("control")
+            log = await srv.connect("log")
+            await log.expect(OFFER)
+            await ctl.send(b"go\r")
+            for c in (ctl, log):
+                await expect_exit(c)
+                await c.expect_eof()
+            server_exited = await srv.wait_server_gone(5)
+        return {
+            "control": srv.norm_exit(ctl.transcript()),
+            "log_client": srv.norm_exit(log.transcript()),
+            "logfile": srv.norm_exit(srv.saved["log.txt"]),
+            "checks": f"server exited after the child: {server_exited}\n".encode(),
+        }
+
+
+async def _foreground_exit_code(server_cmd: Sequence[str], options: Sequence[str], child: Sequence[str],
+                                keys: bytes = b"") -> bytes:
+    """The exit code of ``-f -q`` SERVER (no console output: it differs, procServ writes its
+    console to fd 0). With ``keys``, a control client types ``go`` to the running child (which
+    must then exit), waits for the exit messages and types ``keys``."""
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="cf", dir="/tmp")
+    argv = [*server_cmd, "-f", "-q", *options, "-P", str(port), *child]
+    try:
+        proc = await trio.lowlevel.open_process(
+            argv, cwd=d, env=_server_env(server_cmd), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            with trio.fail_after(DEFAULT_TIMEOUT):
+                if keys:
+                    while port not in _listening_tcp_ports():
+                        await trio.sleep(0.02)
+                    c = await Client.connect_tcp(port)
+                    # Before its first start the child is SHUT DOWN too; and procServ starts it
+                    # only after 0.5 s of quiet, so wait on this connection, never reconnect.
+                    if b"is SHUT DOWN" in await c.expect(OFFER):
+                        await c.expect(START_BLOCK_END)
+                    await c.send(b"go\r")
+                    await expect_exit(c)
+                    await c.send(keys)
+                    await c.expect_eof()
+                    await c.aclose()
+                rc = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return b"exit: %d\n" % rc
+
+
+async def scenario_exit_codes(server_cmd: Sequence[str], is_procserv: bool) -> dict[str, bytes]:
+    """The foreground server's exit code: procServ 2.8.0 returns the last normal exit status of
+    its child (0 for one killed by a signal), in oneshot mode and after ^Q alike."""
+    cases = {
+        "oneshot_exit_3": (["-o", "--holdoff", "0"], ["/bin/sh", "-c", "exit 3"], b""),
+        "oneshot_exit_0": (["-o", "--holdoff", "0"], ["/bin/sh", "-c", "exit 0"], b""),
+        "oneshot_killed_by_9": (["-o", "--holdoff", "0"], ["/bin/sh", "-c", "kill -9 $$"], b""),
+        "noautorestart_exit_4_then_ctrl_q": (["--noautorestart"], ["/bin/sh", "-c", "read line; exit 4"], b"\x11"),
+    }
+    out: dict[str, bytes] = {}
+
+    async def one(key: str, options: list[str], child: list[str], keys: bytes) -> None:
+        out[key] = await _foreground_exit_code(server_cmd, options, child, keys)
+
+    with trio.fail_after(SCENARIO_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for key, (options, child, keys) in cases.items():
+                nursery.start_soon(one, key, options, child, keys)
+    return dict(sorted(out.items()))
+
+
+SCENARIOS_2_8: dict[str, Scenario] = {
+    "greeting": scenario_greeting,
+    "greeting_logfile": scenario_greeting_logfile,
+    "toggle_cycle": scenario_toggle_cycle,
+    "oneshot": scenario_oneshot,
+    "exit_codes": scenario_exit_codes,
+}
+
+
+def read_fixtures_2_8(scenario: str) -> dict[str, bytes]:
+    directory = os.path.join(FIXTURES_2_8, scenario)
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def record_fixtures_2_8(procserv: str) -> None:
+    """Run every 2.8 scenario on PROCSERV (a procServ 2.8.0) and write its transcripts."""
+    for scenario, run in SCENARIOS_2_8.items():
+        transcripts = comparable(trio.run(run, [procserv], True))
+        directory = os.path.join(FIXTURES_2_8, scenario)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory)
+        for name, data in transcripts.items():
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(data)
+        print(f"{scenario}: {', '.join(sorted(transcripts))}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "record-2.8":
+        sys.exit("usage: python tests/conformance.py record-2.8 PATH/TO/procServ-2.8.0")
+    record_fixtures_2_8(sys.argv[2])

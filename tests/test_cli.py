@@ -582,3 +582,22 @@ def test_any_argv_even_with_an_odd_argv0_parses_or_exits_cleanly(argv):
         parse_args(argv, environ={}, cwd="/")
     except CliExit as error:
         assert error.code in (0, 1) and str(error)
+
+
+# -- the procServ dialect ----------------------------------------------------------------------
+
+
+def test_procserv_version_defaults_to_2_7_and_takes_2_8():
+    assert parse("-P", "20000", "cat").config.procserv_version == "2.7"
+    assert parse("--procserv-version", "2.8", "-P", "20000", "cat").config.procserv_version == "2.8"
+    assert parse("--procserv-version=2.7", "-P", "20000", "cat").config.procserv_version == "2.7"
+
+
+def test_an_unknown_procserv_version_is_refused_with_the_choices():
+    exit_ = fails("--procserv-version", "2.9", "-P", "20000", "cat")
+    assert exit_.code == 1
+    assert exit_.stderr == f"{PROG}: invalid --procserv-version '2.9': expected 2.7 or 2.8\n"
+
+
+def test_help_documents_the_procserv_version_option():
+    assert "--procserv-version <v>" in fails("-h").stdout

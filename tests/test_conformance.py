@@ -6,6 +6,9 @@ in the Welcome line are the only parts replaced). The two servers' transcripts m
 byte for byte, except the deliberate differences listed in ``DIFFERENCES``, each of which is
 a fix named in the README and asserted on its own below.
 
+The procServ 2.8 dialect (``--procserv-version 2.8``) is compared with fixtures recorded from
+a procServ built from upstream's v2.8.0 tag (tests/fixtures/procserv-2.8.0, see conformance.py).
+
 Needs ``procServ`` on PATH: ``.ci/run`` installs Debian's package. Outside CI the procServ
 half is skipped when it is missing; in CI (``CI=true``) a missing procServ fails.
 """
@@ -71,6 +74,38 @@ def test_the_deliberate_differences_are_what_the_readme_says() -> None:
     assert b"--history" in got["help"] and b"--grace-period" in got["help"]
     logs = run("logfile", PYPROCSERV, False)
     assert b"[<TIME>] @@@ Restarting child" in logs["stamped_logfile"]
+
+
+# -- procServ 2.8.0, from fixtures: CI has no 2.8.0 to run -----------------------------------
+
+PYPROCSERV_2_8 = C.ServerCommand(
+    [sys.executable, "-m", "pyprocserv", "--procserv-version", "2.8"], ["pyprocserv"], env={"PYTHONPATH": ROOT}
+)
+# (scenario, transcript) -> why pyprocserv's 2.8 dialect differs on purpose (README)
+DIFFERENCES_2_8 = {
+    ("exit_codes", "oneshot_killed_by_9"): "exits 128+9 where 2.8.0 exits 0 (#58)",
+}
+
+
+@pytest.mark.parametrize("scenario", list(C.SCENARIOS_2_8))
+def test_pyprocserv_2_8_dialect_writes_procserv_2_8_0s_bytes(scenario: str) -> None:
+    want = C.read_fixtures_2_8(scenario)
+    got = C.comparable(run_2_8(scenario))
+    for s, name in DIFFERENCES_2_8:
+        if s == scenario:
+            want.pop(name)
+            got.pop(name)
+    assert want, "no fixtures: record them with tests/conformance.py record-2.8"
+    assert got == want, C.diff_transcripts(want, got)
+
+
+def test_the_2_8_dialects_deliberate_differences_are_what_the_readme_says() -> None:
+    assert C.read_fixtures_2_8("exit_codes")["oneshot_killed_by_9"] == b"exit: 0\n"
+    assert run_2_8("exit_codes")["oneshot_killed_by_9"] == b"exit: 137\n"
+
+
+def run_2_8(scenario: str) -> dict[str, bytes]:
+    return trio.run(C.SCENARIOS_2_8[scenario], PYPROCSERV_2_8, False)
 
 
 # -- the harness itself: normalisation keeps everything but the volatile parts --------------

@@ -516,3 +516,19 @@ def test_socket_units_listen_where_pyprocserv_would():
     assert listen(port="[fd00::5]:20001") == "ListenStream=[::1]:20001"
     assert listen(port="[fd00::5]:20001", options="--allow") == "ListenStream=[fd00::5]:20001"
     assert listen() == "ListenStream=/c/run/procserv-x/control"
+
+
+def test_procserv_version_key_reaches_the_instances_command_line():
+    import configparser
+
+    from pyprocserv._cli import parse_args
+    from pyprocserv._instances import DEFAULTS, Instance, Layout
+
+    parser = configparser.ConfigParser(DEFAULTS)
+    parser.read_string("[old]\ncommand = /bin/cat\n[slac]\ncommand = /bin/cat\nprocserv_version = 2.8\n")
+    layout = Layout(conf_dir="/c")
+    argv = {name: Instance.from_section(parser, name).argv(layout) for name in ("old", "slac")}
+    assert "--procserv-version" not in argv["old"]
+    assert argv["slac"][argv["slac"].index("--procserv-version") + 1] == "2.8"
+    # host mode parses the same command line: the dialect lands in the Config
+    assert parse_args(argv["slac"], environ={}, cwd="/").config.procserv_version == "2.8"

@@ -4,7 +4,9 @@ procServControl and site scripts scrape these lines with ``sscanf``, so these te
 whole byte strings with reference §2 (greeting, lifecycle, command messages) and the captures
 of §10.1 (the greeting of a real procServ 2.7.0) and §10.2 (^X with auto restart ON),
 including the quirks: ``-k ""`` cutting the "^R or ^X" line at the NUL, ``Current time: N/A``
-without a line end, an over-long greeting time coming out empty.
+without a line end, an over-long greeting time coming out empty. The procServ 2.8 dialect's
+lines are compared with what a procServ 2.8.0 built from its v2.8.0 tag prints (the fixtures
+in tests/fixtures/procserv-2.8.0 hold whole transcripts).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyprocserv import _messages as m
 from pyprocserv._policy import RestartMode
@@ -292,6 +296,36 @@ def test_kill_with_auto_restart_on_matches_the_procserv_2_7_0_capture():
 def test_toggled_messages_are_procserv_2_7_0s():
     assert m.toggled(RestartMode.OFF) == b"\r\n@@@ Toggled auto restart to OFF\r\n"
     assert m.toggled(RestartMode.ON) == b"\r\n@@@ Toggled auto restart to ON\r\n"
+
+
+def test_procserv_2_8_toggled_messages_name_the_mode():
+    assert m.toggled(RestartMode.OFF, "2.8") == b"\r\n@@@ Toggled auto restart mode to OFF\r\n"
+    assert m.toggled(RestartMode.ONESHOT, "2.8") == b"\r\n@@@ Toggled auto restart mode to ONESHOT\r\n"
+    assert m.toggled(RestartMode.ON, "2.8") == b"\r\n@@@ Toggled auto restart mode to ON\r\n"
+
+
+def test_procserv_2_8_usage_line_says_auto_restart_mode():
+    assert m.usage(CTRL_X, RestartMode.ONESHOT, CTRL_T, 0, "2.8") == (
+        b"@@@ Use ^X to kill the child, auto restart mode is ONESHOT, use ^T to toggle auto restart\r\n"
+    )
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(0, 255), st.sampled_from(list(RestartMode)), st.integers(0, 255), st.integers(0, 255))
+def test_procserv_2_8_changes_only_the_auto_restart_words(kill, mode, toggle, logout):
+    """2.8.0 reworded two phrases and nothing else: keys, the rest of the line, the logout line."""
+    old = m.usage(kill, mode, toggle, logout)
+    new = m.usage(kill, mode, toggle, logout, "2.8")
+    assert new == old.replace(b", auto restart is ", b", auto restart mode is ", 1)
+    assert new != old
+    assert m.toggled(mode, "2.8") == m.toggled(mode).replace(b"auto restart to", b"auto restart mode to")
+
+
+def test_procserv_2_8_child_log_file_lines():
+    assert m.child_log_file("/var/log/ioc.log", True) == b"@@@ Child log file: /var/log/ioc.log\r\n"
+    assert m.child_log_file("/nope/x.log", False) == (
+        b"@@@ Child log file: unable to open log file /nope/x.log\r\n"
+    )
 
 
 # -- pyprocserv's own notices ------------------------------------------------------------------

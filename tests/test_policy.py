@@ -4,9 +4,11 @@ These tests prove procServ's restart rules (reference §4.3-§4.4): the first st
 once (even with ``--noautorestart``), the holdoff counts from the previous *start*, OFF holds
 every later start until ^R/^X, ``-w`` holds even the first one, a restart request bypasses the
 holdoff, OFF and ``-w`` once, ^T cycles ON/OFF (and through ONESHOT only when the server was
-started in it), and only ONESHOT ends the server when the child exits. Also the signals an
-orderly shutdown sends (:func:`kill_sequence`), and, over random sequences of events, that a
-start is never due while the child runs nor before the holdoff unless one was requested.
+started in it; always in the procServ 2.8 dialect), only ONESHOT ends the server when the child
+exits, and ONESHOT reached while no child runs ends it too. The exit code each dialect returns
+(:func:`exit_code_after`). Also the signals an orderly shutdown sends (:func:`kill_sequence`),
+and, over random sequences of events, that a start is never due while the child runs nor
+before the holdoff unless one was requested.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._policy import RestartMode, RestartPolicy, kill_sequence
+from pyprocserv._policy import (
+    PROCSERV_VERSIONS,
+    RestartMode,
+    RestartPolicy,
+    exit_code_after,
+    kill_sequence,
+    toggle_cycle,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 
@@ -236,6 +245,52 @@ def test_toggling_out_of_oneshot_keeps_the_server_alive_after_the_exit():
     assert policy.child_exited() is False
 
 
+@pytest.mark.parametrize("start", list(RestartMode))
+def test_procserv_2_8_cycles_on_off_oneshot_from_any_start_mode(start):
+    policy = RestartPolicy(start, cycle=toggle_cycle("2.8", start))
+    cycle = [RestartMode.ON, RestartMode.OFF, RestartMode.ONESHOT]
+    after = cycle.index(start) + 1
+    assert [policy.toggle() for _ in range(3)] == (cycle * 2)[after:after + 3]
+
+
+@pytest.mark.parametrize("start", [RestartMode.ON, RestartMode.OFF])
+def test_procserv_2_7_never_cycles_into_oneshot_unless_started_in_it(start):
+    assert RestartMode.ONESHOT not in toggle_cycle("2.7", start)
+    assert RestartMode.ONESHOT in toggle_cycle("2.7", RestartMode.ONESHOT)
+
+
+def test_toggling_to_oneshot_while_the_child_is_shut_down_ends_the_server():
+    policy = RestartPolicy(RestartMode.OFF, 0.0, cycle=toggle_cycle("2.8", RestartMode.OFF))
+    policy.child_started(0.0)
+    policy.child_exited()
+    assert not policy.server_done()
+    assert policy.toggle() is RestartMode.ONESHOT
+    assert policy.server_done() and policy.due_at() is None
+
+
+def test_oneshot_before_the_first_start_does_not_end_the_server():
+    policy = RestartPolicy(RestartMode.ONESHOT, wait=True)
+    assert not policy.server_done()
+    policy.request_start()
+    assert policy.due_at() == -math.inf
+
+
+@pytest.mark.parametrize(
+    ("version", "previous", "returncode", "ends", "code"),
+    [
+        ("2.7", 0, 3, False, 0),  # 2.7.0 exits 0 whatever its child did
+        ("2.7", 0, 3, True, 3),  # oneshot: the child's status
+        ("2.7", 0, -9, True, 137),  # oneshot: 128+N for signal N (#58)
+        ("2.8", 0, 5, False, 5),  # 2.8.0 keeps the last normal exit status for ^Q or SIGTERM
+        ("2.8", 5, -9, False, 5),  # ... which a signal death leaves as it was
+        ("2.8", 5, 3, True, 3),
+        ("2.8", 5, -15, True, 143),  # upstream gives 5 here: the #58 fix is kept
+    ],
+)
+def test_exit_code_after_a_child_exit(version, previous, returncode, ends, code):
+    assert exit_code_after(previous, returncode, ends_server=ends, procserv_version=version) == code
+
+
 def test_mode_values_are_the_words_the_console_shows():
     assert [m.value for m in RestartMode] == ["ON", "OFF", "ONESHOT"]
 
@@ -294,9 +349,10 @@ _actions = st.lists(
     st.floats(0, 20, allow_nan=False),
     st.booleans(),
     _actions,
+    st.sampled_from(PROCSERV_VERSIONS),
 )
-def test_a_start_is_never_due_early_nor_while_running(mode, holdoff, wait, actions):
-    policy = RestartPolicy(mode, holdoff, wait=wait)
+def test_a_start_is_never_due_early_nor_while_running(mode, holdoff, wait, actions, version):
+    policy = RestartPolicy(mode, holdoff, wait=wait, cycle=toggle_cycle(version, mode))
     now = 0.0
     last_start: float | None = None
     requested = False
@@ -318,7 +374,7 @@ def test_a_start_is_never_due_early_nor_while_running(mode, holdoff, wait, actio
             policy.toggle()
 
         due = policy.due_at()
-        if policy.running:
+        if policy.running or policy.server_done():
             assert due is None
         elif requested:
             assert due is not None and due <= now

@@ -568,3 +568,71 @@ async def test_cancelling_run_kills_the_child(autojump_clock, nursery):
             child = await spawner.wait_for(1)
             scope.cancel()
     assert child.signals == [signal.SIGKILL] and child.closed
+
+
+# -- the procServ 2.8 dialect (--procserv-version 2.8) ------------------------------------------
+
+
+async def test_procserv_2_8_toggle_cycles_through_oneshot_and_status_follows(autojump_clock, nursery):
+    spawner = FakeSpawner()
+    server = await started(nursery, make(spawner, procserv_version="2.8"))
+    await spawner.wait_for(1)
+    client = attach(nursery, server)
+    assert b", auto restart mode is ON, " in await client.expect(b"\xfd\x22")
+    for word in (b"OFF", b"ONESHOT", b"ON"):
+        await client.send(b"\x14")
+        assert await client.expect(word + b"\r\n") == b"\r\n@@@ Toggled auto restart mode to " + word + b"\r\n"
+        assert server.status.restart_mode is RestartMode(word.decode())
+    server.shutdown()
+
+
+async def test_procserv_2_8_greeting_names_the_log_file(autojump_clock, nursery, tmp_path):
+    spawner = FakeSpawner()
+    path = str(tmp_path / "ioc.log")
+    server = await started(nursery, make(spawner, procserv_version="2.8", logfile=path))
+    child = await spawner.wait_for(1)
+    for control in (True, False):
+        greeting = await attach(nursery, server, control=control).expect(b"\xfd\x22")
+        assert b"started as: /bin/cat\r\n@@@ Child log file: " + path.encode() + b"\r\n" + (
+            b'@@@ Child "mychild" PID: %d\r\n' % child.pid) in greeting
+    server.shutdown()
+
+
+async def test_procserv_2_8_toggling_to_oneshot_while_shut_down_ends_the_server(autojump_clock, nursery):
+    spawner = FakeSpawner()
+    server = make(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
+    codes = []
+
+    async def run() -> None:
+        codes.append(await server.run())
+
+    nursery.start_soon(run)
+    (await spawner.wait_for(1)).exit(4)
+    client = attach(nursery, server)
+    await client.expect(b"quits the server\r\n")  # the greeting's last line while shut down
+    await client.send(b"\x14")
+    await client.expect(b"Toggled auto restart mode to ONESHOT\r\n")
+    await client.expect_eof()
+    while not codes:
+        await trio.sleep(0.01)
+    assert codes == [4]  # 2.8.0 returns the last child's exit status
+    assert len(spawner.children) == 1
+
+
+async def test_procserv_2_8_ctrl_q_exits_with_the_last_childs_status(autojump_clock, nursery):
+    spawner = FakeSpawner()
+    server = make(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
+    codes = []
+
+    async def run() -> None:
+        codes.append(await server.run())
+
+    nursery.start_soon(run)
+    (await spawner.wait_for(1)).exit(5)
+    client = attach(nursery, server)
+    await client.expect(b"quits the server\r\n")
+    await client.send(b"\x11")
+    await client.expect_eof()
+    while not codes:
+        await trio.sleep(0.01)
+    assert codes == [5]
