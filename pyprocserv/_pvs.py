@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Callable
 import caproto as ca
 import caproto.trio.server as ca_trio
 import trio
-from caproto import AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelType
+from caproto import AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelAlarm, ChannelType
 from caproto._data import Forbidden
 from caproto.server import PVGroup, PvpropertyEnum, pvproperty
 from caproto.server.common import DisconnectedCircuit
@@ -507,8 +507,8 @@ class ProcessPVs(PVGroup):
         if value != "Busy":
             return "Done"
         self.say(f"CA put {instance.pvname}=1 from {_PEER.get() or 'this host'}: {what}")
-        await instance.write("Busy", verify_value=False, severity=AlarmSeverity.NO_ALARM,
-                             status=AlarmStatus.NO_ALARM)
+        cleared = {"severity": AlarmSeverity.NO_ALARM, "status": AlarmStatus.NO_ALARM} if instance.alarm.severity else {}
+        await instance.write("Busy", verify_value=False, **cleared)  # a timeout's alarm ends here
         action()
         with trio.move_on_after(self.command_timeout):
             generation = None
@@ -557,11 +557,13 @@ class ProcessPVs(PVGroup):
         return value
 
 
-async def _update(instance, value, **alarm) -> None:  # type: ignore[no-untyped-def]
-    """Write only what changed, so monitors see changes and nothing else."""
-    if instance.value != value or (alarm and instance.alarm.severity != alarm.get("severity")):
-        if alarm:
-            alarm.setdefault("status", AlarmStatus.STATE if alarm["severity"] else AlarmStatus.NO_ALARM)
+async def _update(instance, value, severity: AlarmSeverity | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Write only what changed, so monitors see changes and nothing else (an alarm given is a
+    STATE alarm, as an mbbi's state severities are)."""
+    alarm = {}
+    if severity is not None and severity != instance.alarm.severity:
+        alarm = {"severity": severity, "status": AlarmStatus.STATE if severity else AlarmStatus.NO_ALARM}
+    if instance.value != value or alarm:
         await instance.write(value, **alarm)
 
 
@@ -578,6 +580,37 @@ def iocout_bytes(raw: bytes) -> bytes:
     return data[start:]
 
 
+def record_type(pv) -> str:  # type: ignore[no-untyped-def]
+    """The record type a PV reports (``.RTYP``, DBR_CLASS_NAME): procServControl's where it has
+    the record (busy commands, bi AUTORESTART, bo SHOWOUT, mbbi STATUS, stringin, waveform
+    IOCOUT), else the input or output record an IOC would use for that type."""
+    read_only = getattr(getattr(pv, "pvspec", None), "read_only", False)
+    direction = "in" if read_only else "out"
+    if pv.data_type is ChannelType.ENUM:
+        if tuple(pv.enum_strings) == ("Done", "Busy"):
+            return "busy"
+        return ("b" if len(pv.enum_strings) <= 2 else "mbb") + direction[0]
+    if pv.data_type is ChannelType.STRING:
+        return "string" + direction
+    if pv.data_type is ChannelType.CHAR or pv.max_length > 1:
+        return "waveform"
+    if pv.data_type in (ChannelType.LONG, ChannelType.INT):
+        return "long" + direction
+    return "a" + direction[0]  # ai, ao
+
+
+def _as_records(group: PVGroup) -> None:
+    """Give each PV its own alarm and record type, as each record in an IOC has.
+
+    caproto gives every PV of a group one shared alarm: STATUS's MAJOR showed on every PV, each
+    alarm write re-posted every PV of the group, and the next numeric write (caproto's limit
+    check writes NO_ALARM) cleared it again.
+    """
+    for pv in group.pvdb.values():
+        pv.alarm = ChannelAlarm()
+        pv.reported_record_type = record_type(pv)
+
+
 class PVServer:
     """One Channel Access server for any number of groups, which may come and go."""
 
@@ -590,6 +623,7 @@ class PVServer:
     async def run(self, groups: list[PVGroup] = (), *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def,assignment]
         pvdb: dict = {}
         for group in groups:
+            _as_records(group)
             pvdb.update(group.pvdb)
         context = self.context = _Context(pvdb, interfaces=list(self.interfaces))
         context.beacon_sock.close()  # caproto creates it and never uses it
@@ -626,6 +660,7 @@ class PVServer:
     def add(self, group: PVGroup) -> None:
         """Serve one more group's PVs (searches look the names up each time)."""
         assert self.context is not None
+        _as_records(group)
         self.context.pvdb.update(group.pvdb)
         self._follow(group)
 

@@ -317,3 +317,124 @@ async def test_a_pv_server_that_fails_is_restarted_and_the_child_never_notices(n
     await console.expect(b"echo")
     assert "KeyError: 7" in capsys.readouterr().err
     server.shutdown()
+
+
+async def ca_read_alarm(name: str) -> tuple[object, str, str]:
+    """(value as a string, severity name, status name) as a DBR_TIME_STRING read gives them."""
+    response = await trio.to_thread.run_sync(functools.partial(
+        read, name, data_type=ChannelType.TIME_STRING, timeout=5, repeater=False))
+    return (response.data[0].decode(), ca.AlarmSeverity(response.metadata.severity).name,
+            ca.AlarmStatus(response.metadata.status).name)
+
+
+async def test_status_shutdown_is_a_major_state_alarm_and_running_none(nursery, ca_env):
+    # no puts: the child exits by itself and auto restart is OFF (--noautorestart)
+    server, console = await serve(nursery, "AL:", ("/bin/sh", "-c", "read line; exit 3"),
+                                  restart_mode=RestartMode.OFF)
+    assert await ca_read_alarm("AL:STATUS") == ("Running", "NO_ALARM", "NO_ALARM")
+    await console.send(b"bye\r")
+    await console.expect(b"auto restart is disabled\r\n")
+    with trio.fail_after(5):
+        while await ca_read("AL:PID") != 0:  # PID's write came after STATUS's: both are in
+            await trio.sleep(0.05)
+    assert await ca_read_alarm("AL:STATUS") == ("Shutdown", "MAJOR_ALARM", "STATE")
+    assert (await ca_read_alarm("AL:PID"))[1:] == ("NO_ALARM", "NO_ALARM")  # the alarm is STATUS's own
+    server.shutdown()
+
+
+async def test_status_shutdown_under_w_is_no_alarm(nursery, ca_env):
+    # -w: the IOC starts by hand (procServControl's MANUALSTART), so Shutdown is not an alarm
+    server, console = await serve(nursery, "AW:", ("/bin/cat",), wait=True)
+    assert await ca_read_alarm("AW:STATUS") == ("Shutdown", "NO_ALARM", "NO_ALARM")
+    server.shutdown()
+
+
+class Monitors:
+    """A CA client on caproto's protocol core that subscribes to PVs and keeps every update
+    (value as a string, severity) per PV, in the order they arrived on the one circuit."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.circuit = ca.VirtualCircuit(our_role=ca.CLIENT, address=("127.0.0.1", 0), priority=0)
+        self.updates: dict[str, list[tuple[str, str]]] = {}
+        self._names: dict[int, str] = {}  # subscription id -> PV name
+        self._arrived = trio.Event()
+        self.scope = trio.CancelScope()
+
+    async def send(self, *commands) -> None:
+        await self.stream.send_all(b"".join(self.circuit.send(*commands)))
+
+    async def receive(self) -> list:
+        data = await self.stream.receive_some(65536)
+        assert data, "the server closed the circuit"
+        commands, _ = self.circuit.recv(data)
+        for command in commands:
+            self.circuit.process_command(command)
+            if isinstance(command, ca.EventAddResponse):
+                value = command.data[0]
+                self.updates[self._names[command.subscriptionid]].append(
+                    (value.decode() if isinstance(value, bytes) else str(value),
+                     ca.AlarmSeverity(command.metadata.severity).name))
+                self._arrived.set()
+                self._arrived = trio.Event()
+        return commands
+
+    async def subscribe(self, names: list[str]) -> None:
+        await self.send(ca.VersionRequest(priority=0, version=ca.DEFAULT_PROTOCOL_VERSION))
+        await self.send(ca.HostNameRequest("monitor"), ca.ClientNameRequest("monitor"))
+        channels = [ca.ClientChannel(name, self.circuit) for name in names]
+        await self.send(*(channel.create() for channel in channels))
+        while not all(channel.states[ca.CLIENT] is ca.CONNECTED for channel in channels):
+            await self.receive()
+        for channel in channels:
+            request = channel.subscribe(data_type=ChannelType.TIME_STRING,
+                                        mask=ca.SubscriptionType.DBE_VALUE | ca.SubscriptionType.DBE_ALARM)
+            self._names[request.subscriptionid] = channel.name
+            self.updates[channel.name] = []
+            await self.send(request)
+
+    async def run(self) -> None:
+        with self.scope:
+            while True:
+                await self.receive()
+
+    async def aclose(self) -> None:
+        self.scope.cancel()
+        await self.stream.aclose()
+
+    async def wait_until(self, arrived) -> None:  # type: ignore[no-untyped-def]
+        while not arrived():
+            await self._arrived.wait()
+
+    async def wait_for(self, name: str, count: int) -> None:
+        """Until ``name`` had ``count`` more updates than now."""
+        target = len(self.updates[name]) + count
+        await self.wait_until(lambda: len(self.updates[name]) >= target)
+
+
+async def test_a_monitor_fires_only_when_its_own_pv_changed_value_or_alarm(nursery, ca_env):
+    server, console = await serve(nursery, "MO:", ("/bin/cat",), holdoff=0)
+    names = [f"MO:{suffix}" for suffix in (
+        "STATUS", "PID", "CLIENTS", "LOGGERS", "IOCNAME", "AUTORESTART", "START_CNT", "EXIT_CODE",
+        "KILL", "HEARTBEAT")]
+    stream = await trio.open_tcp_stream("127.0.0.1", int(ca_env["EPICS_CA_SERVER_PORT"]))
+    monitors = Monitors(stream)
+    await monitors.subscribe(names)
+    nursery.start_soon(monitors.run)
+    with trio.fail_after(5):
+        await monitors.wait_until(lambda: all(monitors.updates[name] for name in names))  # the first ones
+    pid = server.status.pid
+    await ca_write("MO:KILL", 1)  # returns once the child is gone; auto restart ON brings a new one
+    with trio.fail_after(10):
+        while not (server.status.running and server.status.pid != pid):
+            await server.wait_status_change()
+    await monitors.wait_for("MO:HEARTBEAT", 2)  # written after the restart: what came before is in
+    for name in names:
+        updates = monitors.updates[name]
+        repeats = [a for a, b in zip(updates, updates[1:]) if a == b]
+        assert not repeats, f"{name} posted unchanged: {updates}"
+    assert len(monitors.updates["MO:CLIENTS"]) == 1 and len(monitors.updates["MO:IOCNAME"]) == 1
+    assert monitors.updates["MO:START_CNT"] == [("1", "NO_ALARM"), ("2", "NO_ALARM")]
+    assert monitors.updates["MO:KILL"] == [("Done", "NO_ALARM"), ("Busy", "NO_ALARM"), ("Done", "NO_ALARM")]
+    await monitors.aclose()
+    server.shutdown()
