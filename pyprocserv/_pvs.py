@@ -12,9 +12,13 @@ Rules:
 4. Commands behave as procServControl's do through the console (STOP: auto restart OFF, then
    kill; RESTART: ON, then kill or start), and a put with completion returns when the action
    has happened (or after a timeout, with a MINOR alarm on the command PV).
-5. No record fields (``.DESC``, ``.RTYP``, ...): caproto builds some 60 field PVs per record,
-   about 120 KiB each time, which host mode would pay 25 times per instance; every value carries
-   its severity anyway.
+5. Each PV is a record of its own: its own alarm (STATUS Shutdown is a MAJOR STATE alarm, none
+   under ``-w``, as procServControl's MANUALSTART), posted to monitors only when its value or
+   alarm changed, and the fields clients read or check (:data:`FIELDS`: ``.DESC``, ``.RTYP``,
+   ``.NAME``, ``.SEVR``, ``.STAT``, ``.DISP``), read-only, taken from the record at each read,
+   made on first use and dropped with the record. Not caproto's record fields: it builds some
+   60 field PVs per record, about 120 KiB each time, which host mode would pay 25 times per
+   instance.
 6. Writes only from the hosts allowed (default: this host, 127.0.0.1 and ::1). A refused client
    is told it has no write access (libca refuses locally); a forced write fails; both, and every
    accepted command, leave an ``@@@`` line on the console and in the log; refusals at most
@@ -44,6 +48,7 @@ import caproto.trio.server as ca_trio
 import trio
 from caproto import AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelAlarm, ChannelType
 from caproto._data import Forbidden
+from caproto import ChannelByte, ChannelEnum, ChannelString
 from caproto.server import PVGroup, PvpropertyEnum, pvproperty
 from caproto.server.common import DisconnectedCircuit
 from caproto.trio.util import open_memory_channel
@@ -235,6 +240,7 @@ class _Context(ca_trio.Context):
     def __init__(self, pvdb, interfaces=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(pvdb, interfaces)
         self.failures = ReportLimiter(REPORT_PERIOD)
+        self.fields: dict[str, dict[str, ca.ChannelData]] = {}  # PV name -> its fields in use
         self.subscription_queue = _MonitorUpdates(self.subscription_chan, drop_when_full=True)
 
     async def _bind_tcp_sockets_with_consistent_port_number(self, make_socket):  # type: ignore[no-untyped-def]
@@ -249,6 +255,42 @@ class _Context(ca_trio.Context):
             return sock
 
         return await super()._bind_tcp_sockets_with_consistent_port_number(closing_make_socket)
+
+    def __getitem__(self, name: str):  # type: ignore[no-untyped-def]
+        """A PV, or a field of one (``NAME.FIELD``), by the name a client searched for.
+
+        caproto caches every ``NAME.FIELD`` it finds in ``pvdb``, where nothing removes it when
+        its group goes. Fields live in :attr:`fields` instead: made on first use, at most
+        ``len(FIELDS)`` per PV, dropped with their PV (:meth:`forget`).
+        """
+        try:
+            return self.pvdb[name]
+        except KeyError:
+            pass
+        try:
+            parsed = ca.parse_record_field(name)
+        except ValueError:
+            raise KeyError(name) from None
+        record = self.pvdb[parsed.record]
+        field = parsed.field
+        entry = record if field in (None, "VAL") else self._field(parsed.record, record, field)
+        long_string = parsed.modifiers is not None and ca.RecordModifiers.long_string in parsed.modifiers.modifiers
+        if long_string and entry.data_type not in (ChannelType.STRING, ChannelType.CHAR):
+            raise KeyError(name)
+        return entry
+
+    def _field(self, name: str, record, field: str):  # type: ignore[no-untyped-def]
+        fields = self.fields.setdefault(name, {})
+        entry = fields.get(field)
+        if entry is None or entry.record is not record:  # a group came back under the same names
+            entry = fields[field] = make_field(record, name, field)
+        return entry
+
+    def forget(self, names) -> None:  # type: ignore[no-untyped-def]
+        """Stop serving these PVs and their fields."""
+        for name in names:
+            self.pvdb.pop(name, None)
+            self.fields.pop(name, None)
 
     async def tcp_handler(self, client, addr) -> None:  # type: ignore[no-untyped-def]
         """One circuit in a nursery of its own: whatever its peer makes caproto raise ends this
@@ -580,6 +622,74 @@ def iocout_bytes(raw: bytes) -> bytes:
     return data[start:]
 
 
+SEVERITY_STRINGS = ("NO_ALARM", "MINOR", "MAJOR", "INVALID")  # menuAlarmSevr
+# menuAlarmStat's first 16 states, in its order: CA carries at most 16 enum strings (EPICS's
+# own STAT does the same over CA). These records use NO_ALARM, WRITE, STATE and TIMEOUT.
+ALARM_STATUS_STRINGS = tuple(status.name for status in AlarmStatus)[:16]
+
+
+class _Field:
+    """One field of a record (``NAME.FIELD``), read-only, its value taken from the record at
+    each read. Made on a client's first search for it, and dropped with its record."""
+
+    def __init__(self, record, name: str, value: Callable, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(value=value(record, name), **kwargs)  # type: ignore[call-arg]
+        self.record = record
+        self._record_name = name
+        self._value = value
+
+    def check_access(self, host: str, user: str) -> AccessRights:
+        return AccessRights.READ
+
+    async def _read(self, data_type):  # type: ignore[no-untyped-def]
+        self._data["value"] = self._value(self.record, self._record_name)  # type: ignore[attr-defined]
+        self._data["timestamp"] = self.record._data["timestamp"]  # type: ignore[attr-defined]  # the record's, as in an IOC
+        return await super()._read(data_type)  # type: ignore[misc]
+
+
+class _StringField(_Field, ChannelString):
+    pass
+
+
+class _MenuField(_Field, ChannelEnum):
+    pass
+
+
+class _CharField(_Field, ChannelByte):
+    pass
+
+
+def _alarm_status(status: int) -> str:
+    return ALARM_STATUS_STRINGS[status] if status < len(ALARM_STATUS_STRINGS) else "SOFT"  # never set here
+
+
+def _description(record, name: str) -> str:  # type: ignore[no-untyped-def]
+    return _text(getattr(getattr(record, "pvspec", None), "doc", None) or "")
+
+
+# The fields clients read or check: Phoebus shows .DESC, genie_python waits for .DISP before a
+# put, alarm tools read .SEVR/.STAT, pyepics and scripts ask .RTYP and .NAME.
+FIELDS: dict[str, tuple[type, Callable, dict]] = {
+    "DESC": (_StringField, _description, {}),
+    "RTYP": (_StringField, lambda record, name: record.reported_record_type, {}),
+    "NAME": (_StringField, lambda record, name: _text(name), {}),
+    "SEVR": (_MenuField, lambda record, name: SEVERITY_STRINGS[record.alarm.severity],
+             {"enum_strings": SEVERITY_STRINGS}),
+    "STAT": (_MenuField, lambda record, name: _alarm_status(record.alarm.status),
+             {"enum_strings": ALARM_STATUS_STRINGS}),
+    "DISP": (_CharField, lambda record, name: b"\0", {"max_length": 1, "strip_null_terminator": False}),
+}
+
+
+def make_field(record, name: str, field: str):  # type: ignore[no-untyped-def]
+    """The field ``field`` of the PV ``record`` called ``name``; KeyError for an unknown field."""
+    kind, value, options = FIELDS[field]
+    entry = kind(record, name, value, **options)
+    if field in ("SEVR", "STAT"):
+        entry.alarm = record.alarm  # posted with the record's alarm, and read with it
+    return entry
+
+
 def record_type(pv) -> str:  # type: ignore[no-untyped-def]
     """The record type a PV reports (``.RTYP``, DBR_CLASS_NAME): procServControl's where it has
     the record (busy commands, bi AUTORESTART, bo SHOWOUT, mbbi STATUS, stringin, waveform
@@ -666,8 +776,7 @@ class PVServer:
 
     def remove(self, group: PVGroup) -> None:
         assert self.context is not None
-        for name in group.pvdb:
-            self.context.pvdb.pop(name, None)
+        self.context.forget(group.pvdb)
         scope = self._scopes.pop(id(group), None)
         if scope is not None:
             scope.cancel()

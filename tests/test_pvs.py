@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import caproto as ca
+import pytest
 import trio
 from caproto import ChannelType
 from caproto.sync.client import read, write
@@ -438,3 +439,122 @@ async def test_a_monitor_fires_only_when_its_own_pv_changed_value_or_alarm(nurse
     assert monitors.updates["MO:KILL"] == [("Done", "NO_ALARM"), ("Busy", "NO_ALARM"), ("Done", "NO_ALARM")]
     await monitors.aclose()
     server.shutdown()
+
+
+async def test_record_fields_are_served_for_every_pv_and_follow_the_record(nursery, ca_env):
+    server, console = await serve(nursery, "FL:", ("/bin/cat",), restart_mode=RestartMode.OFF)
+    fields = {
+        "FL:STATUS.DESC": "Process status", "FL:STATUS.RTYP": "mbbi", "FL:STATUS.NAME": "FL:STATUS",
+        "FL:STATUS.SEVR": "NO_ALARM", "FL:STATUS.STAT": "NO_ALARM", "FL:STATUS.VAL": "Running",
+        "FL:START.RTYP": "busy", "FL:AUTORESTART.RTYP": "bi", "FL:SHOWOUT.RTYP": "bo",
+        "FL:IOCNAME.RTYP": "stringin", "FL:IOCOUT.RTYP": "waveform", "FL:PID.RTYP": "longin",
+        "FL:PID.DESC": "Child PID, 0 when none", "FL:KILL.DESC": "Kill IOC (auto restart unchanged)",
+    }
+    for name, value in fields.items():
+        assert await ca_read(name, as_string=True) == value, name
+    assert await ca_read("FL:START.DISP") == 0  # DBF_UCHAR, 0: puts are not disabled
+    with pytest.raises(ca.CaprotoTimeoutError):  # an unknown field is not found
+        await trio.to_thread.run_sync(functools.partial(read, "FL:STATUS.NOPE", timeout=0.5, repeater=False))
+    with pytest.raises(ca.ErrorResponseReceived):  # fields are read-only
+        await ca_write("FL:START.DISP", [1])
+
+    port = int(ca_env["EPICS_CA_SERVER_PORT"])
+    monitors = Monitors(await trio.open_tcp_stream("127.0.0.1", port))
+    await monitors.subscribe(["FL:STATUS.SEVR", "FL:STATUS.DESC", "FL:HEARTBEAT"])
+    nursery.start_soon(monitors.run)
+    await ca_write("FL:STOP", 1)  # Shutdown, MAJOR
+    assert await ca_read_alarm("FL:STATUS.SEVR") == ("MAJOR", "MAJOR_ALARM", "STATE")
+    assert await ca_read("FL:STATUS.STAT", as_string=True) == "STATE"
+    await ca_write("FL:START", 1)  # Running, no alarm
+    await monitors.wait_for("FL:HEARTBEAT", 2)
+    assert monitors.updates["FL:STATUS.SEVR"] == [
+        ("NO_ALARM", "NO_ALARM"), ("MAJOR", "MAJOR_ALARM"), ("NO_ALARM", "NO_ALARM")]
+    assert monitors.updates["FL:STATUS.DESC"] == [("Process status", "NO_ALARM")]
+    await monitors.aclose()
+
+    # pyepics on libca: genie_python gives NAME.DISP 0.1 s to connect before each put
+    result = await trio.run_process(
+        [PY, str(HERE / "children" / "pyepics_fields.py"), "FL:START.DISP", "FL:STATUS.DESC",
+         "FL:STATUS.SEVR", "FL:STATUS.RTYP", "FL:STATUS"],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    seen = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert seen["FL:START.DISP"]["native"] == 0 and seen["FL:START.DISP"]["connect"] < 0.1
+    assert seen["FL:STATUS.DESC"]["text"] == "Process status"
+    assert seen["FL:STATUS.SEVR"]["text"] == "NO_ALARM" and seen["FL:STATUS.RTYP"]["text"] == "mbbi"
+    assert (seen["FL:STATUS"]["text"], seen["FL:STATUS"]["severity"]) == ("Running", 0)
+    server.stop()
+    with trio.fail_after(5):
+        while server.status.running:
+            await server.wait_status_change()
+    result = await trio.run_process(
+        [PY, str(HERE / "children" / "pyepics_fields.py"), "FL:STATUS", "FL:STATUS.SEVR"],
+        capture_stdout=True, capture_stderr=True, check=False)
+    seen = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert (seen["FL:STATUS"]["text"], seen["FL:STATUS"]["severity"], seen["FL:STATUS"]["status"]) == (
+        "Shutdown", 2, 7)  # MAJOR, STATE
+    assert seen["FL:STATUS.SEVR"]["text"] == "MAJOR"
+    server.shutdown()
+
+
+async def test_fields_go_with_their_group_and_a_field_search_leaves_nothing_behind(nursery, ca_env):
+    from caproto.server import PVGroup, pvproperty
+
+    from pyprocserv._pvs import PVServer
+
+    class Lamp(PVGroup):
+        LIT = pvproperty(value=0, dtype=int, read_only=True, doc="Lit")
+
+        async def follow(self) -> None:
+            await trio.sleep_forever()
+
+    pv_server = await nursery.start(PVServer(("127.0.0.1",)).run, [])
+    context = pv_server.context
+    lamp = Lamp(prefix="LAMP:")
+    pv_server.add(lamp)
+    names = ["LAMP:LIT.DESC", "LAMP:LIT.SEVR", "LAMP:LIT.VAL", "LAMP:LIT.DISP"]
+    assert [await ca_read(name, as_string=True) for name in names] == ["Lit", "NO_ALARM", "0", ""]
+    assert context["LAMP:LIT.DESC"] is context["LAMP:LIT.DESC"]  # one entry: monitors reach it
+    assert set(context.pvdb) == {"LAMP:LIT"}  # caproto would have kept each NAME.FIELD here
+    pv_server.remove(lamp)
+    for name in ["LAMP:LIT", *names]:
+        with pytest.raises(KeyError):
+            context[name]
+    assert context.fields == {}
+    again = Lamp(prefix="LAMP:")
+    pv_server.add(again)  # the same names, new records: fields made afresh
+    assert context["LAMP:LIT.DESC"].record is again.LIT
+    nursery.cancel_scope.cancel()
+
+
+async def test_host_mode_pvs_have_the_same_fields_and_alarms(ca_env):
+    from test_manage import HostProcess, write_conf
+
+    conf = short_tmpdir()
+    write_conf(conf, """\
+        [lamp]
+        command = /bin/cat
+        [manual]
+        command = /bin/cat
+        autostart = 0
+    """)
+    async with HostProcess(conf, "--pv-prefix", "HF:", env=ca_env) as host:
+        await host.wait_for({"lamp": "Running", "manual": "Running"})
+        with trio.fail_after(20):
+            while True:
+                try:
+                    if await ca_read("HF:NRUNNING") == 1:
+                        break
+                except ca.CaprotoTimeoutError:
+                    pass  # the CA server is still starting
+                await trio.sleep(0.2)
+        assert await ca_read("HF:ALL.RTYP", as_string=True) == "mbbo"
+        assert await ca_read("HF:ALL.DESC", as_string=True) == "Stop, run or restart every autostart in"  # 39 characters
+        assert await ca_read("HF:SUMMARY.RTYP", as_string=True) == "waveform"
+        assert await ca_read("HF:lamp:START.DISP") == 0
+        assert await ca_read("HF:lamp:STATUS.SEVR", as_string=True) == "NO_ALARM"
+        # not autostart: started by hand (-w), so Shutdown is its normal state, not an alarm
+        assert await ca_read_alarm("HF:manual:STATUS") == ("Shutdown", "NO_ALARM", "NO_ALARM")
+        await ca_write("HF:ALL", 0)  # Stop the autostart ones
+        assert await ca_read_alarm("HF:lamp:STATUS") == ("Shutdown", "MAJOR_ALARM", "STATE")
+        assert await ca_read("HF:lamp:STATUS.SEVR", as_string=True) == "MAJOR"
