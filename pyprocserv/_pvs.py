@@ -346,6 +346,16 @@ class _Context(ca_trio.Context):
         except Exception as exc:  # caproto catches only RemoteProtocolError; anything else ends its UDP loop
             self.report(address[0], f"search datagram dropped: {exc!r}"[:200])
 
+    async def broadcaster_queue_loop(self, task_status):  # type: ignore[no-untyped-def]
+        # caproto's loop calls the base class's iteration (``super()`` in its own class), past
+        # the guard below: one search it failed on (a reply's sendto, a name lookup) ended the
+        # whole CA server.
+        send, receive = self.command_chan
+        async with send, receive:
+            task_status.started()
+            async for addr, commands in receive:
+                await self._broadcaster_queue_iteration(addr, commands)
+
     async def _broadcaster_queue_iteration(self, addr, commands):  # type: ignore[no-untyped-def]
         try:
             await super()._broadcaster_queue_iteration(addr, commands)

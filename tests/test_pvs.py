@@ -558,3 +558,21 @@ async def test_host_mode_pvs_have_the_same_fields_and_alarms(ca_env):
         await ca_write("HF:ALL", 0)  # Stop the autostart ones
         assert await ca_read_alarm("HF:lamp:STATUS") == ("Shutdown", "MAJOR_ALARM", "STATE")
         assert await ca_read("HF:lamp:STATUS.SEVR", as_string=True) == "MAJOR"
+
+
+async def test_a_search_that_fails_is_reported_and_the_ca_server_keeps_serving(nursery, ca_env, monkeypatch, capsys):
+    from pyprocserv import _pvs
+
+    def broken_field(record, name, field):
+        raise RuntimeError("a bug in a field")  # as a failed reply's sendto raises in the same loop
+
+    monkeypatch.setattr(_pvs, "make_field", broken_field)
+    server, console = await serve(nursery, "SE:", ("/bin/cat",))
+    assert await ca_read("SE:PID") == server.status.pid
+    with pytest.raises(ca.CaprotoTimeoutError):
+        await trio.to_thread.run_sync(functools.partial(read, "SE:STATUS.DESC", timeout=0.5, repeater=False))
+    assert await ca_read("SE:PID") == server.status.pid
+    err = capsys.readouterr().err
+    assert "PV server failed" not in err  # the same CA server goes on (caproto's loop ended it)
+    assert "search not answered: RuntimeError('a bug in a field')" in err
+    server.shutdown()
