@@ -393,6 +393,13 @@ class GuardedEnum(PvpropertyEnum):
             hostname, username, data, data_type, metadata, flags=flags, user_address=user_address
         )
 
+    async def write(self, value, **options):  # type: ignore[no-untyped-def]
+        # Refused here, before caproto's write, which would leave a MAJOR WRITE alarm on the PV
+        # that no later write clears.
+        if options.get("verify_value", True) and not _is_state(self.preprocess_value(value), self.enum_strings):
+            raise CaprotoValueError(f"{value!r} is not a state of {self.pvname} ({', '.join(self.enum_strings)})")
+        await super().write(value, **options)
+
     async def verify_value(self, value):  # type: ignore[no-untyped-def]
         # caproto stores an index past the strings, and every read of the PV fails after it.
         if not _is_state(value, self.enum_strings):

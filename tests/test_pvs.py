@@ -576,3 +576,12 @@ async def test_a_search_that_fails_is_reported_and_the_ca_server_keeps_serving(n
     assert "PV server failed" not in err  # the same CA server goes on (caproto's loop ended it)
     assert "search not answered: RuntimeError('a bug in a field')" in err
     server.shutdown()
+
+
+async def test_a_refused_put_leaves_no_alarm_behind(nursery, ca_env):
+    server, console = await serve(nursery, "RP:", ("/bin/cat",))
+    port = int(ca_env["EPICS_CA_SERVER_PORT"])
+    rights, reply = await trio.to_thread.run_sync(ca_put_from, "127.0.0.1", port, "RP:SHOWOUT", 5)
+    assert isinstance(reply, ca.ErrorResponse)  # no state 5: the put fails...
+    assert await ca_read_alarm("RP:SHOWOUT") == ("Yes", "NO_ALARM", "NO_ALARM")  # ...and that is all
+    server.shutdown()
