@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Callable
 import caproto as ca
 import caproto.trio.server as ca_trio
 import trio
-from caproto import AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelAlarm, ChannelType
+from caproto import (AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelAlarm, ChannelByte,
+                     ChannelEnum, ChannelString, ChannelType)
 from caproto._data import Forbidden
-from caproto import ChannelByte, ChannelEnum, ChannelString
 from caproto.server import PVGroup, PvpropertyEnum, pvproperty
 from caproto.server.common import DisconnectedCircuit
 from caproto.trio.util import open_memory_channel
@@ -566,8 +566,10 @@ class ProcessPVs(PVGroup):
         if value != "Busy":
             return "Done"
         self.say(f"CA put {instance.pvname}=1 from {_PEER.get() or 'this host'}: {what}")
-        cleared = {"severity": AlarmSeverity.NO_ALARM, "status": AlarmStatus.NO_ALARM} if instance.alarm.severity else {}
-        await instance.write("Busy", verify_value=False, **cleared)  # a timeout's alarm ends here
+        cleared = {}
+        if instance.alarm.severity:  # a timeout's alarm ends with the next command
+            cleared = {"severity": AlarmSeverity.NO_ALARM, "status": AlarmStatus.NO_ALARM}
+        await instance.write("Busy", verify_value=False, **cleared)
         action()
         with trio.move_on_after(self.command_timeout):
             generation = None
@@ -660,7 +662,8 @@ class _Field:
 
     async def _read(self, data_type):  # type: ignore[no-untyped-def]
         self._data["value"] = self._value(self.record, self._record_name)  # type: ignore[attr-defined]
-        self._data["timestamp"] = self.record._data["timestamp"]  # type: ignore[attr-defined]  # the record's, as in an IOC
+        # the record's time stamp, as an IOC's fields have
+        self._data["timestamp"] = self.record._data["timestamp"]  # type: ignore[attr-defined]
         return await super()._read(data_type)  # type: ignore[misc]
 
 

@@ -6,6 +6,9 @@ showing the same transitions and a put with completion returning once the action
 refusal of writes from a host that is not allowed (a client bound to 127.0.0.2); the watchdog
 restarting a child whose own caproto IOC turns INVALID, with backoff and budget, and never
 a healthy one; two servers on one host found by broadcast; and no caproto import without PVs.
+PVs behave as procServControl's records: STATUS Shutdown in a MAJOR STATE alarm (none under
+``-w``), monitors counted across a KILL post only changes, the record fields (.DESC, .RTYP,
+.NAME, .SEVR, .STAT, .DISP) read by caproto and pyepics, in host mode too, and gone with their PV.
 """
 
 from __future__ import annotations
@@ -549,7 +552,8 @@ async def test_host_mode_pvs_have_the_same_fields_and_alarms(ca_env):
                     pass  # the CA server is still starting
                 await trio.sleep(0.2)
         assert await ca_read("HF:ALL.RTYP", as_string=True) == "mbbo"
-        assert await ca_read("HF:ALL.DESC", as_string=True) == "Stop, run or restart every autostart in"  # 39 characters
+        # the doc cut to DBR_STRING's 39 characters
+        assert await ca_read("HF:ALL.DESC", as_string=True) == "Stop, run or restart every autostart in"
         assert await ca_read("HF:SUMMARY.RTYP", as_string=True) == "waveform"
         assert await ca_read("HF:lamp:START.DISP") == 0
         assert await ca_read("HF:lamp:STATUS.SEVR", as_string=True) == "NO_ALARM"
