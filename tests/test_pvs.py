@@ -589,3 +589,35 @@ async def test_a_refused_put_leaves_no_alarm_behind(nursery, ca_env):
     assert isinstance(reply, ca.ErrorResponse)  # no state 5: the put fails...
     assert await ca_read_alarm("RP:SHOWOUT") == ("Yes", "NO_ALARM", "NO_ALARM")  # ...and that is all
     server.shutdown()
+
+
+async def test_pyepics_callbacks_fire_only_when_their_pv_changed(nursery, ca_env):
+    server, console = await serve(nursery, "PM:", ("/bin/cat",), holdoff=0)
+    names = [f"PM:{suffix}" for suffix in ("STATUS", "PID", "CLIENTS", "IOCNAME", "STATUS.SEVR", "HEARTBEAT")]
+    async with trio.open_nursery() as watching:
+        client = await watching.start(functools.partial(
+            trio.run_process, [PY, str(HERE / "children" / "pyepics_monitor.py"), *names],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False))
+        output = b""
+        with trio.fail_after(15):
+            while b"ready\n" not in output:
+                output += await client.stdout.receive_some()
+        pid = server.status.pid
+        await ca_write("PM:KILL", 1)
+        with trio.fail_after(10):
+            while not (server.status.running and server.status.pid != pid):
+                await server.wait_status_change()
+        await client.stdin.send_all(b"go\n")
+        with trio.fail_after(15):
+            while not output.endswith(b"}\n"):
+                data = await client.stdout.receive_some()
+                assert data, output
+                output += data
+    updates = json.loads(output.decode().splitlines()[-1])
+    for name in names:
+        repeats = [a for a, b in zip(updates[name], updates[name][1:]) if a == b]
+        assert not repeats, f"{name} posted unchanged: {updates[name]}"
+    assert updates["PM:CLIENTS"] == [["1", 0]] and len(updates["PM:IOCNAME"]) == 1
+    # STATUS as pyepics' time form gives it: the index (0 Running, 1 Shutdown) and severity
+    assert updates["PM:STATUS"][0] == ["0", 0] and updates["PM:STATUS"][-1] == ["0", 0]
+    server.shutdown()
