@@ -12,9 +12,13 @@ Rules:
 4. Commands behave as procServControl's do through the console (STOP: auto restart OFF, then
    kill; RESTART: ON, then kill or start), and a put with completion returns when the action
    has happened (or after a timeout, with a MINOR alarm on the command PV).
-5. No record fields (``.DESC``, ``.RTYP``, ...): caproto builds some 60 field PVs per record,
-   about 120 KiB each time, which host mode would pay 25 times per instance; every value carries
-   its severity anyway.
+5. Each PV is a record of its own: its own alarm (STATUS Shutdown is a MAJOR STATE alarm, none
+   under ``-w``, as procServControl's MANUALSTART), posted to monitors only when its value or
+   alarm changed, and the fields clients read or check (:data:`FIELDS`: ``.DESC``, ``.RTYP``,
+   ``.NAME``, ``.SEVR``, ``.STAT``, ``.DISP``), read-only, taken from the record at each read,
+   made on first use and dropped with the record. Not caproto's record fields: it builds some
+   60 field PVs per record, about 120 KiB each time, which host mode would pay 25 times per
+   instance.
 6. Writes only from the hosts allowed (default: this host, 127.0.0.1 and ::1). A refused client
    is told it has no write access (libca refuses locally); a forced write fails; both, and every
    accepted command, leave an ``@@@`` line on the console and in the log; refusals at most
@@ -42,7 +46,8 @@ from typing import TYPE_CHECKING, Callable
 import caproto as ca
 import caproto.trio.server as ca_trio
 import trio
-from caproto import AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelType
+from caproto import (AccessRights, AlarmSeverity, AlarmStatus, CaprotoValueError, ChannelAlarm, ChannelByte,
+                     ChannelEnum, ChannelString, ChannelType)
 from caproto._data import Forbidden
 from caproto.server import PVGroup, PvpropertyEnum, pvproperty
 from caproto.server.common import DisconnectedCircuit
@@ -235,6 +240,7 @@ class _Context(ca_trio.Context):
     def __init__(self, pvdb, interfaces=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(pvdb, interfaces)
         self.failures = ReportLimiter(REPORT_PERIOD)
+        self.fields: dict[str, dict[str, ca.ChannelData]] = {}  # PV name -> its fields in use
         self.subscription_queue = _MonitorUpdates(self.subscription_chan, drop_when_full=True)
 
     async def _bind_tcp_sockets_with_consistent_port_number(self, make_socket):  # type: ignore[no-untyped-def]
@@ -249,6 +255,42 @@ class _Context(ca_trio.Context):
             return sock
 
         return await super()._bind_tcp_sockets_with_consistent_port_number(closing_make_socket)
+
+    def __getitem__(self, name: str):  # type: ignore[no-untyped-def]
+        """A PV, or a field of one (``NAME.FIELD``), by the name a client searched for.
+
+        caproto caches every ``NAME.FIELD`` it finds in ``pvdb``, where nothing removes it when
+        its group goes. Fields live in :attr:`fields` instead: made on first use, at most
+        ``len(FIELDS)`` per PV, dropped with their PV (:meth:`forget`).
+        """
+        try:
+            return self.pvdb[name]
+        except KeyError:
+            pass
+        try:
+            parsed = ca.parse_record_field(name)
+        except ValueError:
+            raise KeyError(name) from None
+        record = self.pvdb[parsed.record]
+        field = parsed.field
+        entry = record if field in (None, "VAL") else self._field(parsed.record, record, field)
+        long_string = parsed.modifiers is not None and ca.RecordModifiers.long_string in parsed.modifiers.modifiers
+        if long_string and entry.data_type not in (ChannelType.STRING, ChannelType.CHAR):
+            raise KeyError(name)
+        return entry
+
+    def _field(self, name: str, record, field: str):  # type: ignore[no-untyped-def]
+        fields = self.fields.setdefault(name, {})
+        entry = fields.get(field)
+        if entry is None or entry.record is not record:  # a group came back under the same names
+            entry = fields[field] = make_field(record, name, field)
+        return entry
+
+    def forget(self, names) -> None:  # type: ignore[no-untyped-def]
+        """Stop serving these PVs and their fields."""
+        for name in names:
+            self.pvdb.pop(name, None)
+            self.fields.pop(name, None)
 
     async def tcp_handler(self, client, addr) -> None:  # type: ignore[no-untyped-def]
         """One circuit in a nursery of its own: whatever its peer makes caproto raise ends this
@@ -304,6 +346,16 @@ class _Context(ca_trio.Context):
         except Exception as exc:  # caproto catches only RemoteProtocolError; anything else ends its UDP loop
             self.report(address[0], f"search datagram dropped: {exc!r}"[:200])
 
+    async def broadcaster_queue_loop(self, task_status):  # type: ignore[no-untyped-def]
+        # caproto's loop calls the base class's iteration (``super()`` in its own class), past
+        # the guard below: one search it failed on (a reply's sendto, a name lookup) ended the
+        # whole CA server.
+        send, receive = self.command_chan
+        async with send, receive:
+            task_status.started()
+            async for addr, commands in receive:
+                await self._broadcaster_queue_iteration(addr, commands)
+
     async def _broadcaster_queue_iteration(self, addr, commands):  # type: ignore[no-untyped-def]
         try:
             await super()._broadcaster_queue_iteration(addr, commands)
@@ -340,6 +392,13 @@ class GuardedEnum(PvpropertyEnum):
         return await super().auth_write(
             hostname, username, data, data_type, metadata, flags=flags, user_address=user_address
         )
+
+    async def write(self, value, **options):  # type: ignore[no-untyped-def]
+        # Refused here, before caproto's write, which would leave a MAJOR WRITE alarm on the PV
+        # that no later write clears.
+        if options.get("verify_value", True) and not _is_state(self.preprocess_value(value), self.enum_strings):
+            raise CaprotoValueError(f"{value!r} is not a state of {self.pvname} ({', '.join(self.enum_strings)})")
+        await super().write(value, **options)
 
     async def verify_value(self, value):  # type: ignore[no-untyped-def]
         # caproto stores an index past the strings, and every read of the PV fails after it.
@@ -507,8 +566,10 @@ class ProcessPVs(PVGroup):
         if value != "Busy":
             return "Done"
         self.say(f"CA put {instance.pvname}=1 from {_PEER.get() or 'this host'}: {what}")
-        await instance.write("Busy", verify_value=False, severity=AlarmSeverity.NO_ALARM,
-                             status=AlarmStatus.NO_ALARM)
+        cleared = {}
+        if instance.alarm.severity:  # a timeout's alarm ends with the next command
+            cleared = {"severity": AlarmSeverity.NO_ALARM, "status": AlarmStatus.NO_ALARM}
+        await instance.write("Busy", verify_value=False, **cleared)
         action()
         with trio.move_on_after(self.command_timeout):
             generation = None
@@ -557,11 +618,13 @@ class ProcessPVs(PVGroup):
         return value
 
 
-async def _update(instance, value, **alarm) -> None:  # type: ignore[no-untyped-def]
-    """Write only what changed, so monitors see changes and nothing else."""
-    if instance.value != value or (alarm and instance.alarm.severity != alarm.get("severity")):
-        if alarm:
-            alarm.setdefault("status", AlarmStatus.STATE if alarm["severity"] else AlarmStatus.NO_ALARM)
+async def _update(instance, value, severity: AlarmSeverity | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Write only what changed, so monitors see changes and nothing else (an alarm given is a
+    STATE alarm, as an mbbi's state severities are)."""
+    alarm = {}
+    if severity is not None and severity != instance.alarm.severity:
+        alarm = {"severity": severity, "status": AlarmStatus.STATE if severity else AlarmStatus.NO_ALARM}
+    if instance.value != value or alarm:
         await instance.write(value, **alarm)
 
 
@@ -578,6 +641,106 @@ def iocout_bytes(raw: bytes) -> bytes:
     return data[start:]
 
 
+SEVERITY_STRINGS = ("NO_ALARM", "MINOR", "MAJOR", "INVALID")  # menuAlarmSevr
+# menuAlarmStat's first 16 states, in its order: CA carries at most 16 enum strings (EPICS's
+# own STAT does the same over CA). These records use NO_ALARM, WRITE, STATE and TIMEOUT.
+ALARM_STATUS_STRINGS = tuple(status.name for status in AlarmStatus)[:16]
+
+
+class _Field:
+    """One field of a record (``NAME.FIELD``), read-only, its value taken from the record at
+    each read. Made on a client's first search for it, and dropped with its record."""
+
+    def __init__(self, record, name: str, value: Callable, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(value=value(record, name), **kwargs)  # type: ignore[call-arg]
+        self.record = record
+        self._record_name = name
+        self._value = value
+
+    def check_access(self, host: str, user: str) -> AccessRights:
+        return AccessRights.READ
+
+    async def _read(self, data_type):  # type: ignore[no-untyped-def]
+        self._data["value"] = self._value(self.record, self._record_name)  # type: ignore[attr-defined]
+        # the record's time stamp, as an IOC's fields have
+        self._data["timestamp"] = self.record._data["timestamp"]  # type: ignore[attr-defined]
+        return await super()._read(data_type)  # type: ignore[misc]
+
+
+class _StringField(_Field, ChannelString):
+    pass
+
+
+class _MenuField(_Field, ChannelEnum):
+    pass
+
+
+class _CharField(_Field, ChannelByte):
+    pass
+
+
+def _alarm_status(status: int) -> str:
+    return ALARM_STATUS_STRINGS[status] if status < len(ALARM_STATUS_STRINGS) else "SOFT"  # never set here
+
+
+def _description(record, name: str) -> str:  # type: ignore[no-untyped-def]
+    return _text(getattr(getattr(record, "pvspec", None), "doc", None) or "")
+
+
+# The fields clients read or check: Phoebus shows .DESC, genie_python waits for .DISP before a
+# put, alarm tools read .SEVR/.STAT, pyepics and scripts ask .RTYP and .NAME.
+FIELDS: dict[str, tuple[type, Callable, dict]] = {
+    "DESC": (_StringField, _description, {}),
+    "RTYP": (_StringField, lambda record, name: record.reported_record_type, {}),
+    "NAME": (_StringField, lambda record, name: _text(name), {}),
+    "SEVR": (_MenuField, lambda record, name: SEVERITY_STRINGS[record.alarm.severity],
+             {"enum_strings": SEVERITY_STRINGS}),
+    "STAT": (_MenuField, lambda record, name: _alarm_status(record.alarm.status),
+             {"enum_strings": ALARM_STATUS_STRINGS}),
+    "DISP": (_CharField, lambda record, name: b"\0", {"max_length": 1, "strip_null_terminator": False}),
+}
+
+
+def make_field(record, name: str, field: str):  # type: ignore[no-untyped-def]
+    """The field ``field`` of the PV ``record`` called ``name``; KeyError for an unknown field."""
+    kind, value, options = FIELDS[field]
+    entry = kind(record, name, value, **options)
+    if field in ("SEVR", "STAT"):
+        entry.alarm = record.alarm  # posted with the record's alarm, and read with it
+    return entry
+
+
+def record_type(pv) -> str:  # type: ignore[no-untyped-def]
+    """The record type a PV reports (``.RTYP``, DBR_CLASS_NAME): procServControl's where it has
+    the record (busy commands, bi AUTORESTART, bo SHOWOUT, mbbi STATUS, stringin, waveform
+    IOCOUT), else the input or output record an IOC would use for that type."""
+    read_only = getattr(getattr(pv, "pvspec", None), "read_only", False)
+    direction = "in" if read_only else "out"
+    if pv.data_type is ChannelType.ENUM:
+        if tuple(pv.enum_strings) == ("Done", "Busy"):
+            return "busy"
+        return ("b" if len(pv.enum_strings) <= 2 else "mbb") + direction[0]
+    if pv.data_type is ChannelType.STRING:
+        return "string" + direction
+    if pv.data_type is ChannelType.CHAR or pv.max_length > 1:
+        return "waveform"
+    if pv.data_type in (ChannelType.LONG, ChannelType.INT):
+        return "long" + direction
+    return "a" + direction[0]  # ai, ao
+
+
+def _as_records(group: PVGroup) -> None:
+    """Give each PV its own alarm and record type, as each record in an IOC has.
+
+    caproto gives every PV of a group one shared alarm: STATUS's MAJOR showed on every PV, each
+    alarm write re-posted every PV of the group, and the next numeric write (caproto's limit
+    check writes NO_ALARM) cleared it again.
+    """
+    for pv in group.pvdb.values():
+        pv.alarm = ChannelAlarm()
+        pv.reported_record_type = record_type(pv)
+
+
 class PVServer:
     """One Channel Access server for any number of groups, which may come and go."""
 
@@ -590,6 +753,7 @@ class PVServer:
     async def run(self, groups: list[PVGroup] = (), *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def,assignment]
         pvdb: dict = {}
         for group in groups:
+            _as_records(group)
             pvdb.update(group.pvdb)
         context = self.context = _Context(pvdb, interfaces=list(self.interfaces))
         context.beacon_sock.close()  # caproto creates it and never uses it
@@ -626,13 +790,13 @@ class PVServer:
     def add(self, group: PVGroup) -> None:
         """Serve one more group's PVs (searches look the names up each time)."""
         assert self.context is not None
+        _as_records(group)
         self.context.pvdb.update(group.pvdb)
         self._follow(group)
 
     def remove(self, group: PVGroup) -> None:
         assert self.context is not None
-        for name in group.pvdb:
-            self.context.pvdb.pop(name, None)
+        self.context.forget(group.pvdb)
         scope = self._scopes.pop(id(group), None)
         if scope is not None:
             scope.cancel()
