@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(conf: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    # never the host's systemctl: a test must not enable units in /etc/systemd/system
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), PYPROCSERV_SYSTEMCTL="/nonexistent/systemctl")
+    full_env.update(env or {})
     result = subprocess.run([PY, "-m", "pyprocserv._manage", "--conf-dir", conf, *args], capture_output=True,
                             text=True, env=full_env, timeout=30, stdin=subprocess.DEVNULL)
     if check:
@@ -51,7 +53,7 @@ def fake_systemctl(directory: str) -> tuple[str, Path]:
 def test_add_writes_procservutils_format_with_options_after_name_and_command():
     conf = short_tmpdir()
     systemctl, calls = fake_systemctl(conf)
-    result = manage(conf, "add", "-C", "/tmp", "ioc1", "/bin/cat", "-P", "20001", "-e", "A=1",
+    result = manage(conf, "--systemd", "add", "-C", "/tmp", "ioc1", "/bin/cat", "-P", "20001", "-e", "A=1",
                     env={"PYPROCSERV_SYSTEMCTL": systemctl})
     assert (Path(conf) / "procServ.d" / "ioc1.conf").read_text() == (
         "\n[ioc1]\ncommand = /bin/cat\nchdir = /tmp\nport = 20001\nenvironment = \"A=1\"\n"
@@ -109,7 +111,7 @@ def test_remove_edits_or_deletes_the_config_file():
     (gendir / "two.conf").write_text("[keep]\ncommand = /bin/cat\n\n[drop]\ncommand = /bin/cat\n")
     (gendir / "one.conf").write_text("[alone]\ncommand = /bin/cat\n")
     systemctl, calls = fake_systemctl(conf)
-    manage(conf, "remove", "-f", "drop", env={"PYPROCSERV_SYSTEMCTL": systemctl})
+    manage(conf, "--systemd", "remove", "-f", "drop", env={"PYPROCSERV_SYSTEMCTL": systemctl})
     text = (gendir / "two.conf").read_text()
     assert "[keep]" in text and "[drop]" not in text
     assert "--system stop procserv-drop.service" in calls.read_text()
@@ -129,6 +131,91 @@ def test_write_procs_cf_lists_instances_with_their_real_endpoints():
         f"\nconsole uds {{\n    master localhost;\n    type uds;\n    uds {conf}/run/procserv-uds/control;\n}}\n"
         "\nconsole tcp {\n    master localhost;\n    type host;\n    host 127.0.0.1;\n    port 20005;\n}\n"
     )
+
+
+def failing_systemctl(directory: str) -> str:
+    """A systemctl that fails the way it does on a machine without systemd."""
+    script = Path(directory) / "systemctl"
+    script.write_text("#!/bin/sh\necho 'System has not been booted with systemd as init system (PID 1).' >&2\n"
+                      "echo 'Failed to connect to bus: Host is down' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_conf_dir_calls_no_systemctl_unless_asked():
+    conf = short_tmpdir()
+    systemctl, calls = fake_systemctl(conf)
+    env = {"PYPROCSERV_SYSTEMCTL": systemctl}
+    manage(conf, "add", "ioc1", "/bin/cat", env=env)
+    manage(conf, "remove", "-f", "ioc1", env=env)
+    manage(conf, "add", "ioc2", "/bin/cat", env=env)
+    manage(conf, "write-procs-cf", env=env)
+    assert not calls.exists()  # nothing outside DIR: no units enabled into /etc/systemd/system
+    assert (Path(conf) / "conserver" / "procs.cf").read_text().startswith("\nconsole ioc2 {")
+    refused = manage(conf, "write-procs-cf", "-R", env=env, check=False)
+    assert refused.returncode == 1 and not calls.exists()
+    assert refused.stderr == "pyprocserv-manage: write-procs-cf -R: no systemctl with --conf-dir (add --systemd)\n"
+    manage(conf, "--systemd", "add", "ioc3", "/bin/cat", env=env)
+    assert calls.read_text().splitlines()[-1] == "--system daemon-reload"
+
+
+@pytest.mark.parametrize("words", [
+    ["add", "ioc1", "/bin/cat"],
+    ["remove", "-f", "ioc0"],
+    ["write-procs-cf", "-R"],
+    ["start", "ioc0"],
+    ["list"],
+])
+def test_a_failing_systemctl_is_one_line_and_a_non_zero_exit(words):
+    for missing in (False, True):
+        conf = short_tmpdir()
+        (Path(conf) / "procServ.conf").write_text("[ioc0]\ncommand = /bin/cat\n")
+        systemctl = os.path.join(conf, "no-such-systemctl") if missing else failing_systemctl(conf)
+        result = manage(conf, "--systemd", *words, env={"PYPROCSERV_SYSTEMCTL": systemctl}, check=False)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        ours = [line for line in result.stderr.splitlines() if line.startswith("pyprocserv-manage:")]
+        assert len(ours) == 1 and "systemctl" in ours[0], result.stderr
+
+
+def test_list_without_systemd_lists_the_configured_instances():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text("[ioc1]\ncommand = /bin/cat\n[ioc2]\ncommand = /bin/true -x\n")
+    env = {"PYPROCSERV_SYSTEMCTL": failing_systemctl(conf)}
+    for flags in (["--no-systemd"], []):  # --conf-dir alone calls no systemctl either
+        result = manage(conf, *flags, "list", env=env)
+        assert result.stderr == ""
+        assert result.stdout == "procserv-ioc1.service ioc1 /bin/cat\nprocserv-ioc2.service ioc2 /bin/true -x\n"
+
+
+@pytest.mark.parametrize("words", [
+    ["-p", "21009", "iocx", "python3", "st.py"],
+    ["iocx", "python3", "st.py", "--prot", "21009"],
+])
+def test_add_refuses_an_unknown_option(words):
+    conf = short_tmpdir()
+    result = manage(conf, "add", *words, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"unknown option {words[0] if words[0].startswith('-') else words[3]}" in result.stderr
+    assert "--" in result.stderr  # says how to pass the command's own options
+    assert not (Path(conf) / "procServ.d").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_add_help_lists_its_options(flag):
+    conf = short_tmpdir()
+    result = manage(conf, "add", flag)
+    for option in ("--chdir", "--port", "--user", "--group", "--environment", "--env-file", "--force",
+                   "--autostart"):
+        assert option in result.stdout
+    assert result.stdout.startswith("usage: pyprocserv-manage add")
+    assert not (Path(conf) / "procServ.d").exists()
+
+
+@pytest.mark.parametrize("words", [["--help"], ["add", "--help"], ["status", "--help"], ["run", "--help"]])
+def test_help_texts_are_plain(words):
+    result = manage(short_tmpdir(), *words)
+    assert "``" not in result.stdout and result.stdout.startswith("usage: pyprocserv-manage")
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None and os.environ.get("CI") != "true",
