@@ -218,6 +218,13 @@ def test_help_texts_are_plain(words):
     assert "``" not in result.stdout and result.stdout.startswith("usage: pyprocserv-manage")
 
 
+def test_the_launchers_help_is_plain():
+    result = subprocess.run([PY, "-m", "pyprocserv._launch", "--help"], capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0 and result.stdout.startswith("usage: pyprocserv-launcher")
+    assert "``" not in result.stdout
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None and os.environ.get("CI") != "true",
                     reason="systemd-analyze is not installed")
 def test_generated_units_pass_systemd_analyze_verify():
