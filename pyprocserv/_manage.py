@@ -457,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"pyprocserv-manage add: {exc} (see add --help)", file=sys.stderr)
         return 2
     except OSError as exc:  # a file we cannot write: its name and why, not a traceback
-        print(f"pyprocserv-manage: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pyprocserv-manage: {where}{exc.strerror or exc}", file=sys.stderr)
     return 1
 
 

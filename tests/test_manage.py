@@ -178,6 +178,15 @@ def test_a_failing_systemctl_is_one_line_and_a_non_zero_exit(words):
         assert len(ours) == 1 and "systemctl" in ours[0], result.stderr
 
 
+def test_a_file_that_cannot_be_written_is_one_line_not_a_traceback():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text("[ioc0]\ncommand = /bin/cat\n")
+    result = manage(conf, "write-procs-cf", "-f", f"{conf}/procServ.conf/procs.cf", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"pyprocserv-manage: {conf}/procServ.conf") and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_list_without_systemd_lists_the_configured_instances():
     conf = short_tmpdir()
     (Path(conf) / "procServ.conf").write_text("[ioc1]\ncommand = /bin/cat\n[ioc2]\ncommand = /bin/true -x\n")
