@@ -11,8 +11,9 @@ Rules:
 1. ``--conf-dir DIR`` touches nothing outside DIR: no systemctl unless ``--systemd`` asks for
    it (its units would be enabled into /etc/systemd/system, pointing into DIR).
 2. A systemctl that fails or is missing is one line on stderr and exit 1, never a traceback.
-3. ``add`` takes only its own options before ``--``; anything else starting with ``-`` is an
-   error, so a typo never becomes an instance named ``-p``.
+3. Before its COMMAND, ``add`` takes only its own options: anything else starting with ``-`` is
+   an error, so a typo never becomes an instance named ``-p``. After COMMAND, such words are the
+   command's (``add ioc /bin/sh -c ...``, as with manage-procs).
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ class AddUsageError(Exception):
 def parse_add(words: Sequence[str]) -> argparse.Namespace:
     """``add``'s options anywhere before ``--``; NAME, COMMAND, then the command's arguments.
 
-    A word before ``--`` that starts with ``-`` and is not one of add's options is an error
-    (rule 3): the command's own options go after ``--``.
+    A word before COMMAND that starts with ``-`` and is not one of add's options is an error
+    (rule 3); after COMMAND it is one of the command's arguments.
     """
     args = argparse.Namespace(chdir=os.getcwd(), port=None, username=None, group=None, environment=[],
                               env_file=None, force=False, autostart=False, name=None, command=None, args=[])
@@ -222,9 +223,9 @@ def parse_add(words: Sequence[str]) -> argparse.Namespace:
                     setattr(args, attribute, value)
             else:
                 setattr(args, attribute, True)
-        elif word.startswith("-") and word != "-":
-            raise AddUsageError(f"unknown option {option} (the command's own options go after --: "
-                                "add NAME -- COMMAND ARGS...)")
+        elif word.startswith("-") and word != "-" and args.command is None:
+            raise AddUsageError(f"unknown option {option} (add's options are listed by add --help; "
+                                "a name or command starting with - goes after --)")
         elif args.name is None:
             args.name = word
         elif args.command is None:

@@ -67,6 +67,11 @@ def test_add_writes_procservutils_format_with_options_after_name_and_command():
     # everything after -- is the command's, options included; a bare command stays a PATH lookup
     manage(conf, "--no-systemd", "add", "ioc2", "--", "python3", "-P", "x y")
     assert "command = python3 -P 'x y'\n" in (gendir / "ioc2.conf").read_text()
+    # after COMMAND, a word that is not add's option is the command's (as with manage-procs)
+    manage(conf, "--no-systemd", "add", "ioc4", "/bin/sh", "-c", "echo hi", "-P", "20004")
+    assert (gendir / "ioc4.conf").read_text() == (
+        "\n[ioc4]\ncommand = /bin/sh -c 'echo hi'\nchdir = " + os.getcwd() + "\nport = 20004\n"
+    )
     # a relative path is taken relative to the instance's directory
     manage(conf, "--no-systemd", "add", "-C", "/usr", "ioc3", "bin/env")
     assert "command = /usr/bin/env\n" in (gendir / "ioc3.conf").read_text()
@@ -199,14 +204,14 @@ def test_list_without_systemd_lists_the_configured_instances():
 
 @pytest.mark.parametrize("words", [
     ["-p", "21009", "iocx", "python3", "st.py"],
-    ["iocx", "python3", "st.py", "--prot", "21009"],
+    ["iocx", "--prot=21009", "python3", "st.py"],
 ])
 def test_add_refuses_an_unknown_option(words):
     conf = short_tmpdir()
     result = manage(conf, "add", *words, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"unknown option {words[0] if words[0].startswith('-') else words[3]}" in result.stderr
-    assert "--" in result.stderr  # says how to pass the command's own options
+    assert f"unknown option {words[0] if words[0].startswith('-') else '--prot'} " in result.stderr
+    assert "add --help" in result.stderr
     assert not (Path(conf) / "procServ.d").exists()
 
 
