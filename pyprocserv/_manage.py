@@ -271,7 +271,11 @@ def cmd_add(layout: Layout, args: argparse.Namespace) -> int:
         _systemctl(layout, "daemon-reload")
         if add.autostart:
             return cmd_start(layout, argparse.Namespace(**{**vars(args), "name": add.name}))
-    print(f"# pyprocserv-manage {' '.join(layout.mode_flag())} start {add.name}")
+    flags = " ".join(layout.mode_flag())
+    if layout.conf_dir and args.no_systemd:  # no unit enabled: host mode is what serves it
+        print(f"# pyprocserv-manage {flags} run")
+    else:  # a hint that works as printed: under --conf-dir, start needs --systemd again
+        print(f"# pyprocserv-manage {flags}{' --systemd' if layout.conf_dir else ''} start {add.name}")
     return 0
 
 

@@ -58,7 +58,7 @@ def test_add_writes_procservutils_format_with_options_after_name_and_command():
     assert (Path(conf) / "procServ.d" / "ioc1.conf").read_text() == (
         "\n[ioc1]\ncommand = /bin/cat\nchdir = /tmp\nport = 20001\nenvironment = \"A=1\"\n"
     )
-    assert result.stdout == f"# pyprocserv-manage --system --conf-dir {conf} start ioc1\n"
+    assert result.stdout == f"# pyprocserv-manage --system --conf-dir {conf} --systemd start ioc1\n"
     gendir = Path(conf) / "procServ.d"
     assert calls.read_text().splitlines() == [
         f"--system enable {gendir}/procserv-ioc1.service {gendir}/procserv-ioc1.socket",
@@ -151,7 +151,8 @@ def test_conf_dir_calls_no_systemctl_unless_asked():
     conf = short_tmpdir()
     systemctl, calls = fake_systemctl(conf)
     env = {"PYPROCSERV_SYSTEMCTL": systemctl}
-    manage(conf, "add", "ioc1", "/bin/cat", env=env)
+    added = manage(conf, "add", "ioc1", "/bin/cat", env=env)
+    assert added.stdout == f"# pyprocserv-manage --system --conf-dir {conf} run\n"  # no unit to start
     manage(conf, "remove", "-f", "ioc1", env=env)
     manage(conf, "add", "ioc2", "/bin/cat", env=env)
     manage(conf, "write-procs-cf", env=env)
