@@ -187,11 +187,15 @@ class AddUsageError(Exception):
     """A word ``add`` cannot take; main() prints it with add's usage, exit 2."""
 
 
+class AddHelpRequested(Exception):
+    """``add -h``/``--help`` before COMMAND: main() has argparse print add's options."""
+
+
 def parse_add(words: Sequence[str]) -> argparse.Namespace:
     """``add``'s options anywhere before ``--``; NAME, COMMAND, then the command's arguments.
 
     A word before COMMAND that starts with ``-`` and is not one of add's options is an error
-    (rule 3); after COMMAND it is one of the command's arguments.
+    (rule 3); after COMMAND it is one of the command's arguments (``-h`` too).
     """
     args = argparse.Namespace(chdir=os.getcwd(), port=None, username=None, group=None, environment=[],
                               env_file=None, force=False, autostart=False, name=None, command=None, args=[])
@@ -209,6 +213,8 @@ def parse_add(words: Sequence[str]) -> argparse.Namespace:
             args.args += rest
             break
         option, eq, value = word.partition("=")
+        if word in ("-h", "--help") and args.command is None:
+            raise AddHelpRequested
         if option in ADD_OPTIONS:
             attribute, takes_value = ADD_OPTIONS[option]
             if takes_value:
@@ -224,7 +230,7 @@ def parse_add(words: Sequence[str]) -> argparse.Namespace:
             else:
                 setattr(args, attribute, True)
         elif word.startswith("-") and word != "-" and args.command is None:
-            raise AddUsageError(f"unknown option {option} (add's options are listed by add --help; "
+            raise AddUsageError(f"unknown option {option} (add --help lists add's options; "
                                 "a name or command starting with - goes after --)")
         elif args.name is None:
             args.name = word
@@ -439,8 +445,6 @@ def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     head, words = _split_add(list(sys.argv[1:] if argv is None else argv))
-    if words is not None and {"-h", "--help"} & set(words[: words.index("--") if "--" in words else None]):
-        head.append("--help")  # argparse prints add's options and exits 0
     args = parser().parse_args(head)
     if words is not None:
         args.words = words
@@ -459,8 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pyprocserv-manage: {exc}", file=sys.stderr)
     except AddUsageError as exc:
         print(f"usage: pyprocserv-manage add [options] NAME [--] COMMAND [ARGS...]\n"
-              f"pyprocserv-manage add: {exc} (see add --help)", file=sys.stderr)
+              f"pyprocserv-manage add: {exc}", file=sys.stderr)
         return 2
+    except AddHelpRequested:
+        parser().parse_args([*head, "--help"])  # prints add's options, exits 0
     except OSError as exc:  # a file we cannot write: its name and why, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"pyprocserv-manage: {where}{exc.strerror or exc}", file=sys.stderr)

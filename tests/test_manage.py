@@ -225,6 +225,8 @@ def test_add_help_lists_its_options(flag):
         assert option in result.stdout
     assert result.stdout.startswith("usage: pyprocserv-manage add")
     assert not (Path(conf) / "procServ.d").exists()
+    manage(conf, "--no-systemd", "add", "ioc1", "/usr/bin/tool", flag)  # after COMMAND: the command's
+    assert f"command = /usr/bin/tool {flag}\n" in (Path(conf) / "procServ.d" / "ioc1.conf").read_text()
 
 
 @pytest.mark.parametrize("words", [["--help"], ["add", "--help"], ["status", "--help"], ["run", "--help"]])
