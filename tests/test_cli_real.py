@@ -1,6 +1,8 @@
 """The ``pyprocserv`` command as a unit file or a person runs it: real processes and sockets.
 
-Proves daemon mode (truthful errors from the parent, the daemon's pid in the PID file, the
+Proves daemon mode (truthful errors from the parent naming the program, not its path; one
+message for a log file that cannot be opened; a warning for an info file that cannot be
+written; the daemon's pid in the PID file, the
 info file in procServ's order, files removed on SIGTERM and ^Q), foreground mode with a
 console on a real terminal (raw mode restored), SIGHUP log reopening, oneshot exit codes,
 the security rules for endpoints (loopback unless --allow, IPv6, UNIX socket owner and mode),

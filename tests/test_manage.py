@@ -2,7 +2,9 @@
 
 Proves that the manager reads and writes procServUtils' files and prints its outputs, without
 its defects (options after NAME COMMAND, a bare command turned into CHDIR/cmd, ExecStart=None,
-write-procs-cf listing non-instances, readfp on Python 3.12); that generated units pass
+write-procs-cf listing non-instances, readfp on Python 3.12); that --conf-dir calls no systemctl
+unless --systemd, a failing systemctl is one line, add refuses unknown options and --help is
+plain (no test reaches the host's systemctl); that generated units pass
 ``systemd-analyze verify``; that the launcher runs an instance with Type=notify readiness and
 socket activation; and that host mode serves every instance from one process, applies a changed
 configuration on SIGHUP without touching the others, survives one instance that cannot start,
