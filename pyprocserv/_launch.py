@@ -19,7 +19,8 @@ from ._instances import ConfigError, Instance, Layout, read_config
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pyprocserv-launcher", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pyprocserv-launcher",
+                                     description=__doc__.splitlines()[0].replace("``", ""))  # plain text
     parser.add_argument("name", help="instance name")
     parser.add_argument("--user", action="store_true", default=os.geteuid() != 0, help="user configuration")
     parser.add_argument("--system", dest="user", action="store_false", help="system configuration")

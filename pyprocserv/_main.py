@@ -165,6 +165,18 @@ def _loopback_warnings(options: CliOptions) -> list[str]:
     return out
 
 
+def _unwritable(path: str | None) -> str | None:
+    """Why a file the daemon will write at ``path`` cannot be created (None: it can, or no path)."""
+    if not path:
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"no directory {directory} (create it, or choose another path)"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"directory {directory} is not writable for this user"
+    return None
+
+
 def _write_pidfile(path: str, prog: str) -> str | None:
     """Write our pid to ``path``; the message for stderr when that fails, else None."""
     try:
@@ -319,8 +331,10 @@ async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile |
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    if argv and os.path.basename(argv[0]) == "__main__.py":
-        argv[0] = "pyprocserv"
+    if argv:  # messages name the program, not the path of its script (procServ prints argv[0] as is)
+        argv[0] = os.path.basename(argv[0])
+        if argv[0] == "__main__.py":
+            argv[0] = "pyprocserv"
     with _signals_held() as signal_mask:
         return _main(argv, signal_mask)
 
@@ -349,10 +363,15 @@ def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
     log = None
     if config.logfile and config.logfile != "-":
         log = LogFile(config.logfile)
-        if log.failing:
-            _write(sys.stderr, f"{prog}: unable to open log file {config.logfile}\n")
+        if log.failing:  # unlike procServ 2.7.0, not followed by "No log file specified": one was
+            _write(sys.stderr, f"{prog}: unable to open log file {config.logfile}: {log.failing} "
+                   "(serving without it; SIGHUP tries again)\n")
+    for what, path in (("info file", config.info_file), ("status file", config.status_file)):
+        problem = _unwritable(path)
+        if problem:  # procServ 2.7.0 says nothing; the daemon's own message would go to /dev/null
+            _write(sys.stderr, f"{prog}: cannot write the {what} {path}: {problem}; serving without it\n")
     daemon = not (options.foreground or options.debug)
-    if daemon and not options.quiet and (log is None or log.failing) and config.logfile != "-":
+    if daemon and not options.quiet and log is None and config.logfile != "-":
         what = "" if config.log_endpoint is not None else " and no port for log connections"
         warnings.append(f"Warning: No log file{what} specified.\n")
     if daemon:

@@ -6,6 +6,14 @@ Same configuration files, subcommands and outputs as manage-procs, without its k
 generated units never say ``ExecStart=None``, ``write-procs-cf`` lists instances only, and
 ``remove`` works on Python 3.12. ``status --table`` adds pid, uptime, starts and clients;
 ``run`` serves every instance from one process (host mode).
+
+Rules:
+1. ``--conf-dir DIR`` touches nothing outside DIR: no systemctl unless ``--systemd`` asks for
+   it (its units would be enabled into /etc/systemd/system, pointing into DIR).
+2. A systemctl that fails or is missing is one line on stderr and exit 1, never a traceback.
+3. Before its COMMAND, ``add`` takes only its own options: anything else starting with ``-`` is
+   an error, so a typo never becomes an instance named ``-p``. After COMMAND, such words are the
+   command's (``add ioc /bin/sh -c ...``, as with manage-procs).
 """
 
 from __future__ import annotations
@@ -33,10 +41,29 @@ TELNET = "/usr/bin/telnet"
 SOCAT = "/usr/bin/socat"
 
 
-def _systemctl(layout: Layout, *args: str, check: bool = False) -> int:
+class SystemctlFailed(Exception):
+    """systemctl could not be run or failed; the text is the one line for stderr (rule 2)."""
+
+
+def _systemctl(layout: Layout, *args: str, check: bool = True) -> int:
+    """Run systemctl (stdout passes through); with ``check``, a failure is :class:`SystemctlFailed`."""
     command = [SYSTEMCTL, "--user" if layout.user else "--system", *args]
-    log.info("%s", " ".join(command))
-    return (subprocess.check_call if check else subprocess.call)(command)
+    shown = " ".join(["systemctl", *command[1:]])
+    log.info("%s", shown)
+    try:
+        done = subprocess.run(command, stderr=subprocess.PIPE, text=True, errors="replace")
+    except OSError as exc:
+        raise SystemctlFailed(f"cannot run {SYSTEMCTL}: {exc.strerror}") from None
+    if done.returncode and check:
+        said = done.stderr.strip().splitlines()  # the last line says why (e.g. no bus)
+        raise SystemctlFailed(f"{shown} failed (exit {done.returncode})" + (f": {said[-1]}" if said else ""))
+    sys.stderr.write(done.stderr)
+    return done.returncode
+
+
+def _without_systemctl(args: argparse.Namespace) -> str:
+    """Why no systemctl runs (rule 1), for messages."""
+    return "with --no-systemd" if args.explicit_no_systemd else "with --conf-dir (add --systemd)"
 
 
 def _read_info(layout: Layout, name: str) -> tuple[int | None, list[str]]:
@@ -117,32 +144,59 @@ def cmd_status(layout: Layout, args: argparse.Namespace) -> int:
 
 
 def cmd_list(layout: Layout, args: argparse.Namespace) -> int:
+    if args.no_systemd:  # the configured instances, as their units would be named
+        for instance in instances(layout):
+            print(f"procserv-{instance.name}.service {instance.name} {instance.command}")
+        return 0
     extra = ["--all"] if args.all else []  # manage-procs passes an empty argument here
     return _systemctl(layout, "list-units", *extra, "procserv-*")
 
 
 def cmd_start(layout: Layout, args: argparse.Namespace) -> int:
+    if args.no_systemd:
+        log.error("pyprocserv-manage: start needs systemctl, none runs %s", _without_systemctl(args))
+        return 1
     return _systemctl(layout, "start", f"procserv-{args.name}.service")
 
 
 def cmd_stop(layout: Layout, args: argparse.Namespace) -> int:
+    if args.no_systemd:
+        log.error("pyprocserv-manage: stop needs systemctl, none runs %s", _without_systemctl(args))
+        return 1
     return _systemctl(layout, "stop", f"procserv-{args.name}.service")
 
 
+ADD_FLAGS = [  # (short, long, attribute, metavar or None for a flag, help)
+    ("-C", "--chdir", "chdir", "DIR", "the instance's working directory (default: the current one)"),
+    ("-P", "--port", "port", "ENDPOINT", "control endpoint (default: a UNIX socket in the runtime directory)"),
+    ("-U", "--user", "username", "USER", "run as USER (system units)"),
+    ("-G", "--group", "group", "GROUP", "run as GROUP (system units)"),
+    ("-e", "--environment", "environment", "VAR=value", "set a variable (repeat for more)"),
+    ("-E", "--env-file", "env_file", "FILE", "read variables from FILE"),
+    ("-f", "--force", "force", None, "replace an existing instance"),
+    ("-A", "--autostart", "autostart", None, "start the instance's unit now"),
+]
 ADD_OPTIONS = {  # option -> (attribute, takes a value)
-    "-C": ("chdir", True), "--chdir": ("chdir", True),
-    "-P": ("port", True), "--port": ("port", True),
-    "-U": ("username", True), "--user": ("username", True),
-    "-G": ("group", True), "--group": ("group", True),
-    "-e": ("environment", True), "--environment": ("environment", True),
-    "-E": ("env_file", True), "--env-file": ("env_file", True),
-    "-f": ("force", False), "--force": ("force", False),
-    "-A": ("autostart", False), "--autostart": ("autostart", False),
+    option: (attribute, metavar is not None)
+    for short, long, attribute, metavar, _ in ADD_FLAGS
+    for option in (short, long)
 }
 
 
+class AddUsageError(Exception):
+    """A word ``add`` cannot take; main() prints it with add's usage, exit 2."""
+
+
+class AddHelpRequested(Exception):
+    """``add -h``/``--help`` before COMMAND: main() has argparse print add's options."""
+
+
 def parse_add(words: Sequence[str]) -> argparse.Namespace:
-    """``add``'s options anywhere before ``--``; NAME, COMMAND, then the command's arguments."""
+    """``add``'s options anywhere before ``--``; NAME, COMMAND, then the command's arguments.
+
+    A word before COMMAND that starts with ``-`` and is not one of add's options is an error
+    (rule 3); after COMMAND it is one of the command's arguments (``-h`` too).
+    """
     args = argparse.Namespace(chdir=os.getcwd(), port=None, username=None, group=None, environment=[],
                               env_file=None, force=False, autostart=False, name=None, command=None, args=[])
     words = list(words)
@@ -159,12 +213,14 @@ def parse_add(words: Sequence[str]) -> argparse.Namespace:
             args.args += rest
             break
         option, eq, value = word.partition("=")
+        if word in ("-h", "--help") and args.command is None:
+            raise AddHelpRequested
         if option in ADD_OPTIONS:
             attribute, takes_value = ADD_OPTIONS[option]
             if takes_value:
                 if not eq:
                     if i >= len(words):
-                        raise SystemExit(f"pyprocserv-manage add: option {option} needs a value")
+                        raise AddUsageError(f"option {option} needs a value")
                     value = words[i]
                     i += 1
                 if attribute == "environment":
@@ -173,6 +229,9 @@ def parse_add(words: Sequence[str]) -> argparse.Namespace:
                     setattr(args, attribute, value)
             else:
                 setattr(args, attribute, True)
+        elif word.startswith("-") and word != "-" and args.command is None:
+            raise AddUsageError(f"unknown option {option} (add --help lists add's options; "
+                                "a name or command starting with - goes after --)")
         elif args.name is None:
             args.name = word
         elif args.command is None:
@@ -180,7 +239,7 @@ def parse_add(words: Sequence[str]) -> argparse.Namespace:
         else:
             args.args.append(word)
     if args.name is None or args.command is None:
-        raise SystemExit("pyprocserv-manage add: NAME and COMMAND are required")
+        raise AddUsageError("NAME and COMMAND are required")
     return args
 
 
@@ -214,11 +273,15 @@ def cmd_add(layout: Layout, args: argparse.Namespace) -> int:
     instance = next(i for i in instances(layout) if i.name == add.name)
     units = write_units(gendir, [instance], layout)
     if not args.no_systemd:
-        _systemctl(layout, "enable", *units, check=True)
-        _systemctl(layout, "daemon-reload", check=True)
+        _systemctl(layout, "enable", *units)
+        _systemctl(layout, "daemon-reload")
         if add.autostart:
-            return cmd_start(layout, argparse.Namespace(name=add.name))
-    print(f"# pyprocserv-manage {' '.join(layout.mode_flag())} start {add.name}")
+            return cmd_start(layout, argparse.Namespace(**{**vars(args), "name": add.name}))
+    flags = " ".join(layout.mode_flag())
+    if layout.conf_dir and args.no_systemd:  # no unit enabled: host mode is what serves it
+        print(f"# pyprocserv-manage {flags} run")
+    else:  # a hint that works as printed: under --conf-dir, start needs --systemd again
+        print(f"# pyprocserv-manage {flags}{' --systemd' if layout.conf_dir else ''} start {add.name}")
     return 0
 
 
@@ -244,9 +307,10 @@ def cmd_remove(layout: Layout, args: argparse.Namespace) -> int:
             text = io.StringIO()
             parser.write(text)
             replace_file(path, text.getvalue())
-    if not args.no_systemd:
-        _systemctl(layout, "stop", f"procserv-{args.name}.service")
-        _systemctl(layout, "disable", f"procserv-{args.name}.service", f"procserv-{args.name}.socket")
+    if not args.no_systemd:  # stop and disable fail for a unit never enabled: that is fine
+        _systemctl(layout, "stop", f"procserv-{args.name}.service", check=False)
+        _systemctl(layout, "disable", f"procserv-{args.name}.service", f"procserv-{args.name}.socket",
+                   check=False)
         _systemctl(layout, "daemon-reload")
     for suffix in ("service", "socket"):
         try:
@@ -257,9 +321,13 @@ def cmd_remove(layout: Layout, args: argparse.Namespace) -> int:
 
 
 def cmd_write_procs_cf(layout: Layout, args: argparse.Namespace) -> int:
-    write_file(args.out, conserver_config(instances(layout), layout, master=args.master))
+    if args.reload and args.no_systemd:  # refused before writing: all or nothing
+        log.error("pyprocserv-manage: write-procs-cf -R: no systemctl %s", _without_systemctl(args))
+        return 1
+    out = args.out or os.path.join(layout.conf_dir or "/etc", "conserver", "procs.cf")  # rule 1
+    write_file(out, conserver_config(instances(layout), layout, master=args.master))
     if args.reload:
-        return _systemctl(layout, "reload", "conserver-server.service", check=True)
+        return _systemctl(layout, "reload", "conserver-server.service")
     print(f"# systemctl {'--user' if layout.user else '--system'} reload conserver-server.service")
     return 0
 
@@ -296,26 +364,37 @@ def cmd_run(layout: Layout, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyprocserv-manage", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="pyprocserv-manage",
+                                description=__doc__.splitlines()[0].replace("``", ""))  # plain text
     p.add_argument("--user", action="store_true", default=os.geteuid() != 0, help="user configuration (~/.config)")
     p.add_argument("--system", dest="user", action="store_false", help="system configuration (/etc)")
-    p.add_argument("--conf-dir", help="configuration, runtime and log files under this directory")
-    p.add_argument("--no-systemd", action="store_true", help="write files but call no systemctl")
+    p.add_argument("--conf-dir", help="configuration, runtime and log files under this directory "
+                   "(and no systemctl unless --systemd)")
+    systemd = p.add_mutually_exclusive_group()
+    systemd.add_argument("--no-systemd", action="store_true", help="write files but call no systemctl")
+    systemd.add_argument("--systemd", action="store_true",
+                         help="call systemctl even with --conf-dir (its units then point into that directory)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers()
 
     s = sub.add_parser("status", help="report the state of the instances")
     s.add_argument("-t", "--table", action="store_true", help="a table with pid, uptime, restarts, clients")
     s.set_defaults(func=cmd_status)
-    s = sub.add_parser("list", help="list the procserv-* systemd units")
+    s = sub.add_parser("list", help="list the procserv-* systemd units (without systemd: the configured ones)")
     s.add_argument("--all", action="store_true")
     s.set_defaults(func=cmd_list)
     s = sub.add_parser("add", help="create an instance: [options] NAME COMMAND [ARGS...]",
-                       description="Options: -C/--chdir DIR, -P/--port ENDPOINT, -U/--user USER, "
-                       "-G/--group GROUP, -e/--environment VAR=value (repeat), -E/--env-file FILE, "
-                       "-f/--force, -A/--autostart. They may also follow NAME COMMAND; "
-                       "everything after -- belongs to the command.")
-    s.set_defaults(func=cmd_add)  # its words are split off before argparse (see main)
+                       usage="%(prog)s [options] NAME [--] COMMAND [ARGS...]",
+                       description="Write NAME's configuration and units, and enable them. The options "
+                       "may also follow NAME COMMAND; everything after -- belongs to the command.")
+    for short, long, _, metavar, text in ADD_FLAGS:  # for --help: parse_add reads the words (see main)
+        if metavar is None:
+            s.add_argument(short, long, action="store_true", help=text)
+        else:
+            s.add_argument(short, long, metavar=metavar, help=text)
+    s.add_argument("NAME", nargs="?", help="the instance's name")
+    s.add_argument("COMMAND", nargs="?", help="the command and its arguments")
+    s.set_defaults(func=cmd_add)
     s = sub.add_parser("remove", help="remove an instance")
     s.add_argument("-f", "--force", action="store_true")
     s.add_argument("name")
@@ -331,8 +410,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("extra", nargs=argparse.REMAINDER, help="extra arguments for telnet")
     s.set_defaults(func=cmd_attach)
     s = sub.add_parser("write-procs-cf", help="write conserver's configuration")
-    s.add_argument("-f", "--out", default="/etc/conserver/procs.cf")
-    s.add_argument("-R", "--reload", action="store_true")
+    s.add_argument("-f", "--out", help="the file to write (default /etc/conserver/procs.cf; "
+                   "with --conf-dir, DIR/conserver/procs.cf)")
+    s.add_argument("-R", "--reload", action="store_true", help="reload conserver-server.service after")
     s.add_argument("--master", default="localhost", help="conserver master of these consoles")
     s.set_defaults(func=cmd_write_procs_cf)
     s = sub.add_parser("generate", help="write the systemd units of every instance into OUTDIR")
@@ -368,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(head)
     if words is not None:
         args.words = words
+    args.explicit_no_systemd = args.no_systemd
+    args.no_systemd = args.no_systemd or (args.conf_dir is not None and not args.systemd)  # rule 1
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(message)s")
     if not hasattr(args, "func"):
@@ -377,7 +459,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(Layout(user=args.user, conf_dir=args.conf_dir), args)
     except ConfigError as exc:
         print(f"pyprocserv-manage: cannot read the configuration: {exc}", file=sys.stderr)
-        return 1
+    except SystemctlFailed as exc:
+        print(f"pyprocserv-manage: {exc}", file=sys.stderr)
+    except AddUsageError as exc:
+        print(f"usage: pyprocserv-manage add [options] NAME [--] COMMAND [ARGS...]\n"
+              f"pyprocserv-manage add: {exc}", file=sys.stderr)
+        return 2
+    except AddHelpRequested:
+        parser().parse_args([*head, "--help"])  # prints add's options, exits 0
+    except OSError as exc:  # a file we cannot write: its name and why, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pyprocserv-manage: {where}{exc.strerror or exc}", file=sys.stderr)
+    return 1
 
 
 def entrypoint() -> None:

@@ -1,6 +1,8 @@
 """The ``pyprocserv`` command as a unit file or a person runs it: real processes and sockets.
 
-Proves daemon mode (truthful errors from the parent, the daemon's pid in the PID file, the
+Proves daemon mode (truthful errors from the parent naming the program, not its path; one
+message for a log file that cannot be opened; a warning for an info file that cannot be
+written; the daemon's pid in the PID file, the
 info file in procServ's order, files removed on SIGTERM and ^Q), foreground mode with a
 console on a real terminal (raw mode restored), SIGHUP log reopening, oneshot exit codes,
 the security rules for endpoints (loopback unless --allow, IPv6, UNIX socket owner and mode),
@@ -110,6 +112,64 @@ async def test_daemon_warns_about_a_missing_log_like_procserv():
     os.kill(daemon, signal.SIGTERM)
     wait_gone(daemon)
     assert quiet.stderr == ""
+
+
+def run_as_script(script: str, *args: str, cwd: str) -> subprocess.CompletedProcess:
+    """pyprocserv as pip's console script runs it: argv[0] is the script's full path."""
+    code = f"import sys; sys.argv[0] = {script!r}; from pyprocserv._main import entrypoint; entrypoint()"
+    return subprocess.run([PY, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=20,
+                          env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.DEVNULL)
+
+
+async def test_messages_name_the_program_not_the_path_of_its_script():
+    d = short_tmpdir()
+    script = "/long/venv/bin/pyprocserv"
+    bad = run_as_script(script, "--holdoff", "abc", "0", "/bin/cat", cwd=d)
+    assert bad.stderr.startswith("pyprocserv: invalid --holdoff value 'abc'"), bad.stderr
+    assert run_as_script(script, "--help", cwd=d).stdout.startswith("Usage: pyprocserv [options] -P")
+    result = run_as_script(script, "-q", "-p", "pid", "0", "/bin/cat", cwd=d)
+    daemon = int(Path(f"{d}/pid").read_text())
+    os.kill(daemon, signal.SIGTERM)
+    wait_gone(daemon)
+    result = run_as_script(script, "-p", "pid", "-l", "0", "0", "/bin/cat", cwd=d)
+    daemon = int(Path(f"{d}/pid").read_text())
+    os.kill(daemon, signal.SIGTERM)
+    wait_gone(daemon)
+    assert result.stderr == f"pyprocserv: spawning daemon process: {daemon}\nWarning: No log file specified.\n"
+
+
+async def test_a_log_file_that_cannot_be_opened_is_one_message():
+    d = short_tmpdir()
+    result = run_cli("-p", "pid", "-L", f"{d}/no/dir/log", "0", "/bin/cat", cwd=d)
+    daemon = int(Path(f"{d}/pid").read_text())
+    os.kill(daemon, signal.SIGTERM)
+    wait_gone(daemon)
+    assert result.returncode == 0
+    assert result.stderr == (
+        f"pyprocserv: unable to open log file {d}/no/dir/log: No such file or directory "
+        "(serving without it; SIGHUP tries again)\n"
+        f"pyprocserv: spawning daemon process: {daemon}\n"
+    )
+
+
+async def test_an_info_file_in_a_missing_directory_is_a_warning_and_the_server_still_starts():
+    with trio.fail_after(30):
+        d = short_tmpdir()
+        port = free_port()
+        result = run_cli("-q", "-p", "pid", "-I", f"{d}/no/dir/info", "-P", str(port), "/bin/cat", cwd=d)
+        daemon = int(Path(f"{d}/pid").read_text())
+        try:
+            assert result.returncode == 0
+            assert result.stderr == (
+                f"pyprocserv: cannot write the info file {d}/no/dir/info: no directory {d}/no/dir "
+                "(create it, or choose another path); serving without it\n"
+            )
+            client = await connect(f"tcp:127.0.0.1:{port}")
+            await client.expect(OFFER)
+            await client.aclose()
+        finally:
+            os.kill(daemon, signal.SIGTERM)
+            wait_gone(daemon)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 Proves that the manager reads and writes procServUtils' files and prints its outputs, without
 its defects (options after NAME COMMAND, a bare command turned into CHDIR/cmd, ExecStart=None,
-write-procs-cf listing non-instances, readfp on Python 3.12); that generated units pass
+write-procs-cf listing non-instances, readfp on Python 3.12); that --conf-dir calls no systemctl
+unless --systemd, a failing systemctl is one line, add refuses unknown options and --help is
+plain (no test reaches the host's systemctl); that generated units pass
 ``systemd-analyze verify``; that the launcher runs an instance with Type=notify readiness and
 socket activation; and that host mode serves every instance from one process, applies a changed
 configuration on SIGHUP without touching the others, survives one instance that cannot start,
@@ -33,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(conf: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    # never the host's systemctl: a test must not enable units in /etc/systemd/system
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), PYPROCSERV_SYSTEMCTL="/nonexistent/systemctl")
+    full_env.update(env or {})
     result = subprocess.run([PY, "-m", "pyprocserv._manage", "--conf-dir", conf, *args], capture_output=True,
                             text=True, env=full_env, timeout=30, stdin=subprocess.DEVNULL)
     if check:
@@ -53,12 +57,12 @@ def fake_systemctl(directory: str) -> tuple[str, Path]:
 def test_add_writes_procservutils_format_with_options_after_name_and_command():
     conf = short_tmpdir()
     systemctl, calls = fake_systemctl(conf)
-    result = manage(conf, "add", "-C", "/tmp", "ioc1", "/bin/cat", "-P", "20001", "-e", "A=1",
+    result = manage(conf, "--systemd", "add", "-C", "/tmp", "ioc1", "/bin/cat", "-P", "20001", "-e", "A=1",
                     env={"PYPROCSERV_SYSTEMCTL": systemctl})
     assert (Path(conf) / "procServ.d" / "ioc1.conf").read_text() == (
         "\n[ioc1]\ncommand = /bin/cat\nchdir = /tmp\nport = 20001\nenvironment = \"A=1\"\n"
     )
-    assert result.stdout == f"# pyprocserv-manage --system --conf-dir {conf} start ioc1\n"
+    assert result.stdout == f"# pyprocserv-manage --system --conf-dir {conf} --systemd start ioc1\n"
     gendir = Path(conf) / "procServ.d"
     assert calls.read_text().splitlines() == [
         f"--system enable {gendir}/procserv-ioc1.service {gendir}/procserv-ioc1.socket",
@@ -67,6 +71,11 @@ def test_add_writes_procservutils_format_with_options_after_name_and_command():
     # everything after -- is the command's, options included; a bare command stays a PATH lookup
     manage(conf, "--no-systemd", "add", "ioc2", "--", "python3", "-P", "x y")
     assert "command = python3 -P 'x y'\n" in (gendir / "ioc2.conf").read_text()
+    # after COMMAND, a word that is not add's option is the command's (as with manage-procs)
+    manage(conf, "--no-systemd", "add", "ioc4", "/bin/sh", "-c", "echo hi", "-P", "20004")
+    assert (gendir / "ioc4.conf").read_text() == (
+        "\n[ioc4]\ncommand = /bin/sh -c 'echo hi'\nchdir = " + os.getcwd() + "\nport = 20004\n"
+    )
     # a relative path is taken relative to the instance's directory
     manage(conf, "--no-systemd", "add", "-C", "/usr", "ioc3", "bin/env")
     assert "command = /usr/bin/env\n" in (gendir / "ioc3.conf").read_text()
@@ -111,7 +120,7 @@ def test_remove_edits_or_deletes_the_config_file():
     (gendir / "two.conf").write_text("[keep]\ncommand = /bin/cat\n\n[drop]\ncommand = /bin/cat\n")
     (gendir / "one.conf").write_text("[alone]\ncommand = /bin/cat\n")
     systemctl, calls = fake_systemctl(conf)
-    manage(conf, "remove", "-f", "drop", env={"PYPROCSERV_SYSTEMCTL": systemctl})
+    manage(conf, "--systemd", "remove", "-f", "drop", env={"PYPROCSERV_SYSTEMCTL": systemctl})
     text = (gendir / "two.conf").read_text()
     assert "[keep]" in text and "[drop]" not in text
     assert "--system stop procserv-drop.service" in calls.read_text()
@@ -131,6 +140,110 @@ def test_write_procs_cf_lists_instances_with_their_real_endpoints():
         f"\nconsole uds {{\n    master localhost;\n    type uds;\n    uds {conf}/run/procserv-uds/control;\n}}\n"
         "\nconsole tcp {\n    master localhost;\n    type host;\n    host 127.0.0.1;\n    port 20005;\n}\n"
     )
+
+
+def failing_systemctl(directory: str) -> str:
+    """A systemctl that fails the way it does on a machine without systemd."""
+    script = Path(directory) / "systemctl"
+    script.write_text("#!/bin/sh\necho 'System has not been booted with systemd as init system (PID 1).' >&2\n"
+                      "echo 'Failed to connect to bus: Host is down' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_conf_dir_calls_no_systemctl_unless_asked():
+    conf = short_tmpdir()
+    systemctl, calls = fake_systemctl(conf)
+    env = {"PYPROCSERV_SYSTEMCTL": systemctl}
+    added = manage(conf, "add", "ioc1", "/bin/cat", env=env)
+    assert added.stdout == f"# pyprocserv-manage --system --conf-dir {conf} run\n"  # no unit to start
+    manage(conf, "remove", "-f", "ioc1", env=env)
+    manage(conf, "add", "ioc2", "/bin/cat", env=env)
+    manage(conf, "write-procs-cf", env=env)
+    assert not calls.exists()  # nothing outside DIR: no units enabled into /etc/systemd/system
+    assert (Path(conf) / "conserver" / "procs.cf").read_text().startswith("\nconsole ioc2 {")
+    refused = manage(conf, "write-procs-cf", "-R", env=env, check=False)
+    assert refused.returncode == 1 and not calls.exists()
+    assert refused.stderr == "pyprocserv-manage: write-procs-cf -R: no systemctl with --conf-dir (add --systemd)\n"
+    manage(conf, "--systemd", "add", "ioc3", "/bin/cat", env=env)
+    assert calls.read_text().splitlines()[-1] == "--system daemon-reload"
+
+
+@pytest.mark.parametrize("words", [
+    ["add", "ioc1", "/bin/cat"],
+    ["remove", "-f", "ioc0"],
+    ["write-procs-cf", "-R"],
+    ["start", "ioc0"],
+    ["list"],
+])
+def test_a_failing_systemctl_is_one_line_and_a_non_zero_exit(words):
+    for missing in (False, True):
+        conf = short_tmpdir()
+        (Path(conf) / "procServ.conf").write_text("[ioc0]\ncommand = /bin/cat\n")
+        systemctl = os.path.join(conf, "no-such-systemctl") if missing else failing_systemctl(conf)
+        result = manage(conf, "--systemd", *words, env={"PYPROCSERV_SYSTEMCTL": systemctl}, check=False)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        ours = [line for line in result.stderr.splitlines() if line.startswith("pyprocserv-manage:")]
+        assert len(ours) == 1 and "systemctl" in ours[0], result.stderr
+
+
+def test_a_file_that_cannot_be_written_is_one_line_not_a_traceback():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text("[ioc0]\ncommand = /bin/cat\n")
+    result = manage(conf, "write-procs-cf", "-f", f"{conf}/procServ.conf/procs.cf", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"pyprocserv-manage: {conf}/procServ.conf") and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_list_without_systemd_lists_the_configured_instances():
+    conf = short_tmpdir()
+    (Path(conf) / "procServ.conf").write_text("[ioc1]\ncommand = /bin/cat\n[ioc2]\ncommand = /bin/true -x\n")
+    env = {"PYPROCSERV_SYSTEMCTL": failing_systemctl(conf)}
+    for flags in (["--no-systemd"], []):  # --conf-dir alone calls no systemctl either
+        result = manage(conf, *flags, "list", env=env)
+        assert result.stderr == ""
+        assert result.stdout == "procserv-ioc1.service ioc1 /bin/cat\nprocserv-ioc2.service ioc2 /bin/true -x\n"
+
+
+@pytest.mark.parametrize("words", [
+    ["-p", "21009", "iocx", "python3", "st.py"],
+    ["iocx", "--prot=21009", "python3", "st.py"],
+])
+def test_add_refuses_an_unknown_option(words):
+    conf = short_tmpdir()
+    result = manage(conf, "add", *words, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"unknown option {words[0] if words[0].startswith('-') else '--prot'} " in result.stderr
+    assert "add --help" in result.stderr
+    assert not (Path(conf) / "procServ.d").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_add_help_lists_its_options(flag):
+    conf = short_tmpdir()
+    result = manage(conf, "add", flag)
+    for option in ("--chdir", "--port", "--user", "--group", "--environment", "--env-file", "--force",
+                   "--autostart"):
+        assert option in result.stdout
+    assert result.stdout.startswith("usage: pyprocserv-manage add")
+    assert not (Path(conf) / "procServ.d").exists()
+    manage(conf, "--no-systemd", "add", "ioc1", "/usr/bin/tool", flag)  # after COMMAND: the command's
+    assert f"command = /usr/bin/tool {flag}\n" in (Path(conf) / "procServ.d" / "ioc1.conf").read_text()
+
+
+@pytest.mark.parametrize("words", [["--help"], ["add", "--help"], ["status", "--help"], ["run", "--help"]])
+def test_help_texts_are_plain(words):
+    result = manage(short_tmpdir(), *words)
+    assert "``" not in result.stdout and result.stdout.startswith("usage: pyprocserv-manage")
+
+
+def test_the_launchers_help_is_plain():
+    result = subprocess.run([PY, "-m", "pyprocserv._launch", "--help"], capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0 and result.stdout.startswith("usage: pyprocserv-launcher")
+    assert "``" not in result.stdout
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None and os.environ.get("CI") != "true",
