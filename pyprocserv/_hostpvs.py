@@ -3,6 +3,12 @@
 ``HEARTBEAT``, ``NPROCS``, ``NRUNNING``, ``SUMMARY`` (one line per instance) and ``ALL``, a
 command for every instance marked ``autostart``: Stop, Run or Restart, as the supervisor IOC
 manager's ``MAN:all``. A put with completion returns when every one of them got there.
+
+Rules:
+1. These PVs see an instance's server only as a :class:`Root` (an extra, ``_extras``).
+2. Run undoes Stop: the instance's configured restart mode (ON unless its options say
+   ``--noautorestart`` or ``--oneshot``) comes back, then the child starts. Stop turns auto
+   restart OFF (procServControl's STOP), so a Run that left it OFF would leave a crashed IOC down.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from ._pvs import REPORT_PERIOD, GuardedEnum, WritePolicy, _update, report_refus
 from ._reports import ReportLimiter
 
 if TYPE_CHECKING:
+    from ._extras import Root
     from ._host import Host
 
 ALL_TIMEOUT = 60.0
@@ -74,11 +81,11 @@ class HostPVs(PVGroup):
 
     @ALL.putter
     async def ALL(self, instance, value):  # type: ignore[no-untyped-def]
-        servers = [m.server for m in self.host.managed.values() if m.server is not None and m.instance.autostart]
+        servers: list[Root] = [m.server for m in self.host.managed.values() if m.server is not None and m.instance.autostart]
         self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")
         before = {id(s): s.status.start_count for s in servers}
         for server in servers:
-            {"Stop": server.stop, "Run": server.start, "Restart": server.restart}[value]()
+            command(server, value)
 
         def done() -> bool:
             if value == "Stop":
@@ -91,6 +98,17 @@ class HostPVs(PVGroup):
             while not done():
                 await self.host.changed.park()
         return value
+
+
+def run(server: Root) -> None:
+    """Run: back to the configured restart mode (Stop turned it OFF), and start the child."""
+    server.set_restart_mode(server.config.restart_mode)
+    server.start()
+
+
+def command(server: Root, value: str) -> None:
+    """Stop, Run or Restart one instance (``ALL`` and ``MAN:{ioc}_control``)."""
+    {"Stop": server.stop, "Run": lambda: run(server), "Restart": server.restart}[value]()
 
 
 __all__ = ["HostPVs"]

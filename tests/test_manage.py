@@ -432,23 +432,29 @@ async def test_host_pvs_count_and_drive_the_autostart_instances(ca_env):
         command = /bin/cat
         [two]
         command = /bin/cat
+        [once]
+        command = /bin/cat
+        options = --noautorestart
         [manual]
         command = /bin/cat
         autostart = 0
     """)
     async with HostProcess(conf, "--pv-prefix", "HOSTX:", env=ca_env) as host:
-        await host.wait_for({"one": "Running", "two": "Running", "manual": "Running"})
+        await host.wait_for({"one": "Running", "two": "Running", "once": "Running", "manual": "Running"})
         with trio.fail_after(20):
-            while await _read_or_none(ca_read, "HOSTX:NRUNNING") != 2:
+            while await _read_or_none(ca_read, "HOSTX:NRUNNING") != 3:
                 await trio.sleep(0.2)
-        assert await ca_read("HOSTX:NPROCS") == 3
+        assert await ca_read("HOSTX:NPROCS") == 4
         assert await ca_read("HOSTX:one:STATUS", as_string=True) == "Running"
         assert await ca_read("HOSTX:manual:STATUS", as_string=True) == "Shutdown"  # waits for a start
         await ca_write("HOSTX:ALL", 0)  # Stop: returns once every autostart instance is down
         assert await ca_read("HOSTX:NRUNNING") == 0
         assert await ca_read("HOSTX:two:AUTORESTART", as_string=True) == "Off"
         await ca_write("HOSTX:ALL", 1)  # Run
-        assert await ca_read("HOSTX:NRUNNING") == 2
+        assert await ca_read("HOSTX:NRUNNING") == 3
+        # Run puts each instance back to its configured restart mode: a crash afterwards restarts
+        assert await ca_read("HOSTX:two:AUTORESTART", as_string=True) == "On"
+        assert await ca_read("HOSTX:once:AUTORESTART_MODE", as_string=True) == "Off"  # its options say so
         assert await ca_read("HOSTX:manual:PID") == 0  # not marked autostart: untouched
         summary = await read_summary()
         assert b"manual Shutdown -" in summary and b"one Running" in summary
@@ -459,7 +465,7 @@ async def test_host_pvs_count_and_drive_the_autostart_instances(ca_env):
                 await trio.sleep(0.2)
                 summary = await read_summary()
         assert b"section 'one' already exists" in summary.rsplit(b"\n", 1)[1], summary
-        assert await ca_read("HOSTX:NRUNNING") == 2  # every instance goes on as it was
+        assert await ca_read("HOSTX:NRUNNING") == 3  # every instance goes on as it was
 
 
 async def read_summary() -> bytes:
