@@ -14,6 +14,8 @@ Rules:
 4. ``autostart = 0`` instances listen but start their child only on ^R, START or ``ALL Run``.
 5. The CA server and reload are supervised extras (see ``_extras``): a failure in either is
    reported and retried, and no instance notices.
+6. Each instance's log is rotated by size (``--log-max-bytes``, ``--log-backups``, or its own
+   ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_logfile``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import trio
 from ._cli import CliExit, parse_args
 from ._extras import Supervisor
 from ._instances import ConfigError, Instance, Layout, instances
+from ._logfile import LogFile, parse_size
 from ._main import explain
 from ._server import ProcessServer
 
@@ -92,6 +95,21 @@ class Host:
             program_name="pyprocserv",
         )
 
+    def log_for(self, instance: Instance, path: str | None) -> LogFile | None:
+        """The instance's log file, rotated by size (its own keys, else ``run``'s options)."""
+        if not path or path == "-":
+            return None
+        try:
+            max_bytes = parse_size(instance.log_max_bytes or self.args.log_max_bytes)
+            backups = int(instance.log_backups or self.args.log_backups)
+        except ValueError as exc:
+            raise ConfigError(f"[{instance.name}]: log rotation: {exc}") from None
+        log = LogFile(path, max_bytes=max_bytes, backups=backups)
+        if log.failing:
+            print(f"pyprocserv-manage: {instance.name}: unable to open log file {path}: {log.failing}",
+                  file=sys.stderr)
+        return log
+
     def pv_prefix(self, instance: Instance) -> str | None:
         if instance.pv_prefix:
             return instance.pv_prefix
@@ -112,9 +130,11 @@ class Host:
         try:
             with managed.scope:
                 while True:
+                    log = None
                     try:
                         config = self.config_for(instance)
-                        server = managed.server = ProcessServer(config)
+                        log = self.log_for(instance, config.logfile)
+                        server = managed.server = ProcessServer(config, log=log)
                         async with trio.open_nursery() as nursery:
 
                             async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
@@ -126,6 +146,8 @@ class Host:
                             self.changed.unpark_all()
                             nursery.start_soon(self._watch, server)
                         return  # ^Q or oneshot: the instance has ended
+                    except ConfigError as exc:
+                        print(f"pyprocserv-manage: {exc}; retrying in {RETRY_AFTER:g} s", file=sys.stderr)
                     except CliExit as exc:
                         print(f"pyprocserv-manage: {instance.name}: {exc.stderr.strip()}; retrying in "
                               f"{RETRY_AFTER:g} s", file=sys.stderr)
@@ -136,6 +158,8 @@ class Host:
                         if not expected:  # a bug of ours: show where
                             traceback.print_exc()
                     finally:
+                        if log is not None:
+                            log.close()  # the server closes it, unless it failed before opening its outputs
                         self._remove_pvs(managed)
                         managed.server = None
                         self.changed.unpark_all()

@@ -9,7 +9,8 @@ Rules:
    (procServ-launcher's options, plus pyprocserv's own keys). Host mode parses that same command
    line into a Config, so a unit and host mode can never disagree about an instance.
 3. pyprocserv's own keys (all optional): ``logfile``, ``pv_prefix``, ``holdoff``, ``autostart``,
-   ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``.
+   ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``,
+   and for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_logfile``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class Instance:
     options: str = ""
     watchdog_sec: str | None = None
     socket_activation: bool = True
+    log_max_bytes: str | None = None  # host mode: rotate the log past this size (10M, 0 = never)
+    log_backups: str | None = None  # host mode: old log files kept
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -143,6 +146,8 @@ class Instance:
             options=section.get("options", ""),
             watchdog_sec=opt("watchdog_sec"),
             socket_activation=section.getboolean("socket_activation", True),
+            log_max_bytes=opt("log_max_bytes"),
+            log_backups=opt("log_backups"),
         )
 
     def control_endpoint(self, layout: Layout) -> str:

@@ -345,8 +345,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pv-write-hosts", default="localhost")
     s.add_argument("--log-dir", help="each instance logs to LOG_DIR/NAME.log (default by mode)")
     s.add_argument("--only", nargs="*", help="serve only these instances")
+    _host_options(s)
     s.set_defaults(func=cmd_run)
     return p
+
+
+def _host_options(s: argparse.ArgumentParser) -> None:
+    """``run``'s options for log rotation and the supervisor IOC manager's names."""
+    s.add_argument("--log-max-bytes", default="10M", metavar="SIZE",
+                   help="rotate an instance's log before it grows past SIZE (bytes, or with K, M, G; "
+                   "0 = never; default 10M; an instance's log_max_bytes key wins)")
+    s.add_argument("--log-backups", default="5", metavar="N",
+                   help="old log files kept, NAME.log.1 (newest) to NAME.log.N (default 5; an "
+                   "instance's log_backups key wins)")
 
 
 def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:

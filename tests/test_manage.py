@@ -468,6 +468,34 @@ async def test_host_pvs_count_and_drive_the_autostart_instances(ca_env):
         assert await ca_read("HOSTX:NRUNNING") == 3  # every instance goes on as it was
 
 
+CHATTY = "/bin/sh -c 'i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; exec cat'"
+
+
+async def test_host_mode_rotates_each_log_by_size_and_loses_no_line():
+    conf = short_tmpdir()
+    write_conf(conf, f"""\
+        [chatty]
+        command = {CHATTY}
+        log_max_bytes = 2K
+        log_backups = 30
+        [quiet]
+        command = /bin/cat
+    """)
+    async with HostProcess(conf, "--log-max-bytes", "100M") as host:
+        await host.wait_for({"chatty": "Running", "quiet": "Running"})
+        logdir = Path(conf) / "log"
+        with trio.fail_after(10):
+            while b"line 1999" not in (logdir / "chatty.log").read_bytes():
+                await trio.sleep(0.1)
+        files = sorted(logdir.glob("chatty.log*"))
+        assert len(files) >= 3, files  # ~25 KB past a 2 KB limit (one pty read of several KB goes whole)
+        text = b"".join((logdir / name).read_bytes() for name in
+                        [f"chatty.log.{n}" for n in range(len(files) - 1, 0, -1)] + ["chatty.log"])
+        lines = [line for line in text.split(b"\r\n") if line.startswith(b"line ")]
+        assert lines == [b"line %d" % n for n in range(2000)]  # every line, in order, across rotations
+        assert sorted(f.name for f in logdir.glob("quiet.log*")) == ["quiet.log"]  # run's own limit: 100M
+
+
 async def read_summary() -> bytes:
     from caproto.sync.client import read
 
