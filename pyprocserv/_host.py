@@ -14,7 +14,8 @@ Rules:
 4. ``autostart = 0`` instances listen but start their child only on ^R, START or ``ALL Run``.
 5. The CA server and reload are supervised extras (see ``_extras``): a failure in either is
    reported and retried, and no instance notices.
-6. Each instance's log is rotated by size (``--log-max-bytes``, ``--log-backups``, or its own
+6. ``--manager-pvs PREFIX`` adds the supervisor IOC manager's names (see ``_hostpvs``).
+7. Each instance's log is rotated by size (``--log-max-bytes``, ``--log-backups``, or its own
    ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_logfile``).
 """
 
@@ -38,6 +39,7 @@ from ._main import explain
 from ._server import ProcessServer
 
 if TYPE_CHECKING:
+    from ._hostpvs import ManagerPVs
     from ._pvs import ProcessPVs, PVServer
 
 RETRY_AFTER = 10.0
@@ -52,6 +54,7 @@ class Managed:
     scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
     group: ProcessPVs | None = None  # its PVs, while the host's CA server runs
+    manager: ManagerPVs | None = None  # its PREFIX:MAN:{name}_control and _hb (--manager-pvs)
 
 
 class Host:
@@ -199,6 +202,7 @@ class Host:
     # -- PVs --------------------------------------------------------------------------------
 
     def _add_pvs(self, managed: Managed) -> None:
+        self._add_manager_pvs(managed)
         prefix = self.pv_prefix(managed.instance)
         if self.pvs is None or prefix is None or managed.server is None or managed.group is not None:
             return
@@ -207,7 +211,23 @@ class Host:
         managed.group = ProcessPVs(managed.server, prefix, WritePolicy(self.write_hosts))
         self.pvs.add(managed.group)
 
+    def _add_manager_pvs(self, managed: Managed) -> None:
+        prefix = self.args.manager_pvs
+        if self.pvs is None or not prefix or managed.server is None or managed.manager is not None:
+            return
+        from ._hostpvs import ManagerPVs
+        from ._pvs import WritePolicy
+
+        managed.manager = ManagerPVs(managed.server, prefix, managed.instance.name, WritePolicy(self.write_hosts),
+                                     time_pv=managed.instance.time_pv)
+        self.pvs.add(managed.manager)
+
     def _remove_pvs(self, managed: Managed) -> None:
+        if managed.manager is not None:
+            managed.manager.close()
+            if self.pvs is not None:
+                self.pvs.remove(managed.manager)
+            managed.manager = None
         if managed.group is not None:
             managed.group.close()
             if self.pvs is not None:
@@ -226,7 +246,11 @@ class Host:
         from ._pvs import PVServer, WritePolicy
 
         pvs = PVServer((self.args.pv_interface,))
+        from ._hostpvs import ManagerAllPVs
+
         groups = [HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))] if self.args.pv_prefix else []
+        if self.args.manager_pvs:
+            groups.append(ManagerAllPVs(self, self.args.manager_pvs, WritePolicy(self.write_hosts)))
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(pvs.run, groups)
@@ -240,6 +264,9 @@ class Host:
                 if managed.group is not None:
                     managed.group.close()
                     managed.group = None  # it went with that server; a new one makes its own
+                if managed.manager is not None:
+                    managed.manager.close()
+                    managed.manager = None
 
     async def _reload(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply the configuration now and after each SIGHUP (a supervised extra)."""
@@ -262,7 +289,7 @@ class Host:
 
     async def main(self) -> int:
         # A configuration that cannot be read at start is a ConfigError here, before anything runs.
-        serve_pvs = self.args.pv_prefix or any(i.pv_prefix for i in self.wanted().values())
+        serve_pvs = self.args.pv_prefix or self.args.manager_pvs or any(i.pv_prefix for i in self.wanted().values())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

@@ -10,7 +10,8 @@ Rules:
    line into a Config, so a unit and host mode can never disagree about an instance.
 3. pyprocserv's own keys (all optional): ``logfile``, ``pv_prefix``, ``holdoff``, ``autostart``,
    ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``,
-   and for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_logfile``).
+   and for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_logfile``) and
+   ``time_pv`` (the child's liveness PV, epoch seconds, for ``MAN:{name}_hb``; ``_hostpvs``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Instance:
     socket_activation: bool = True
     log_max_bytes: str | None = None  # host mode: rotate the log past this size (10M, 0 = never)
     log_backups: str | None = None  # host mode: old log files kept
+    time_pv: str | None = None  # host mode: the child's liveness PV (epoch seconds of its last good work)
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -148,6 +150,7 @@ class Instance:
             socket_activation=section.getboolean("socket_activation", True),
             log_max_bytes=opt("log_max_bytes"),
             log_backups=opt("log_backups"),
+            time_pv=opt("time_pv"),
         )
 
     def control_endpoint(self, layout: Layout) -> str:

@@ -358,6 +358,10 @@ def _host_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--log-backups", default="5", metavar="N",
                    help="old log files kept, NAME.log.1 (newest) to NAME.log.N (default 5; an "
                    "instance's log_backups key wins)")
+    s.add_argument("--manager-pvs", metavar="PREFIX",
+                   help="also serve the supervisor IOC manager's PVs: PREFIX:MAN:NAME_control "
+                   "(Stop/Run/Reset), PREFIX:MAN:NAME_hb (seconds since the child's time_pv, else its "
+                   "last output; 999 = not running) and PREFIX:MAN:all")
 
 
 def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:

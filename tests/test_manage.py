@@ -496,6 +496,83 @@ async def test_host_mode_rotates_each_log_by_size_and_loses_no_line():
         assert sorted(f.name for f in logdir.glob("quiet.log*")) == ["quiet.log"]  # run's own limit: 100M
 
 
+TIME_PV_CHILD = """\
+import sys, time
+from caproto.server import PVGroup, pvproperty, run
+class Child(PVGroup):
+    t = pvproperty(value=time.time() - 500, name="MAN:timed_time", read_only=True)  # last good work: 500 s ago
+print("serving", flush=True)
+run(Child(prefix="TGTX:").pvdb, module_name="caproto.asyncio.server", interfaces=["127.0.0.1"])
+"""
+
+
+async def test_manager_pvs_control_and_heartbeat_each_instance_as_the_supervisor_ioc_manager(ca_env):
+    from helpers import free_port
+    from test_pvs import ca_read, ca_write
+
+    conf = short_tmpdir()
+    child_port = free_port(udp=True)  # the child's own CA server, as the manager's IOCs have
+    (Path(conf) / "child.py").write_text(TIME_PV_CHILD)
+    write_conf(conf, f"""\
+        [quiet]
+        command = /bin/sh -c 'echo up; exec cat'
+        holdoff = 0
+        [ticker]
+        command = /bin/sh -c 'while :; do echo tick; sleep 0.2; done'
+        [timed]
+        command = {PY} {conf}/child.py
+        time_pv = TGTX:MAN:timed_time
+        environment = "EPICS_CA_SERVER_PORT={child_port}"
+        [manual]
+        command = /bin/cat
+        autostart = 0
+    """)
+    env = dict(ca_env, EPICS_CA_ADDR_LIST=f"127.0.0.1:{ca_env['EPICS_CA_SERVER_PORT']} 127.0.0.1:{child_port}")
+    async with HostProcess(conf, "--manager-pvs", "TGTX", env=env) as host:
+        await host.wait_for({"quiet": "Running", "ticker": "Running", "timed": "Running", "manual": "Running"})
+        with trio.fail_after(20):
+            while await _read_or_none(ca_read, "TGTX:MAN:quiet_control") != "Run":
+                await trio.sleep(0.2)
+        assert await ca_read("TGTX:MAN:manual_control", as_string=True) == "Stop"  # waits for a start
+        assert await ca_read("TGTX:MAN:manual_hb") == 999
+        with trio.fail_after(20):  # the child's _time PV says 500 s ago
+            while await ca_read("TGTX:MAN:timed_hb") < 495:
+                await trio.sleep(0.2)
+        await trio.sleep(2.5)
+        assert await ca_read("TGTX:MAN:ticker_hb") <= 1  # output 5 times a second
+        assert await ca_read("TGTX:MAN:quiet_hb") >= 2  # silent since its first line
+
+        await ca_write("TGTX:MAN:quiet_control", 0)  # Stop: completes once the child is down
+        assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Stop"
+        with trio.fail_after(5):
+            while await ca_read("TGTX:MAN:quiet_hb") != 999:
+                await trio.sleep(0.2)
+        await ca_write("TGTX:MAN:quiet_control", 1)  # Run
+        assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Run"
+        first = await child_pid_soon(conf, "quiet")
+        await ca_write("TGTX:MAN:quiet_control", 2)  # Reset: a new child; the PV reads Run again
+        assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Run"
+        second = await child_pid_soon(conf, "quiet", not_=first)
+        os.kill(second, signal.SIGKILL)  # Run restored auto restart: the crashed child comes back
+        await child_pid_soon(conf, "quiet", not_=second)
+
+        await ca_write("TGTX:MAN:all", 0)  # every autostart instance, and only those
+        for name in ("quiet", "ticker", "timed"):
+            assert await ca_read(f"TGTX:MAN:{name}_control", as_string=True) == "Stop"
+        await ca_write("TGTX:MAN:manual_control", 1)
+        await ca_write("TGTX:MAN:all", 1)
+        for name in ("quiet", "ticker", "manual"):
+            assert await ca_read(f"TGTX:MAN:{name}_control", as_string=True) == "Run"
+
+
+async def child_pid_soon(conf: str, name: str, not_: int | None = None) -> int:
+    """The instance's child pid once its status file names one other than ``not_``."""
+    with trio.fail_after(20):
+        while child_pids(conf, name)[name] in (None, not_):
+            await trio.sleep(0.1)
+    return child_pids(conf, name)[name]
+
+
 async def read_summary() -> bytes:
     from caproto.sync.client import read
 
