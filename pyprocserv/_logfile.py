@@ -52,10 +52,41 @@ def rotation_renames(path: str, backups: int) -> list[tuple[str, str | None]]:
     return steps
 
 
-def log_files(path: str, backups: int) -> list[str]:
-    """A log and its backups that exist, newest first (``logs`` lists and reads these)."""
-    names = [path] + [f"{path}.{n}" for n in range(1, max(1, backups) + 1)]
-    return [name for name in names if os.path.exists(name)]
+def log_files(path: str) -> list[str]:
+    """A log and its numbered backups that exist, newest first (``logs`` lists and reads these)."""
+    backups = []
+    directory, base = os.path.split(path)
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        names = []
+    for name in names:
+        number = name[len(base) + 1:] if name.startswith(base + ".") else ""
+        if number.isdigit():
+            backups.append((int(number), os.path.join(directory, name)))
+    return ([path] if os.path.exists(path) else []) + [name for _, name in sorted(backups)]
+
+
+def tail(paths: list[str], lines: int) -> bytes:
+    """The last ``lines`` lines of the log whose files are ``paths`` (newest first)."""
+    if lines <= 0:
+        return b""
+    data = b""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read() + data
+        except OSError:
+            continue  # rotated away meanwhile
+        if data.count(b"\n") > lines:
+            break
+    end = len(data) - 1 if data.endswith(b"\n") else len(data)
+    cut = end
+    for _ in range(lines):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return data
+    return data[cut + 1:]
 
 
 @final

@@ -295,6 +295,156 @@ def cmd_run(layout: Layout, args: argparse.Namespace) -> int:
     return run_host(layout, args)
 
 
+# -- logs and restart (host mode's instances as much as units) ------------------------------------
+
+
+def _log_path(layout: Layout, name: str, log_dir: str | None) -> str:
+    """Where host mode writes the instance's log (its ``logfile`` key, else LOG_DIR/NAME.log)."""
+    for instance in instances(layout):
+        if instance.name == name and instance.logfile:
+            return instance.logfile
+    return os.path.join(log_dir or layout.logdir, f"{name}.log")
+
+
+def cmd_logs(layout: Layout, args: argparse.Namespace) -> int:
+    from ._logfile import follow, log_files, tail
+
+    if args.name is None:  # every instance's log files, newest first, with their sizes
+        for instance in instances(layout):
+            files = log_files(_log_path(layout, instance.name, args.log_dir))
+            sizes = " ".join(f"{os.path.basename(f)} {_size(os.path.getsize(f))}" for f in files)
+            print(f"{instance.name}\t{sizes or 'no log'}\t{os.path.dirname(files[0]) if files else ''}".rstrip())
+        return 0
+    if args.name not in {i.name for i in instances(layout)}:
+        print(f"pyprocserv-manage logs: no instance named '{args.name}'", file=sys.stderr)
+        return 1
+    path = _log_path(layout, args.name, args.log_dir)
+    files = log_files(path)
+    if not files and not args.follow:
+        print(f"pyprocserv-manage logs: {args.name} has no log at {path}", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    start = os.path.getsize(path) if os.path.exists(path) else 0
+    out.write(tail(files, args.lines))
+    out.flush()
+    if not args.follow:
+        return 0
+    while not os.path.exists(path):
+        time.sleep(0.2)  # not written yet: follow from its start
+    try:
+        for data in follow(path, lambda: time.sleep(0.2), start=start):
+            out.write(data)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "K", "M"):
+        if size < 1024:
+            return f"{size}{unit}"
+        size //= 1024
+    return f"{size}G"
+
+
+def cmd_restart(layout: Layout, args: argparse.Namespace) -> int:
+    """systemd: ``systemctl restart``. ``--no-systemd`` (host mode): over the control endpoint."""
+    if not args.no_systemd:
+        return _systemctl(layout, "restart", f"procserv-{args.name}.service")
+    pid, endpoints = _read_info(layout, args.name)
+    if pid is None or not _alive(pid) or not endpoints:
+        print(f"pyprocserv-manage restart: {args.name} is not running (no info file with a live server)",
+              file=sys.stderr)
+        return 1
+    try:
+        child = _console_restart(endpoints[-1], args.timeout)  # the first bound, the control endpoint
+    except (OSError, TimeoutError) as exc:
+        print(f"pyprocserv-manage restart: {args.name}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}",
+              file=sys.stderr)
+        return 1
+    print(f"{args.name}: restarted, child PID {child}")
+    return 0
+
+
+KILL, START = b"\x18", b"\x12"  # ^X kills (or starts while no child runs); ^R starts while no child runs
+
+
+def _console_restart(endpoint: str, timeout: float) -> int:
+    """What a console user does: ^X, and ^R once the child is down if auto restart will not start it."""
+    import re
+    import socket
+
+    deadline = time.monotonic() + timeout
+    if endpoint.startswith("/") or endpoint.startswith("@"):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect("\0" + endpoint[1:] if endpoint.startswith("@") else endpoint)
+    else:
+        host, _, port = endpoint.rpartition(":")
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    seen = b""
+
+    def until(pattern: bytes, quiet: float | None = None) -> re.Match | None:
+        nonlocal seen
+        while True:
+            match = re.search(pattern, seen)
+            if match:
+                seen = seen[match.end():]
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {pattern.decode(errors='replace')!r} within {timeout:g} s")
+            sock.settimeout(min(left, quiet) if quiet else left)
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                if quiet:
+                    return None  # the greeting is over
+                raise
+            if not data:
+                raise TimeoutError("the server closed the connection")
+            seen += data
+
+    with sock:
+        greeting = until(rb'@@@ Child "[^"]*" (PID: \d+|is SHUT DOWN)')
+        assert greeting is not None
+        if greeting.group(1).startswith(b"PID"):
+            until(rb"@@@ Use \^X", quiet=1.0)  # let the greeting finish before typing
+            sock.sendall(KILL)
+            down = until(rb"@@@ Child process is shutting down, ([^\r\n]*)")
+            assert down is not None
+            if b"restarted shortly" not in down.group(1):  # auto restart is OFF: start it ourselves
+                sock.sendall(START)
+        else:
+            sock.sendall(START)
+        started = until(rb"@@@ The PID of new child \"[^\"]*\" is: (\d+)")
+        assert started is not None
+        return int(started.group(1))
+
+
+def _add_log_commands(sub) -> None:  # type: ignore[no-untyped-def]
+    """``logs`` and ``restart``: kept apart so the parser's other subcommands merge easily."""
+    s = sub.add_parser("logs", help="list the instances' log files, or show one instance's log",
+                       description="Without NAME: each instance's log file and its rotated backups, "
+                       "with sizes. With NAME: its last N lines (across rotated files); -f follows "
+                       "what is written next, across rotations. The log is the instance's logfile "
+                       "key, else LOG_DIR/NAME.log as host mode writes it.")
+    s.add_argument("name", nargs="?")
+    s.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")
+    s.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="last N lines (default 10)")
+    s.add_argument("--log-dir", help="as given to run (default by mode)")
+    s.set_defaults(func=cmd_logs)
+    s = sub.add_parser("restart", help="restart an instance's child",
+                       description="systemd: systemctl restart procserv-NAME.service. With --no-systemd "
+                       "(host mode, or a server run by hand): over the instance's control endpoint "
+                       "as a console user would: ^X kills the child, then ^R starts it at once if auto "
+                       "restart is OFF (with auto restart ON the server starts it, after its holdoff "
+                       "if the child ran shorter than that). Prints the new child's PID.")
+    s.add_argument("name")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the new child (30)")
+    s.set_defaults(func=cmd_restart)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyprocserv-manage", description=__doc__.splitlines()[0])
     p.add_argument("--user", action="store_true", default=os.geteuid() != 0, help="user configuration (~/.config)")
@@ -347,6 +497,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="*", help="serve only these instances")
     _host_options(s)
     s.set_defaults(func=cmd_run)
+    _add_log_commands(sub)
     return p
 
 

@@ -35,6 +35,7 @@ from pyprocserv._logfile import (
     parse_size,
     rotation_due,
     rotation_renames,
+    tail,
 )
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
@@ -330,7 +331,7 @@ def test_rotation_renames_oldest_first_and_drops_the_last_backup():
 
 def written_back(path) -> bytes:
     """Every file of a rotated log, oldest first, joined."""
-    return b"".join(Path(name).read_bytes() for name in reversed(log_files(str(path), 50)))
+    return b"".join(Path(name).read_bytes() for name in reversed(log_files(str(path))))
 
 
 @SETTINGS
@@ -342,7 +343,7 @@ def test_rotation_keeps_every_byte_in_order(tmp_path_factory, chunks, max_bytes)
         assert log.write(chunk) is None
     log.close()
     assert written_back(path) == b"".join(chunks)
-    for name in log_files(str(path), 50):
+    for name in log_files(str(path)):
         data = Path(name).read_bytes()
         assert len(data) <= max_bytes or data in chunks  # past the limit only by one write on its own
 
@@ -388,6 +389,20 @@ def test_follow_reads_every_byte_across_rotations(tmp_path):
         pass
     log.close()
     assert bytes(seen) == b"".join(chunks)
+
+
+def test_log_files_are_listed_newest_first_and_tail_reads_across_them(tmp_path):
+    path = tmp_path / "ioc.log"
+    for name, text in [("ioc.log.10", b"a\nb\n"), ("ioc.log.2", b"c\nd\n"), ("ioc.log", b"e\nf"),
+                       ("ioc.log.x", b"not a backup"), ("other.log.1", b"not ours")]:
+        (tmp_path / name).write_bytes(text)
+    files = log_files(str(path))
+    assert files == [str(path), str(tmp_path / "ioc.log.2"), str(tmp_path / "ioc.log.10")]
+    assert tail(files, 1) == b"f"
+    assert tail(files, 3) == b"d\ne\nf"
+    assert tail(files, 99) == b"a\nb\nc\nd\ne\nf"
+    assert tail(files, 0) == b""
+    assert tail([str(tmp_path / "ioc.log.2")], 1) == b"d\n"
 
 
 class StopIteration_(Exception):

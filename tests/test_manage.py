@@ -565,6 +565,53 @@ async def test_manager_pvs_control_and_heartbeat_each_instance_as_the_supervisor
             assert await ca_read(f"TGTX:MAN:{name}_control", as_string=True) == "Run"
 
 
+async def test_logs_lists_shows_and_follows_and_restart_gives_a_new_child():
+    conf = short_tmpdir()
+    write_conf(conf, f"""\
+        [chatty]
+        command = {CHATTY}
+        log_max_bytes = 2K
+        holdoff = 0
+        [off]
+        command = /bin/sh -c 'echo off up; exec cat'
+        options = --noautorestart
+    """)
+    async with HostProcess(conf) as host:
+        await host.wait_for({"chatty": "Running", "off": "Running"})
+        with trio.fail_after(10):
+            while b"line 1999" not in (Path(conf) / "log" / "chatty.log").read_bytes():
+                await trio.sleep(0.1)
+        listing = manage(conf, "logs").stdout.splitlines()
+        assert listing[0].startswith("chatty\tchatty.log ") and "chatty.log.1 " in listing[0]
+        assert listing[0].endswith(f"\t{conf}/log") and listing[1].startswith("off\toff.log ")
+        assert manage(conf, "logs", "chatty", "-n", "2").stdout == "line 1998\nline 1999\n"  # text mode reads CRLF as LF
+        assert manage(conf, "logs", "nosuch", check=False).returncode == 1
+
+        follower = await trio.lowlevel.open_process(
+            [PY, "-m", "pyprocserv._manage", "--conf-dir", conf, "logs", "-f", "-n", "1", "off"],
+            env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        try:
+            first = child_pids(conf, "off")["off"]
+            result = manage(conf, "--no-systemd", "restart", "off")  # auto restart OFF: ^X, then ^R
+            second = await child_pid_soon(conf, "off", not_=first)
+            assert result.stdout == f"off: restarted, child PID {second}\n"
+            seen = b""
+            with trio.fail_after(10):  # -f shows what came after its start
+                while b"The PID of new child" not in seen:
+                    seen += await follower.stdout.receive_some()
+            assert seen.startswith(b"off up\r\n")  # -n 1: the last line before following
+            assert b"Received a sigChild" in seen and seen.endswith(b"off up\r\n")
+        finally:
+            follower.kill()
+            await follower.wait()
+            await follower.stdout.aclose()
+        first = child_pids(conf, "chatty")["chatty"]
+        result = manage(conf, "--no-systemd", "restart", "chatty")  # auto restart ON: the server restarts it
+        assert result.stdout.startswith("chatty: restarted, child PID ")
+        assert await child_pid_soon(conf, "chatty", not_=first) == int(result.stdout.split()[-1])
+    assert manage(conf, "--no-systemd", "restart", "off", check=False).returncode == 1  # nothing runs
+
+
 async def child_pid_soon(conf: str, name: str, not_: int | None = None) -> int:
     """The instance's child pid once its status file names one other than ``not_``."""
     with trio.fail_after(20):
