@@ -121,7 +121,7 @@ class HostPVs(PVGroup):
 class ManagerAllPVs(PVGroup):
     """``PREFIX:MAN:all``: Stop, Run or Reset every autostart instance (the manager's ``all``)."""
 
-    all = pvproperty(value="Run", dtype=GuardedEnum, enum_strings=CONTROL_STATES, name="all",
+    all_ = pvproperty(value="Run", dtype=GuardedEnum, enum_strings=CONTROL_STATES, name="all",
                      doc="Control all IOCs with autostart")
 
     def __init__(self, host: Host, prefix: str, policy: WritePolicy) -> None:
@@ -138,8 +138,8 @@ class ManagerAllPVs(PVGroup):
             report_refusals(self)
             await trio.sleep(HB_PERIOD)
 
-    @all.putter
-    async def all(self, instance, value):  # type: ignore[no-untyped-def]
+    @all_.putter
+    async def all_(self, instance, value):  # type: ignore[no-untyped-def]
         servers: list[Root] = [m.server for m in self.host.managed.values()
                                if m.server is not None and m.instance.autostart]
         self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")

@@ -251,7 +251,7 @@ def follow(path: str, wait: Callable[[], None], *, start: int = 0) -> Iterator[b
     ``wait`` is called when there is nothing new (a sleep). When ``path`` names a new file (a
     rotation renamed ours), the rest of the old file comes first, then the new one from its start.
     """
-    current = open(path, "rb")  # noqa: SIM115 (it changes across rotations)
+    current = open(path, "rb")  # not a with: it is replaced at each rotation
     try:
         current.seek(start)
         while True:

@@ -5,7 +5,8 @@ Same configuration files, subcommands and outputs as manage-procs, without its k
 ``--`` is the command's), a bare command stays a PATH lookup instead of becoming CHDIR/cmd,
 generated units never say ``ExecStart=None``, ``write-procs-cf`` lists instances only, and
 ``remove`` works on Python 3.12. ``status --table`` adds pid, uptime, starts and clients;
-``run`` serves every instance from one process (host mode).
+``run`` serves every instance from one process (host mode); ``logs`` lists and shows the
+instances' (rotated) logs; ``restart`` restarts one through systemd or its control endpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -359,9 +361,8 @@ def cmd_restart(layout: Layout, args: argparse.Namespace) -> int:
         return 1
     try:
         child = _console_restart(endpoints[-1], args.timeout)  # the first bound, the control endpoint
-    except (OSError, TimeoutError) as exc:
-        print(f"pyprocserv-manage restart: {args.name}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}",
-              file=sys.stderr)
+    except OSError as exc:  # TimeoutError and ConnectionError too
+        print(f"pyprocserv-manage restart: {args.name}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"{args.name}: restarted, child PID {child}")
     return 0
@@ -370,56 +371,69 @@ def cmd_restart(layout: Layout, args: argparse.Namespace) -> int:
 KILL, START = b"\x18", b"\x12"  # ^X kills (or starts while no child runs); ^R starts while no child runs
 
 
+class _Console:
+    """A control connection read for ``@@@`` lines, with one deadline for the whole talk."""
+
+    def __init__(self, endpoint: str, timeout: float) -> None:
+        import socket
+
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        if endpoint.startswith(("/", "@")):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(timeout)
+            self.sock.connect("\0" + endpoint[1:] if endpoint.startswith("@") else endpoint)
+        else:
+            host, _, port = endpoint.rpartition(":")
+            self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        self.seen = b""
+
+    def _receive(self, wait: float) -> bool:
+        """More bytes within ``wait`` seconds? (False: none came.)"""
+        self.sock.settimeout(max(0.001, wait))
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.seen += data
+        return True
+
+    def expect(self, pattern: bytes) -> re.Match[bytes]:
+        """Wait for ``pattern``; what follows its match is kept for the next one."""
+        while True:
+            match = re.search(pattern, self.seen)
+            if match:
+                self.seen = self.seen[match.end():]
+                return match
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not self._receive(left):
+                raise TimeoutError(f"no {pattern.decode(errors='replace')!r} within {self.timeout:g} s")
+
+    def settle(self, quiet: float = 0.5) -> None:
+        """Read until the server is quiet (the greeting is over) before typing."""
+        while time.monotonic() < self.deadline and self._receive(quiet):
+            pass
+
+    def type(self, key: bytes) -> None:
+        self.sock.sendall(key)
+
+
 def _console_restart(endpoint: str, timeout: float) -> int:
     """What a console user does: ^X, and ^R once the child is down if auto restart will not start it."""
-    import re
-    import socket
-
-    deadline = time.monotonic() + timeout
-    if endpoint.startswith("/") or endpoint.startswith("@"):
-        sock = socket.socket(socket.AF_UNIX)
-        sock.connect("\0" + endpoint[1:] if endpoint.startswith("@") else endpoint)
-    else:
-        host, _, port = endpoint.rpartition(":")
-        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-    seen = b""
-
-    def until(pattern: bytes, quiet: float | None = None) -> re.Match | None:
-        nonlocal seen
-        while True:
-            match = re.search(pattern, seen)
-            if match:
-                seen = seen[match.end():]
-                return match
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {pattern.decode(errors='replace')!r} within {timeout:g} s")
-            sock.settimeout(min(left, quiet) if quiet else left)
-            try:
-                data = sock.recv(65536)
-            except socket.timeout:
-                if quiet:
-                    return None  # the greeting is over
-                raise
-            if not data:
-                raise TimeoutError("the server closed the connection")
-            seen += data
-
-    with sock:
-        greeting = until(rb'@@@ Child "[^"]*" (PID: \d+|is SHUT DOWN)')
-        assert greeting is not None
+    console = _Console(endpoint, timeout)
+    with console.sock:
+        greeting = console.expect(rb'@@@ Child "[^"]*" (PID: \d+|is SHUT DOWN)')
+        console.settle()
         if greeting.group(1).startswith(b"PID"):
-            until(rb"@@@ Use \^X", quiet=1.0)  # let the greeting finish before typing
-            sock.sendall(KILL)
-            down = until(rb"@@@ Child process is shutting down, ([^\r\n]*)")
-            assert down is not None
-            if b"restarted shortly" not in down.group(1):  # auto restart is OFF: start it ourselves
-                sock.sendall(START)
+            console.type(KILL)
+            down = console.expect(rb"@@@ Child process is shutting down, ([^\r\n]*)")
+            if b"restarted shortly" not in down.group(1):  # auto restart OFF: the server will not start one
+                console.type(START)
         else:
-            sock.sendall(START)
-        started = until(rb"@@@ The PID of new child \"[^\"]*\" is: (\d+)")
-        assert started is not None
-        return int(started.group(1))
+            console.type(START)
+        return int(console.expect(rb'@@@ The PID of new child "[^"]*" is: (\d+)').group(1))
 
 
 def _add_log_commands(sub) -> None:  # type: ignore[no-untyped-def]
@@ -434,7 +448,7 @@ def _add_log_commands(sub) -> None:  # type: ignore[no-untyped-def]
     s.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="last N lines (default 10)")
     s.add_argument("--log-dir", help="as given to run (default by mode)")
     s.set_defaults(func=cmd_logs)
-    s = sub.add_parser("restart", help="restart an instance's child",
+    s = sub.add_parser("restart", help="restart an instance (systemctl; with --no-systemd: its control endpoint)",
                        description="systemd: systemctl restart procserv-NAME.service. With --no-systemd "
                        "(host mode, or a server run by hand): over the instance's control endpoint "
                        "as a console user would: ^X kills the child, then ^R starts it at once if auto "

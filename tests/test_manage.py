@@ -72,6 +72,13 @@ def test_add_writes_procservutils_format_with_options_after_name_and_command():
     assert again.returncode == 1 and f"Instance already exists @ {gendir}/ioc1.conf" in again.stderr
 
 
+def test_restart_restarts_the_unit_through_systemctl():
+    conf = short_tmpdir()
+    systemctl, calls = fake_systemctl(conf)
+    manage(conf, "restart", "ioc1", env={"PYPROCSERV_SYSTEMCTL": systemctl})
+    assert calls.read_text() == "--system restart procserv-ioc1.service\n"
+
+
 def test_status_prints_manage_procs_lines_and_a_table():
     conf = short_tmpdir()
     (Path(conf) / "procServ.conf").write_text(textwrap.dedent("""\
