@@ -152,10 +152,11 @@ class ManagerAllPVs(PVGroup):
 class ManagerPVs(PVGroup):
     """One instance's ``PREFIX:MAN:{ioc}_control`` and ``_hb`` (see the module's docstring)."""
 
+    # Each its own alarm: caproto's default alarm group is one alarm shared by the group's PVs.
     control = pvproperty(value="Stop", dtype=GuardedEnum, enum_strings=CONTROL_STATES, name="_control",
-                         doc="Control (0=Stop, 1=Run, 2=Reset)")
+                         alarm_group="control", doc="Control (0=Stop, 1=Run, 2=Reset)")
     hb = pvproperty(value=NOT_RUNNING_HB, dtype=ChannelType.LONG, read_only=True, name="_hb",
-                    doc="Seconds since the last sign of life")
+                    alarm_group="hb", doc="Seconds since the last sign of life")
 
     def __init__(self, server: Root, prefix: str, name: str, policy: WritePolicy,
                  time_pv: str | None = None) -> None:
@@ -216,10 +217,14 @@ class ManagerPVs(PVGroup):
                 await self._show_state()
             generation = await self.server.wait_status_change(generation)
 
+    def _state(self) -> tuple[str, AlarmSeverity]:
+        """The readback: Run while the child runs, else Stop (MINOR, as that manager's mbbo has it)."""
+        if self.server.status.running:
+            return "Run", AlarmSeverity.NO_ALARM
+        return "Stop", AlarmSeverity.MINOR_ALARM
+
     async def _show_state(self) -> None:
-        running = self.server.status.running
-        state = "Run" if running else "Stop"
-        severity = AlarmSeverity.NO_ALARM if running else AlarmSeverity.MINOR_ALARM
+        state, severity = self._state()
         if self.control.value != state or self.control.alarm.severity != severity:
             # a readback, not a command: verify_value=False keeps the putter out of it
             await self.control.write(state, verify_value=False, severity=severity,
@@ -244,7 +249,10 @@ class ManagerPVs(PVGroup):
                 nursery.cancel_scope.cancel()
         finally:
             self._busy = False
-        return "Run" if self.server.status.running else "Stop"
+        state, severity = self._state()
+        await self.control.alarm.write(severity=severity,  # caproto then stores the value returned
+                                       status=AlarmStatus.STATE if severity else AlarmStatus.NO_ALARM)
+        return state
 
 
 async def control(server: Root, value: str, changed: trio.lowlevel.ParkingLot) -> None:

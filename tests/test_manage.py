@@ -544,6 +544,9 @@ async def test_manager_pvs_control_and_heartbeat_each_instance_as_the_supervisor
                 await trio.sleep(0.2)
         assert await ca_read("TGTX:MAN:manual_control", as_string=True) == "Stop"  # waits for a start
         assert await ca_read("TGTX:MAN:manual_hb") == 999
+        assert await ca_severity("TGTX:MAN:manual_hb") == 2  # MAJOR: no child runs
+        assert await ca_severity("TGTX:MAN:manual_control") == 1  # Stop is MINOR, as that manager has it
+        assert await ca_severity("TGTX:MAN:quiet_control") == 0
         with trio.fail_after(20):  # the child's _time PV says 500 s ago
             while await ca_read("TGTX:MAN:timed_hb") < 495:
                 await trio.sleep(0.2)
@@ -553,11 +556,13 @@ async def test_manager_pvs_control_and_heartbeat_each_instance_as_the_supervisor
 
         await ca_write("TGTX:MAN:quiet_control", 0)  # Stop: completes once the child is down
         assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Stop"
+        assert await ca_severity("TGTX:MAN:quiet_control") == 1
         with trio.fail_after(5):
             while await ca_read("TGTX:MAN:quiet_hb") != 999:
                 await trio.sleep(0.2)
         await ca_write("TGTX:MAN:quiet_control", 1)  # Run
         assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Run"
+        assert await ca_severity("TGTX:MAN:quiet_control") == 0
         first = await child_pid_soon(conf, "quiet")
         await ca_write("TGTX:MAN:quiet_control", 2)  # Reset: a new child; the PV reads Run again
         assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Run"
@@ -619,6 +624,15 @@ async def test_logs_lists_shows_and_follows_and_restart_gives_a_new_child():
         assert result.stdout.startswith("chatty: restarted, child PID ")
         assert await child_pid_soon(conf, "chatty", not_=first) == int(result.stdout.split()[-1])
     assert manage(conf, "--no-systemd", "restart", "off", check=False).returncode == 1  # nothing runs
+
+
+async def ca_severity(name: str) -> int:
+    from caproto import ChannelType
+    from caproto.sync.client import read
+
+    response = await trio.to_thread.run_sync(functools.partial(
+        read, name, data_type=ChannelType.TIME_STRING, timeout=5, repeater=False))
+    return int(response.metadata.severity)
 
 
 async def child_pid_soon(conf: str, name: str, not_: int | None = None) -> int:
