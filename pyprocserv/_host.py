@@ -242,12 +242,10 @@ class Host:
 
     async def _serve_pvs(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One CA server for the host's PVs and every instance's (a supervised extra)."""
-        from ._hostpvs import HostPVs
+        from ._hostpvs import HostPVs, ManagerAllPVs
         from ._pvs import PVServer, WritePolicy
 
         pvs = PVServer((self.args.pv_interface,))
-        from ._hostpvs import ManagerAllPVs
-
         groups = [HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))] if self.args.pv_prefix else []
         if self.args.manager_pvs:
             groups.append(ManagerAllPVs(self, self.args.manager_pvs, WritePolicy(self.write_hosts)))

@@ -8,8 +8,9 @@ With ``--manager-pvs PREFIX``, the supervisor IOC manager's names (jdmax/MEOP_Py
 screens and scripts work unchanged:
 
 * ``PREFIX:MAN:{ioc}_control``: ENUM Stop/Run/Reset (0/1/2), command and readback in one PV as
-  that manager has it: a put acts and completes once the instance got there; afterwards the PV
-  reads Run while the child runs and Stop while it does not (Stop and Reset in MINOR alarm).
+  that manager has it: a put acts and completes once the instance got there (Stop: auto restart
+  OFF, kill; Run: the configured restart mode, start; Reset: a new child now); the PV then
+  reads Run while the child runs and Stop (MINOR alarm) while it does not.
 * ``PREFIX:MAN:{ioc}_hb``: seconds since the instance's last sign of life, 999 while its child
   is not running (MAJOR alarm). The sign of life is the value of the instance's ``time_pv`` (a PV
   the child publishes, epoch seconds, as that manager's ``PREFIX:MAN:{ioc}_time``) when the
@@ -25,9 +26,8 @@ Rules:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
+from typing import TYPE_CHECKING
 
 import trio
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
