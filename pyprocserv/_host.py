@@ -102,11 +102,9 @@ class Host:
         """The instance's log file, rotated by size (its own keys, else ``run``'s options)."""
         if not path or path == "-":
             return None
-        try:
-            max_bytes = parse_size(instance.log_max_bytes or self.args.log_max_bytes)
-            backups = int(instance.log_backups or self.args.log_backups)
-        except ValueError as exc:
-            raise ConfigError(f"[{instance.name}]: log rotation: {exc}") from None
+        # Both checked already: the keys when the configuration was read, the options by argparse.
+        max_bytes = parse_size(instance.log_max_bytes) if instance.log_max_bytes else self.args.log_max_bytes
+        backups = int(instance.log_backups) if instance.log_backups else self.args.log_backups
         log = LogFile(path, max_bytes=max_bytes, backups=backups)
         if log.failing:
             print(f"pyprocserv-manage: {instance.name}: unable to open log file {path}: {log.failing}",
@@ -149,8 +147,6 @@ class Host:
                             self.changed.unpark_all()
                             nursery.start_soon(self._watch, server)
                         return  # ^Q or oneshot: the instance has ended
-                    except ConfigError as exc:
-                        print(f"pyprocserv-manage: {exc}; retrying in {RETRY_AFTER:g} s", file=sys.stderr)
                     except CliExit as exc:
                         print(f"pyprocserv-manage: {instance.name}: {exc.stderr.strip()}; retrying in "
                               f"{RETRY_AFTER:g} s", file=sys.stderr)

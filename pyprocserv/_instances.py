@@ -22,6 +22,8 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
+from ._logfile import parse_size
+
 DEFAULTS = {"user": "nobody", "group": "nogroup", "chdir": "/", "port": "0", "instance": "1"}
 IGNORE = "^D^C^]"  # procServ-launcher's --ignore, kept byte for byte
 LOGOUT = "^D"
@@ -131,6 +133,11 @@ class Instance:
         def opt(key: str) -> str | None:
             return section.get(key) if parser.has_option(name, key) else None
 
+        log_max_bytes, log_backups = opt("log_max_bytes"), opt("log_backups")
+        if log_max_bytes is not None:
+            parse_size(log_max_bytes)  # a bad size is a configuration error, at start or reload
+        if log_backups is not None and not log_backups.strip().isdigit():
+            raise ValueError(f"log_backups: not a number: {log_backups!r}")
         return cls(
             name=name,
             command=section.get("command", ""),
@@ -148,8 +155,8 @@ class Instance:
             options=section.get("options", ""),
             watchdog_sec=opt("watchdog_sec"),
             socket_activation=section.getboolean("socket_activation", True),
-            log_max_bytes=opt("log_max_bytes"),
-            log_backups=opt("log_backups"),
+            log_max_bytes=log_max_bytes,
+            log_backups=log_backups,
             time_pv=opt("time_pv"),
         )
 

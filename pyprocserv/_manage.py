@@ -515,12 +515,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _size(text: str) -> int:
+    from ._logfile import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _host_options(s: argparse.ArgumentParser) -> None:
     """``run``'s options for log rotation and the supervisor IOC manager's names."""
-    s.add_argument("--log-max-bytes", default="10M", metavar="SIZE",
+    s.add_argument("--log-max-bytes", default="10M", type=_size, metavar="SIZE",
                    help="rotate an instance's log before it grows past SIZE (bytes, or with K, M, G; "
                    "0 = never; default 10M; an instance's log_max_bytes key wins)")
-    s.add_argument("--log-backups", default="5", metavar="N",
+    s.add_argument("--log-backups", default=5, type=int, metavar="N",
                    help="old log files kept, NAME.log.1 (newest) to NAME.log.N (default 5; an "
                    "instance's log_backups key wins)")
     s.add_argument("--manager-pvs", metavar="PREFIX",

@@ -351,6 +351,7 @@ async def test_host_mode_serves_every_instance_and_applies_a_new_config_on_sighu
 
 BAD_CONFIGS = {
     "a key before the first section": b"command = /bin/cat\n[one]\ncommand = /bin/cat\n",
+    "log_max_bytes = ten": b"[one]\ncommand = /bin/cat\nlog_max_bytes = ten\n",
     "a duplicate section": b"[one]\ncommand = /bin/cat\n[one]\ncommand = /bin/cat\n",
     "autostart = perhaps": b"[one]\ncommand = /bin/cat\nautostart = perhaps\n",
     "junk bytes": b"[one]\ncommand = /bin/cat\n\xff\xfe\x00\x81junk\n",
@@ -386,6 +387,7 @@ async def test_host_mode_reload_of_a_bad_config_leaves_every_instance_running_th
         assert "procServ.conf: File contains no section headers" in err
         assert "[one]: Not a boolean: perhaps" in err
         assert "not UTF-8 text" in err
+        assert "[one]: not a size: 'ten'" in err
         write_conf(conf, """\
             [one]
             command = /bin/cat
