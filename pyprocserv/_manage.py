@@ -314,7 +314,7 @@ def cmd_logs(layout: Layout, args: argparse.Namespace) -> int:
     if args.name is None:  # every instance's log files, newest first, with their sizes
         for instance in instances(layout):
             files = log_files(_log_path(layout, instance.name, args.log_dir))
-            sizes = " ".join(f"{os.path.basename(f)} {_size(os.path.getsize(f))}" for f in files)
+            sizes = " ".join(f"{os.path.basename(f)} {_human_size(os.path.getsize(f))}" for f in files)
             print(f"{instance.name}\t{sizes or 'no log'}\t{os.path.dirname(files[0]) if files else ''}".rstrip())
         return 0
     if args.name not in {i.name for i in instances(layout)}:
@@ -342,7 +342,7 @@ def cmd_logs(layout: Layout, args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(size: int) -> str:
+def _human_size(size: int) -> str:
     for unit in ("B", "K", "M"):
         if size < 1024:
             return f"{size}{unit}"
@@ -515,7 +515,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _size(text: str) -> int:
+def _size_option(text: str) -> int:
     from ._logfile import parse_size
 
     try:
@@ -526,7 +526,7 @@ def _size(text: str) -> int:
 
 def _host_options(s: argparse.ArgumentParser) -> None:
     """``run``'s options for log rotation and the supervisor IOC manager's names."""
-    s.add_argument("--log-max-bytes", default="10M", type=_size, metavar="SIZE",
+    s.add_argument("--log-max-bytes", default="10M", type=_size_option, metavar="SIZE",
                    help="rotate an instance's log before it grows past SIZE (bytes, or with K, M, G; "
                    "0 = never; default 10M; an instance's log_max_bytes key wins)")
     s.add_argument("--log-backups", default=5, type=int, metavar="N",
