@@ -28,6 +28,7 @@ from ._backoff import Backoff
 
 if TYPE_CHECKING:
     from ._config import Config
+    from ._policy import RestartMode
     from ._server import Status
 
 Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
@@ -56,6 +57,8 @@ class Root(Protocol):
     def respawn(self) -> None: ...
 
     def toggle_autorestart(self) -> object: ...
+
+    def set_restart_mode(self, mode: RestartMode) -> None: ...
 
     def set_watch_state(self, state: str, restarts: int) -> None: ...
 

@@ -14,6 +14,9 @@ Rules:
 4. ``autostart = 0`` instances listen but start their child only on ^R, START or ``ALL Run``.
 5. The CA server and reload are supervised extras (see ``_extras``): a failure in either is
    reported and retried, and no instance notices.
+6. ``--manager-pvs PREFIX`` adds the supervisor IOC manager's names (see ``_hostpvs``).
+7. Each instance's log is rotated by size (``--log-max-bytes``, ``--log-backups``, or its own
+   ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_logfile``).
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import trio
 from ._cli import CliExit, parse_args
 from ._extras import Supervisor
 from ._instances import ConfigError, Instance, Layout, instances
+from ._logfile import LogFile, parse_size
 from ._main import explain
 from ._server import ProcessServer
 
 if TYPE_CHECKING:
+    from ._hostpvs import ManagerPVs
     from ._pvs import ProcessPVs, PVServer
 
 RETRY_AFTER = 10.0
@@ -49,6 +54,7 @@ class Managed:
     scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
     group: ProcessPVs | None = None  # its PVs, while the host's CA server runs
+    manager: ManagerPVs | None = None  # its PREFIX:MAN:{name}_control and _hb (--manager-pvs)
 
 
 class Host:
@@ -92,6 +98,19 @@ class Host:
             program_name="pyprocserv",
         )
 
+    def log_for(self, instance: Instance, path: str | None) -> LogFile | None:
+        """The instance's log file, rotated by size (its own keys, else ``run``'s options)."""
+        if not path or path == "-":
+            return None
+        # Both checked already: the keys when the configuration was read, the options by argparse.
+        max_bytes = parse_size(instance.log_max_bytes) if instance.log_max_bytes else self.args.log_max_bytes
+        backups = int(instance.log_backups) if instance.log_backups else self.args.log_backups
+        log = LogFile(path, max_bytes=max_bytes, backups=backups)
+        if log.failing:
+            print(f"pyprocserv-manage: {instance.name}: unable to open log file {path}: {log.failing}",
+                  file=sys.stderr)
+        return log
+
     def pv_prefix(self, instance: Instance) -> str | None:
         if instance.pv_prefix:
             return instance.pv_prefix
@@ -112,9 +131,11 @@ class Host:
         try:
             with managed.scope:
                 while True:
+                    log = None
                     try:
                         config = self.config_for(instance)
-                        server = managed.server = ProcessServer(config)
+                        log = self.log_for(instance, config.logfile)
+                        server = managed.server = ProcessServer(config, log=log)
                         async with trio.open_nursery() as nursery:
 
                             async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
@@ -136,6 +157,8 @@ class Host:
                         if not expected:  # a bug of ours: show where
                             traceback.print_exc()
                     finally:
+                        if log is not None:
+                            log.close()  # the server closes it, unless it failed before opening its outputs
                         self._remove_pvs(managed)
                         managed.server = None
                         self.changed.unpark_all()
@@ -175,6 +198,7 @@ class Host:
     # -- PVs --------------------------------------------------------------------------------
 
     def _add_pvs(self, managed: Managed) -> None:
+        self._add_manager_pvs(managed)
         prefix = self.pv_prefix(managed.instance)
         if self.pvs is None or prefix is None or managed.server is None or managed.group is not None:
             return
@@ -183,7 +207,23 @@ class Host:
         managed.group = ProcessPVs(managed.server, prefix, WritePolicy(self.write_hosts))
         self.pvs.add(managed.group)
 
+    def _add_manager_pvs(self, managed: Managed) -> None:
+        prefix = self.args.manager_pvs
+        if self.pvs is None or not prefix or managed.server is None or managed.manager is not None:
+            return
+        from ._hostpvs import ManagerPVs
+        from ._pvs import WritePolicy
+
+        managed.manager = ManagerPVs(managed.server, prefix, managed.instance.name, WritePolicy(self.write_hosts),
+                                     time_pv=managed.instance.time_pv)
+        self.pvs.add(managed.manager)
+
     def _remove_pvs(self, managed: Managed) -> None:
+        if managed.manager is not None:
+            managed.manager.close()
+            if self.pvs is not None:
+                self.pvs.remove(managed.manager)
+            managed.manager = None
         if managed.group is not None:
             managed.group.close()
             if self.pvs is not None:
@@ -198,11 +238,13 @@ class Host:
 
     async def _serve_pvs(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One CA server for the host's PVs and every instance's (a supervised extra)."""
-        from ._hostpvs import HostPVs
+        from ._hostpvs import HostPVs, ManagerAllPVs
         from ._pvs import PVServer, WritePolicy
 
         pvs = PVServer((self.args.pv_interface,))
         groups = [HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))] if self.args.pv_prefix else []
+        if self.args.manager_pvs:
+            groups.append(ManagerAllPVs(self, self.args.manager_pvs, WritePolicy(self.write_hosts)))
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(pvs.run, groups)
@@ -216,6 +258,9 @@ class Host:
                 if managed.group is not None:
                     managed.group.close()
                     managed.group = None  # it went with that server; a new one makes its own
+                if managed.manager is not None:
+                    managed.manager.close()
+                    managed.manager = None
 
     async def _reload(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply the configuration now and after each SIGHUP (a supervised extra)."""
@@ -238,7 +283,7 @@ class Host:
 
     async def main(self) -> int:
         # A configuration that cannot be read at start is a ConfigError here, before anything runs.
-        serve_pvs = self.args.pv_prefix or any(i.pv_prefix for i in self.wanted().values())
+        serve_pvs = self.args.pv_prefix or self.args.manager_pvs or any(i.pv_prefix for i in self.wanted().values())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

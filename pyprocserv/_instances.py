@@ -10,7 +10,9 @@ Rules:
    line into a Config, so a unit and host mode can never disagree about an instance.
 3. pyprocserv's own keys (all optional): ``logfile``, ``pv_prefix``, ``holdoff``, ``autostart``,
    ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``,
-   ``procserv_version`` (``2.8`` for sites whose tools expect procServ 2.8.0's console).
+   ``procserv_version`` (``2.8`` for sites whose tools expect procServ 2.8.0's console), and
+   for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_logfile``) and
+   ``time_pv`` (the child's liveness PV, epoch seconds, for ``MAN:{name}_hb``; ``_hostpvs``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import glob
 import os
 import shlex
 from dataclasses import dataclass, field
+
+from ._logfile import parse_size
 
 DEFAULTS = {"user": "nobody", "group": "nogroup", "chdir": "/", "port": "0", "instance": "1"}
 IGNORE = "^D^C^]"  # procServ-launcher's --ignore, kept byte for byte
@@ -119,6 +123,9 @@ class Instance:
     options: str = ""
     watchdog_sec: str | None = None
     socket_activation: bool = True
+    log_max_bytes: str | None = None  # host mode: rotate the log past this size (10M, 0 = never)
+    log_backups: str | None = None  # host mode: old log files kept
+    time_pv: str | None = None  # host mode: the child's liveness PV (epoch seconds of its last good work)
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -128,6 +135,11 @@ class Instance:
         def opt(key: str) -> str | None:
             return section.get(key) if parser.has_option(name, key) else None
 
+        log_max_bytes, log_backups = opt("log_max_bytes"), opt("log_backups")
+        if log_max_bytes is not None:
+            parse_size(log_max_bytes)  # a bad size is a configuration error, at start or reload
+        if log_backups is not None and not log_backups.strip().isdigit():
+            raise ValueError(f"log_backups: not a number: {log_backups!r}")
         return cls(
             name=name,
             command=section.get("command", ""),
@@ -146,6 +158,9 @@ class Instance:
             options=section.get("options", ""),
             watchdog_sec=opt("watchdog_sec"),
             socket_activation=section.getboolean("socket_activation", True),
+            log_max_bytes=log_max_bytes,
+            log_backups=log_backups,
+            time_pv=opt("time_pv"),
         )
 
     def control_endpoint(self, layout: Layout) -> str:

@@ -5,7 +5,8 @@ Same configuration files, subcommands and outputs as manage-procs, without its k
 ``--`` is the command's), a bare command stays a PATH lookup instead of becoming CHDIR/cmd,
 generated units never say ``ExecStart=None``, ``write-procs-cf`` lists instances only, and
 ``remove`` works on Python 3.12. ``status --table`` adds pid, uptime, starts and clients;
-``run`` serves every instance from one process (host mode).
+``run`` serves every instance from one process (host mode); ``logs`` lists and shows the
+instances' (rotated) logs; ``restart`` restarts one through systemd or its control endpoint.
 
 Rules:
 1. ``--conf-dir DIR`` touches nothing outside DIR: no systemctl unless ``--systemd`` asks for
@@ -25,6 +26,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -363,6 +365,168 @@ def cmd_run(layout: Layout, args: argparse.Namespace) -> int:
     return run_host(layout, args)
 
 
+# -- logs and restart (host mode's instances as much as units) ------------------------------------
+
+
+def _log_path(layout: Layout, name: str, log_dir: str | None) -> str:
+    """Where host mode writes the instance's log (its ``logfile`` key, else LOG_DIR/NAME.log)."""
+    for instance in instances(layout):
+        if instance.name == name and instance.logfile:
+            return instance.logfile
+    return os.path.join(log_dir or layout.logdir, f"{name}.log")
+
+
+def cmd_logs(layout: Layout, args: argparse.Namespace) -> int:
+    from ._logfile import follow, log_files, tail
+
+    if args.name is None:  # every instance's log files, newest first, with their sizes
+        for instance in instances(layout):
+            files = log_files(_log_path(layout, instance.name, args.log_dir))
+            sizes = " ".join(f"{os.path.basename(f)} {_human_size(os.path.getsize(f))}" for f in files)
+            print(f"{instance.name}\t{sizes or 'no log'}\t{os.path.dirname(files[0]) if files else ''}".rstrip())
+        return 0
+    if args.name not in {i.name for i in instances(layout)}:
+        print(f"pyprocserv-manage logs: no instance named '{args.name}'", file=sys.stderr)
+        return 1
+    path = _log_path(layout, args.name, args.log_dir)
+    files = log_files(path)
+    if not files and not args.follow:
+        print(f"pyprocserv-manage logs: {args.name} has no log at {path}", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    start = os.path.getsize(path) if os.path.exists(path) else 0
+    out.write(tail(files, args.lines))
+    out.flush()
+    if not args.follow:
+        return 0
+    while not os.path.exists(path):
+        time.sleep(0.2)  # not written yet: follow from its start
+    try:
+        for data in follow(path, lambda: time.sleep(0.2), start=start):
+            out.write(data)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "K", "M"):
+        if size < 1024:
+            return f"{size}{unit}"
+        size //= 1024
+    return f"{size}G"
+
+
+def cmd_restart(layout: Layout, args: argparse.Namespace) -> int:
+    """systemd: ``systemctl restart``. ``--no-systemd`` (host mode): over the control endpoint."""
+    if not args.no_systemd:
+        return _systemctl(layout, "restart", f"procserv-{args.name}.service")
+    pid, endpoints = _read_info(layout, args.name)
+    if pid is None or not _alive(pid) or not endpoints:
+        print(f"pyprocserv-manage restart: {args.name} is not running (no info file with a live server)",
+              file=sys.stderr)
+        return 1
+    try:
+        child = _console_restart(endpoints[-1], args.timeout)  # the first bound, the control endpoint
+    except OSError as exc:  # TimeoutError and ConnectionError too
+        print(f"pyprocserv-manage restart: {args.name}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: restarted, child PID {child}")
+    return 0
+
+
+KILL, START = b"\x18", b"\x12"  # ^X kills (or starts while no child runs); ^R starts while no child runs
+
+
+class _Console:
+    """A control connection read for ``@@@`` lines, with one deadline for the whole talk."""
+
+    def __init__(self, endpoint: str, timeout: float) -> None:
+        import socket
+
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        if endpoint.startswith(("/", "@")):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(timeout)
+            self.sock.connect("\0" + endpoint[1:] if endpoint.startswith("@") else endpoint)
+        else:
+            host, _, port = endpoint.rpartition(":")
+            self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        self.seen = b""
+
+    def _receive(self, wait: float) -> bool:
+        """More bytes within ``wait`` seconds? (False: none came.)"""
+        self.sock.settimeout(max(0.001, wait))
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.seen += data
+        return True
+
+    def expect(self, pattern: bytes) -> re.Match[bytes]:
+        """Wait for ``pattern``; what follows its match is kept for the next one."""
+        while True:
+            match = re.search(pattern, self.seen)
+            if match:
+                self.seen = self.seen[match.end():]
+                return match
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not self._receive(left):
+                raise TimeoutError(f"no {pattern.decode(errors='replace')!r} within {self.timeout:g} s")
+
+    def settle(self, quiet: float = 0.5) -> None:
+        """Read until the server is quiet (the greeting is over) before typing."""
+        while time.monotonic() < self.deadline and self._receive(quiet):
+            pass
+
+    def type(self, key: bytes) -> None:
+        self.sock.sendall(key)
+
+
+def _console_restart(endpoint: str, timeout: float) -> int:
+    """What a console user does: ^X, and ^R once the child is down if auto restart will not start it."""
+    console = _Console(endpoint, timeout)
+    with console.sock:
+        greeting = console.expect(rb'@@@ Child "[^"]*" (PID: \d+|is SHUT DOWN)')
+        console.settle()
+        if greeting.group(1).startswith(b"PID"):
+            console.type(KILL)
+            down = console.expect(rb"@@@ Child process is shutting down, ([^\r\n]*)")
+            if b"restarted shortly" not in down.group(1):  # auto restart OFF: the server will not start one
+                console.type(START)
+        else:
+            console.type(START)
+        return int(console.expect(rb'@@@ The PID of new child "[^"]*" is: (\d+)').group(1))
+
+
+def _add_log_commands(sub) -> None:  # type: ignore[no-untyped-def]
+    """``logs`` and ``restart``: kept apart so the parser's other subcommands merge easily."""
+    s = sub.add_parser("logs", help="list the instances' log files, or show one instance's log",
+                       description="Without NAME: each instance's log file and its rotated backups, "
+                       "with sizes. With NAME: its last N lines (across rotated files); -f follows "
+                       "what is written next, across rotations. The log is the instance's logfile "
+                       "key, else LOG_DIR/NAME.log as host mode writes it.")
+    s.add_argument("name", nargs="?")
+    s.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")
+    s.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="last N lines (default 10)")
+    s.add_argument("--log-dir", help="as given to run (default by mode)")
+    s.set_defaults(func=cmd_logs)
+    s = sub.add_parser("restart", help="restart an instance (systemctl; with --no-systemd: its control endpoint)",
+                       description="systemd: systemctl restart procserv-NAME.service. With --no-systemd "
+                       "(host mode, or a server run by hand): over the instance's control endpoint "
+                       "as a console user would: ^X kills the child, then ^R starts it at once if auto "
+                       "restart is OFF (with auto restart ON the server starts it, after its holdoff "
+                       "if the child ran shorter than that). Prints the new child's PID.")
+    s.add_argument("name")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the new child (30)")
+    s.set_defaults(func=cmd_restart)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyprocserv-manage",
                                 description=__doc__.splitlines()[0].replace("``", ""))  # plain text
@@ -425,8 +589,33 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pv-write-hosts", default="localhost")
     s.add_argument("--log-dir", help="each instance logs to LOG_DIR/NAME.log (default by mode)")
     s.add_argument("--only", nargs="*", help="serve only these instances")
+    _host_options(s)
     s.set_defaults(func=cmd_run)
+    _add_log_commands(sub)
     return p
+
+
+def _size_option(text: str) -> int:
+    from ._logfile import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host_options(s: argparse.ArgumentParser) -> None:
+    """``run``'s options for log rotation and the supervisor IOC manager's names."""
+    s.add_argument("--log-max-bytes", default="10M", type=_size_option, metavar="SIZE",
+                   help="rotate an instance's log before it grows past SIZE (bytes, or with K, M, G; "
+                   "0 = never; default 10M; an instance's log_max_bytes key wins)")
+    s.add_argument("--log-backups", default=5, type=int, metavar="N",
+                   help="old log files kept, NAME.log.1 (newest) to NAME.log.N (default 5; an "
+                   "instance's log_backups key wins)")
+    s.add_argument("--manager-pvs", metavar="PREFIX",
+                   help="also serve the supervisor IOC manager's PVs: PREFIX:MAN:NAME_control "
+                   "(Stop/Run/Reset), PREFIX:MAN:NAME_hb (seconds since the child's time_pv, else its "
+                   "last output; 999 = not running) and PREFIX:MAN:all")
 
 
 def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:

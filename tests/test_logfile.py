@@ -8,13 +8,17 @@ These tests prove that:
   however the output was chunked, and stays bounded in bytes for output without newlines;
 * :class:`LogFile` appends, reopens after a rename (SIGHUP), survives a path it cannot open,
   and reports a failing write (``/dev/full``) once, then silence, then a notice when writes
-  succeed again.
+  succeed again;
+* size-based rotation (host mode) keeps every byte: the files read oldest to newest are
+  exactly what was written, whatever the chunking, no file past its limit unless one write is,
+  no more backups than asked; a reader following the log sees every byte across rotations.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from helpers import split_at
@@ -22,7 +26,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyprocserv import _messages as messages
-from pyprocserv._logfile import History, LineStamper, LogFile
+from pyprocserv._logfile import (
+    History,
+    LineStamper,
+    LogFile,
+    follow,
+    log_files,
+    parse_size,
+    rotation_due,
+    rotation_renames,
+    tail,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 STAMP = b"[23:06:47] "
@@ -286,3 +300,110 @@ def test_failing_write_gives_one_notice_then_silence_then_written_again(tmp_path
     finally:
         log.close()
     assert good.read_bytes() == b"kept\nkept too\n"
+
+
+# -- rotation ------------------------------------------------------------------------------------
+
+
+def test_parse_size_takes_bytes_and_binary_units():
+    assert parse_size("1000") == 1000
+    assert parse_size("512K") == 512 * 1024
+    assert parse_size("10M") == 10 * 1024 * 1024
+    assert parse_size("1GiB") == 1 << 30
+    assert parse_size("0") == 0
+    with pytest.raises(ValueError):
+        parse_size("ten")
+
+
+def test_rotation_is_due_only_past_the_limit_and_never_for_an_empty_file():
+    assert not rotation_due(90, 10, 100)
+    assert rotation_due(91, 10, 100)
+    assert not rotation_due(0, 500, 100)  # one huge write goes whole into a fresh file
+    assert not rotation_due(10**9, 1, 0)  # 0: no rotation
+
+
+def test_rotation_renames_oldest_first_and_drops_the_last_backup():
+    assert rotation_renames("x.log", 3) == [
+        ("x.log.3", None), ("x.log.2", "x.log.3"), ("x.log.1", "x.log.2"), ("x.log", "x.log.1"),
+    ]
+    assert rotation_renames("x.log", 0) == [("x.log.1", None), ("x.log", "x.log.1")]  # at least one
+
+
+def written_back(path) -> bytes:
+    """Every file of a rotated log, oldest first, joined."""
+    return b"".join(Path(name).read_bytes() for name in reversed(log_files(str(path))))
+
+
+@SETTINGS
+@given(chunks=st.lists(st.binary(min_size=0, max_size=40), max_size=60), max_bytes=st.integers(1, 100))
+def test_rotation_keeps_every_byte_in_order(tmp_path_factory, chunks, max_bytes):
+    path = tmp_path_factory.mktemp("rot") / "ioc.log"
+    log = LogFile(str(path), max_bytes=max_bytes, backups=50)  # enough backups to keep everything
+    for chunk in chunks:
+        assert log.write(chunk) is None
+    log.close()
+    assert written_back(path) == b"".join(chunks)
+    for name in log_files(str(path)):
+        data = Path(name).read_bytes()
+        assert len(data) <= max_bytes or data in chunks  # past the limit only by one write on its own
+
+
+def test_rotation_keeps_only_the_backups_asked_for(tmp_path):
+    path = tmp_path / "ioc.log"
+    log = LogFile(str(path), max_bytes=10, backups=2)
+    for n in range(6):
+        log.write(b"line %d...\n" % n)  # 10 bytes: one file each
+    log.close()
+    assert sorted(os.listdir(tmp_path)) == ["ioc.log", "ioc.log.1", "ioc.log.2"]
+    assert written_back(path) == b"line 3...\nline 4...\nline 5...\n"
+
+
+def test_rotation_counts_what_the_file_held_when_opened(tmp_path):
+    path = tmp_path / "ioc.log"
+    path.write_bytes(b"x" * 8)
+    log = LogFile(str(path), max_bytes=10)
+    log.write(b"abc")
+    log.close()
+    assert (tmp_path / "ioc.log.1").read_bytes() == b"x" * 8
+    assert path.read_bytes() == b"abc"
+
+
+def test_follow_reads_every_byte_across_rotations(tmp_path):
+    path = tmp_path / "ioc.log"
+    log = LogFile(str(path), max_bytes=10, backups=5)
+    chunks = [b"%d:abcdef\n" % n for n in range(8)]
+    pending = list(chunks)
+
+    def wait() -> None:  # the writer goes on whenever the reader has caught up
+        if pending:
+            log.write(pending.pop(0))
+        else:
+            raise StopIteration_
+
+    seen = bytearray()
+    log.write(pending.pop(0))
+    try:
+        for data in follow(str(path), wait):
+            seen += data
+    except StopIteration_:
+        pass
+    log.close()
+    assert bytes(seen) == b"".join(chunks)
+
+
+def test_log_files_are_listed_newest_first_and_tail_reads_across_them(tmp_path):
+    path = tmp_path / "ioc.log"
+    for name, text in [("ioc.log.10", b"a\nb\n"), ("ioc.log.2", b"c\nd\n"), ("ioc.log", b"e\nf"),
+                       ("ioc.log.x", b"not a backup"), ("other.log.1", b"not ours")]:
+        (tmp_path / name).write_bytes(text)
+    files = log_files(str(path))
+    assert files == [str(path), str(tmp_path / "ioc.log.2"), str(tmp_path / "ioc.log.10")]
+    assert tail(files, 1) == b"f"
+    assert tail(files, 3) == b"d\ne\nf"
+    assert tail(files, 99) == b"a\nb\nc\nd\ne\nf"
+    assert tail(files, 0) == b""
+    assert tail([str(tmp_path / "ioc.log.2")], 1) == b"d\n"
+
+
+class StopIteration_(Exception):
+    """Ends the follow loop in the test (a real reader ends it with ^C)."""

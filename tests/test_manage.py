@@ -83,6 +83,13 @@ def test_add_writes_procservutils_format_with_options_after_name_and_command():
     assert again.returncode == 1 and f"Instance already exists @ {gendir}/ioc1.conf" in again.stderr
 
 
+def test_restart_restarts_the_unit_through_systemctl():
+    conf = short_tmpdir()
+    systemctl, calls = fake_systemctl(conf)
+    manage(conf, "restart", "ioc1", env={"PYPROCSERV_SYSTEMCTL": systemctl})
+    assert calls.read_text() == "--system restart procserv-ioc1.service\n"
+
+
 def test_status_prints_manage_procs_lines_and_a_table():
     conf = short_tmpdir()
     (Path(conf) / "procServ.conf").write_text(textwrap.dedent("""\
@@ -459,6 +466,7 @@ async def test_host_mode_serves_every_instance_and_applies_a_new_config_on_sighu
 
 BAD_CONFIGS = {
     "a key before the first section": b"command = /bin/cat\n[one]\ncommand = /bin/cat\n",
+    "log_max_bytes = ten": b"[one]\ncommand = /bin/cat\nlog_max_bytes = ten\n",
     "a duplicate section": b"[one]\ncommand = /bin/cat\n[one]\ncommand = /bin/cat\n",
     "autostart = perhaps": b"[one]\ncommand = /bin/cat\nautostart = perhaps\n",
     "junk bytes": b"[one]\ncommand = /bin/cat\n\xff\xfe\x00\x81junk\n",
@@ -516,6 +524,7 @@ async def test_host_mode_reload_of_a_bad_config_leaves_every_instance_running_th
         assert "procServ.conf: File contains no section headers" in err
         assert "[one]: Not a boolean: perhaps" in err
         assert "not UTF-8 text" in err
+        assert "[one]: not a size: 'ten'" in err
         write_conf(conf, """\
             [one]
             command = /bin/cat
@@ -569,23 +578,29 @@ async def test_host_pvs_count_and_drive_the_autostart_instances(ca_env):
         command = /bin/cat
         [two]
         command = /bin/cat
+        [once]
+        command = /bin/cat
+        options = --noautorestart
         [manual]
         command = /bin/cat
         autostart = 0
     """)
     async with HostProcess(conf, "--pv-prefix", "HOSTX:", env=ca_env) as host:
-        await host.wait_for({"one": "Running", "two": "Running", "manual": "Running"})
+        await host.wait_for({"one": "Running", "two": "Running", "once": "Running", "manual": "Running"})
         with trio.fail_after(20):
-            while await _read_or_none(ca_read, "HOSTX:NRUNNING") != 2:
+            while await _read_or_none(ca_read, "HOSTX:NRUNNING") != 3:
                 await trio.sleep(0.2)
-        assert await ca_read("HOSTX:NPROCS") == 3
+        assert await ca_read("HOSTX:NPROCS") == 4
         assert await ca_read("HOSTX:one:STATUS", as_string=True) == "Running"
         assert await ca_read("HOSTX:manual:STATUS", as_string=True) == "Shutdown"  # waits for a start
         await ca_write("HOSTX:ALL", 0)  # Stop: returns once every autostart instance is down
         assert await ca_read("HOSTX:NRUNNING") == 0
         assert await ca_read("HOSTX:two:AUTORESTART", as_string=True) == "Off"
         await ca_write("HOSTX:ALL", 1)  # Run
-        assert await ca_read("HOSTX:NRUNNING") == 2
+        assert await ca_read("HOSTX:NRUNNING") == 3
+        # Run puts each instance back to its configured restart mode: a crash afterwards restarts
+        assert await ca_read("HOSTX:two:AUTORESTART", as_string=True) == "On"
+        assert await ca_read("HOSTX:once:AUTORESTART_MODE", as_string=True) == "Off"  # its options say so
         assert await ca_read("HOSTX:manual:PID") == 0  # not marked autostart: untouched
         summary = await read_summary()
         assert b"manual Shutdown -" in summary and b"one Running" in summary
@@ -596,7 +611,175 @@ async def test_host_pvs_count_and_drive_the_autostart_instances(ca_env):
                 await trio.sleep(0.2)
                 summary = await read_summary()
         assert b"section 'one' already exists" in summary.rsplit(b"\n", 1)[1], summary
-        assert await ca_read("HOSTX:NRUNNING") == 2  # every instance goes on as it was
+        assert await ca_read("HOSTX:NRUNNING") == 3  # every instance goes on as it was
+
+
+# 2000 lines in 10 bursts, so the log gets several writes however the pty chunks them
+CHATTY = ("/bin/sh -c 'i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); "
+          "[ $((i %% 200)) -ne 0 ] || sleep 0.05; done; exec cat'")  # %% is the INI files' %
+
+
+async def test_host_mode_rotates_each_log_by_size_and_loses_no_line():
+    conf = short_tmpdir()
+    write_conf(conf, f"""\
+        [chatty]
+        command = {CHATTY}
+        log_max_bytes = 2K
+        log_backups = 30
+        [quiet]
+        command = /bin/cat
+    """)
+    async with HostProcess(conf, "--log-max-bytes", "100M") as host:
+        await host.wait_for({"chatty": "Running", "quiet": "Running"})
+        logdir = Path(conf) / "log"
+        with trio.fail_after(10):
+            while b"line 1999" not in (logdir / "chatty.log").read_bytes():
+                await trio.sleep(0.1)
+        files = sorted(logdir.glob("chatty.log*"))
+        assert len(files) >= 5, files  # 10 bursts of ~2.5 KB past a 2 KB limit
+        text = b"".join((logdir / name).read_bytes() for name in
+                        [f"chatty.log.{n}" for n in range(len(files) - 1, 0, -1)] + ["chatty.log"])
+        lines = [line for line in text.split(b"\r\n") if line.startswith(b"line ")]
+        assert lines == [b"line %d" % n for n in range(2000)]  # every line, in order, across rotations
+        assert sorted(f.name for f in logdir.glob("quiet.log*")) == ["quiet.log"]  # run's own limit: 100M
+
+
+TIME_PV_CHILD = """\
+import sys, time
+from caproto.server import PVGroup, pvproperty, run
+class Child(PVGroup):
+    t = pvproperty(value=time.time() - 500, name="MAN:timed_time", read_only=True)  # last good work: 500 s ago
+print("serving", flush=True)
+run(Child(prefix="TGTX:").pvdb, module_name="caproto.asyncio.server", interfaces=["127.0.0.1"])
+"""
+
+
+async def test_manager_pvs_control_and_heartbeat_each_instance_as_the_supervisor_ioc_manager(ca_env):
+    from helpers import free_port
+    from test_pvs import ca_read, ca_write
+
+    conf = short_tmpdir()
+    child_port = free_port(udp=True)  # the child's own CA server, as the manager's IOCs have
+    (Path(conf) / "child.py").write_text(TIME_PV_CHILD)
+    write_conf(conf, f"""\
+        [quiet]
+        command = /bin/sh -c 'echo up; exec cat'
+        holdoff = 0
+        [ticker]
+        command = /bin/sh -c 'while :; do echo tick; sleep 0.2; done'
+        [timed]
+        command = {PY} {conf}/child.py
+        time_pv = TGTX:MAN:timed_time
+        environment = "EPICS_CA_SERVER_PORT={child_port}"
+        [manual]
+        command = /bin/cat
+        autostart = 0
+    """)
+    env = dict(ca_env, EPICS_CA_ADDR_LIST=f"127.0.0.1:{ca_env['EPICS_CA_SERVER_PORT']} 127.0.0.1:{child_port}")
+    async with HostProcess(conf, "--manager-pvs", "TGTX", env=env) as host:
+        await host.wait_for({"quiet": "Running", "ticker": "Running", "timed": "Running", "manual": "Running"})
+        with trio.fail_after(20):
+            while await _read_or_none(ca_read, "TGTX:MAN:quiet_control") != "Run":
+                await trio.sleep(0.2)
+        assert await ca_read("TGTX:MAN:manual_control", as_string=True) == "Stop"  # waits for a start
+        assert await ca_read("TGTX:MAN:manual_hb") == 999
+        assert await ca_severity("TGTX:MAN:manual_hb") == 2  # MAJOR: no child runs
+        assert await ca_severity("TGTX:MAN:manual_control") == 1  # Stop is MINOR, as that manager has it
+        assert await ca_severity("TGTX:MAN:quiet_control") == 0
+        with trio.fail_after(20):  # the child's _time PV says 500 s ago
+            while await ca_read("TGTX:MAN:timed_hb") < 495:
+                await trio.sleep(0.2)
+        await trio.sleep(2.5)
+        assert await ca_read("TGTX:MAN:ticker_hb") <= 1  # output 5 times a second
+        assert await ca_read("TGTX:MAN:quiet_hb") >= 2  # silent since its first line
+
+        await ca_write("TGTX:MAN:quiet_control", 0)  # Stop: completes once the child is down
+        assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Stop"
+        assert await ca_severity("TGTX:MAN:quiet_control") == 1
+        with trio.fail_after(5):
+            while await ca_read("TGTX:MAN:quiet_hb") != 999:
+                await trio.sleep(0.2)
+        await ca_write("TGTX:MAN:quiet_control", 1)  # Run
+        assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Run"
+        assert await ca_severity("TGTX:MAN:quiet_control") == 0
+        first = await child_pid_soon(conf, "quiet")
+        await ca_write("TGTX:MAN:quiet_control", 2)  # Reset: a new child; the PV reads Run again
+        assert await ca_read("TGTX:MAN:quiet_control", as_string=True) == "Run"
+        second = await child_pid_soon(conf, "quiet", not_=first)
+        os.kill(second, signal.SIGKILL)  # Run restored auto restart: the crashed child comes back
+        await child_pid_soon(conf, "quiet", not_=second)
+
+        await ca_write("TGTX:MAN:all", 0)  # every autostart instance, and only those
+        for name in ("quiet", "ticker", "timed"):
+            assert await ca_read(f"TGTX:MAN:{name}_control", as_string=True) == "Stop"
+        await ca_write("TGTX:MAN:manual_control", 1)
+        await ca_write("TGTX:MAN:all", 1)
+        for name in ("quiet", "ticker", "manual"):
+            assert await ca_read(f"TGTX:MAN:{name}_control", as_string=True) == "Run"
+
+
+async def test_logs_lists_shows_and_follows_and_restart_gives_a_new_child():
+    conf = short_tmpdir()
+    write_conf(conf, f"""\
+        [chatty]
+        command = {CHATTY}
+        log_max_bytes = 2K
+        holdoff = 0
+        [off]
+        command = /bin/sh -c 'echo off up; exec cat'
+        options = --noautorestart
+    """)
+    async with HostProcess(conf) as host:
+        await host.wait_for({"chatty": "Running", "off": "Running"})
+        with trio.fail_after(10):
+            while b"line 1999" not in (Path(conf) / "log" / "chatty.log").read_bytes():
+                await trio.sleep(0.1)
+        listing = manage(conf, "logs").stdout.splitlines()
+        assert listing[0].startswith("chatty\tchatty.log ") and "chatty.log.1 " in listing[0]
+        assert listing[0].endswith(f"\t{conf}/log") and listing[1].startswith("off\toff.log ")
+        assert manage(conf, "logs", "chatty", "-n", "2").stdout == "line 1998\nline 1999\n"  # text mode reads CRLF as LF
+        assert manage(conf, "logs", "nosuch", check=False).returncode == 1
+
+        follower = await trio.lowlevel.open_process(
+            [PY, "-m", "pyprocserv._manage", "--conf-dir", conf, "logs", "-f", "-n", "1", "off"],
+            env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        try:
+            first = child_pids(conf, "off")["off"]
+            result = manage(conf, "--no-systemd", "restart", "off")  # auto restart OFF: ^X, then ^R
+            second = await child_pid_soon(conf, "off", not_=first)
+            assert result.stdout == f"off: restarted, child PID {second}\n"
+            seen = b""
+            with trio.fail_after(10):  # -f shows what came after its start
+                while b"The PID of new child" not in seen:
+                    seen += await follower.stdout.receive_some()
+            assert seen.startswith(b"off up\r\n")  # -n 1: the last line before following
+            assert b"Received a sigChild" in seen and seen.endswith(b"off up\r\n")
+        finally:
+            follower.kill()
+            await follower.wait()
+            await follower.stdout.aclose()
+        first = child_pids(conf, "chatty")["chatty"]
+        result = manage(conf, "--no-systemd", "restart", "chatty")  # auto restart ON: the server restarts it
+        assert result.stdout.startswith("chatty: restarted, child PID ")
+        assert await child_pid_soon(conf, "chatty", not_=first) == int(result.stdout.split()[-1])
+    assert manage(conf, "--no-systemd", "restart", "off", check=False).returncode == 1  # nothing runs
+
+
+async def ca_severity(name: str) -> int:
+    from caproto import ChannelType
+    from caproto.sync.client import read
+
+    response = await trio.to_thread.run_sync(functools.partial(
+        read, name, data_type=ChannelType.TIME_STRING, timeout=5, repeater=False))
+    return int(response.metadata.severity)
+
+
+async def child_pid_soon(conf: str, name: str, not_: int | None = None) -> int:
+    """The instance's child pid once its status file names one other than ``not_``."""
+    with trio.fail_after(20):
+        while child_pids(conf, name)[name] in (None, not_):
+            await trio.sleep(0.1)
+    return child_pids(conf, name)[name]
 
 
 async def read_summary() -> bytes:
