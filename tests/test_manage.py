@@ -86,7 +86,7 @@ def test_add_writes_procservutils_format_with_options_after_name_and_command():
 def test_restart_restarts_the_unit_through_systemctl():
     conf = short_tmpdir()
     systemctl, calls = fake_systemctl(conf)
-    manage(conf, "restart", "ioc1", env={"PYPROCSERV_SYSTEMCTL": systemctl})
+    manage(conf, "--systemd", "restart", "ioc1", env={"PYPROCSERV_SYSTEMCTL": systemctl})
     assert calls.read_text() == "--system restart procserv-ioc1.service\n"
 
 
