@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Host mode's cost: RSS of one pyprocserv serving N instances, and `status` time for all of them.
 
-    python bench/host_memory.py [--instances 50] [--no-pvs]
+    python bench/host_memory.py [--instances 50] [--no-pvs] [--manager-pvs]
 
 Writes N instances (child: /bin/sleep) into a temporary --conf-dir, runs
-``pyprocserv-manage run`` (with host and instance PVs unless --no-pvs), waits until every
+``pyprocserv-manage run`` (with host and instance PVs unless --no-pvs, and the supervisor IOC
+manager's ``MAN:`` PVs with --manager-pvs), waits until every
 instance runs, then prints the host process's RSS (children not counted: they are the IOCs),
 its CPU over 10 idle seconds, and the median wall time of ``pyprocserv-manage status`` and
 ``status --table`` over 5 calls. Targets (issue #6): RSS <= 80 MB for 50 instances, status < 1 s.
@@ -32,6 +33,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=50)
     parser.add_argument("--no-pvs", action="store_true")
+    parser.add_argument("--manager-pvs", action="store_true", help="also serve BENCH:MAN:NAME_control, _hb, all")
     args = parser.parse_args()
     conf = tempfile.mkdtemp(prefix="pphost", dir="/tmp")
     os.makedirs(f"{conf}/procServ.d")
@@ -41,6 +43,7 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=ROOT, EPICS_CA_SERVER_PORT=str(free_port()))
     manage = [sys.executable, "-m", "pyprocserv._manage", "--conf-dir", conf]
     run = manage + ["run"] + ([] if args.no_pvs else ["--pv-prefix", "BENCH:HOST:"])
+    run += ["--manager-pvs", "BENCH"] if args.manager_pvs else []
     host = subprocess.Popen(run, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -72,6 +75,7 @@ def main() -> int:
             host.kill()
         shutil.rmtree(conf, ignore_errors=True)
     pvs = "without PVs" if args.no_pvs else "with host and instance PVs"
+    pvs += " and the manager's PVs" if args.manager_pvs else ""
     print(f"host mode, {args.instances} instances, {pvs}, on {os.cpu_count()} cores")
     print(f"  RSS of the host process: {rss / 1024:.1f} MiB (target <= 80 MB for 50)")
     print(f"  CPU over 10 s idle:      {cpu:.2f} s")
