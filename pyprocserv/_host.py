@@ -70,6 +70,10 @@ class Host:
         self._nursery: trio.Nursery | None = None
         self._reloads, self._reload_requests = trio.open_memory_channel[None](1)
 
+    def autostart_servers(self) -> list[ProcessServer]:
+        """The servers of the running instances marked ``autostart`` (what ``ALL`` commands)."""
+        return [m.server for m in self.managed.values() if m.server is not None and m.instance.autostart]
+
     def announce(self, text: str) -> None:
         """An ``@@@`` line on every instance's console and in its log."""
         for managed in list(self.managed.values()):

@@ -46,15 +46,8 @@ NOT_RUNNING_HB = 999  # that manager's _hb while the process is not running
 HB_PERIOD = 1.0
 
 
-class HostPVs(PVGroup):
-    HEARTBEAT = pvproperty(value=0, dtype=int, read_only=True, doc="Counts seconds")
-    NPROCS = pvproperty(value=0, dtype=int, read_only=True, doc="Instances")
-    NRUNNING = pvproperty(value=0, dtype=int, read_only=True, doc="Instances whose child runs")
-    SUMMARY = pvproperty(value="", dtype=str, max_length=16000, read_only=True,
-                         max_subscription_backlog=10,
-                         doc="name state pid, one line per instance")
-    ALL = pvproperty(value="Run", dtype=GuardedEnum, enum_strings=["Stop", "Run", "Restart"],
-                     doc="Stop, run or restart every autostart instance")
+class _HostGroup(PVGroup):
+    """A group of the host's own PVs: its commands act on the host's instances."""
 
     def __init__(self, host: Host, prefix: str, policy: WritePolicy) -> None:
         super().__init__(prefix=prefix)
@@ -64,6 +57,17 @@ class HostPVs(PVGroup):
 
     def say(self, text: str) -> None:
         self.host.announce(text)
+
+
+class HostPVs(_HostGroup):
+    HEARTBEAT = pvproperty(value=0, dtype=int, read_only=True, doc="Counts seconds")
+    NPROCS = pvproperty(value=0, dtype=int, read_only=True, doc="Instances")
+    NRUNNING = pvproperty(value=0, dtype=int, read_only=True, doc="Instances whose child runs")
+    SUMMARY = pvproperty(value="", dtype=str, max_length=16000, read_only=True,
+                         max_subscription_backlog=10,
+                         doc="name state pid, one line per instance")
+    ALL = pvproperty(value="Run", dtype=GuardedEnum, enum_strings=["Stop", "Run", "Restart"],
+                     doc="Stop, run or restart every autostart instance")
 
     async def follow(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -99,7 +103,7 @@ class HostPVs(PVGroup):
 
     @ALL.putter
     async def ALL(self, instance, value):  # type: ignore[no-untyped-def]
-        servers: list[Root] = [m.server for m in self.host.managed.values() if m.server is not None and m.instance.autostart]
+        servers = self.host.autostart_servers()
         self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")
         before = {id(s): s.status.start_count for s in servers}
         for server in servers:
@@ -118,20 +122,14 @@ class HostPVs(PVGroup):
         return value
 
 
-class ManagerAllPVs(PVGroup):
+class ManagerAllPVs(_HostGroup):
     """``PREFIX:MAN:all``: Stop, Run or Reset every autostart instance (the manager's ``all``)."""
 
     all_ = pvproperty(value="Run", dtype=GuardedEnum, enum_strings=CONTROL_STATES, name="all",
                      doc="Control all IOCs with autostart")
 
     def __init__(self, host: Host, prefix: str, policy: WritePolicy) -> None:
-        super().__init__(prefix=f"{prefix}:MAN:")
-        self.host = host
-        self.policy = policy
-        self.refusals = ReportLimiter(REPORT_PERIOD)
-
-    def say(self, text: str) -> None:
-        self.host.announce(text)
+        super().__init__(host, f"{prefix}:MAN:", policy)
 
     async def follow(self) -> None:
         while True:
@@ -140,8 +138,7 @@ class ManagerAllPVs(PVGroup):
 
     @all_.putter
     async def all_(self, instance, value):  # type: ignore[no-untyped-def]
-        servers: list[Root] = [m.server for m in self.host.managed.values()
-                               if m.server is not None and m.instance.autostart]
+        servers = self.host.autostart_servers()
         self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")
         async with trio.open_nursery() as nursery:
             for server in servers:
