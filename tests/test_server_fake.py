@@ -24,6 +24,28 @@ def make(spawner: FakeSpawner, **overrides) -> ProcessServer:
     return ProcessServer(Config(**options), spawn=spawner)
 
 
+class ExitCode:
+    """A server run in the background, and the exit code its run() returns."""
+
+    def __init__(self, nursery: trio.Nursery, server: ProcessServer) -> None:
+        self._code: int | None = None
+        self._done = trio.Event()
+        nursery.start_soon(self._run, server)
+
+    async def _run(self, server: ProcessServer) -> None:
+        self._code = await server.run()
+        self._done.set()
+
+    async def wait(self) -> int | None:
+        await self._done.wait()
+        return self._code
+
+    @property
+    def returned(self) -> list[int | None]:
+        """[the code] once run() has returned, [] until then."""
+        return [self._code] if self._done.is_set() else []
+
+
 async def started(nursery: trio.Nursery, server: ProcessServer) -> ProcessServer:
     await nursery.start(server.run)
     return server
@@ -150,12 +172,7 @@ async def test_toggle_off_means_no_restart_until_ctrl_r(autojump_clock, nursery)
 async def test_noautorestart_starts_once_then_ctrl_r_then_ctrl_q_quits(autojump_clock, nursery):
     spawner = FakeSpawner()
     server = make(spawner, restart_mode=RestartMode.OFF)
-    codes = []
-
-    async def run() -> None:
-        codes.append(await server.run())
-
-    nursery.start_soon(run)
+    exited = ExitCode(nursery, server)
     first = await spawner.wait_for(1)
     first.exit(3)
     client = attach(nursery, server)
@@ -170,7 +187,7 @@ async def test_noautorestart_starts_once_then_ctrl_r_then_ctrl_q_quits(autojump_
     await client.send(b"\x11")
     await client.expect_eof()
     await trio.testing.wait_all_tasks_blocked()
-    assert codes == [0]
+    assert exited.returned == [0]
 
 
 async def test_ctrl_q_while_a_child_runs_goes_to_the_child(autojump_clock, nursery):
@@ -202,18 +219,11 @@ async def test_wait_mode_starts_nothing_until_ctrl_x(autojump_clock, nursery):
 async def test_oneshot_exits_with_the_childs_code_and_128_plus_signal(autojump_clock, nursery, returncode, code):
     spawner = FakeSpawner()
     server = make(spawner, restart_mode=RestartMode.ONESHOT)
-    codes = []
-
-    async def run() -> None:
-        codes.append(await server.run())
-
-    nursery.start_soon(run)
+    exited = ExitCode(nursery, server)
     child = await spawner.wait_for(1)
     start = trio.current_time()
     child.exit(returncode)
-    while not codes:
-        await trio.sleep(0.01)
-    assert codes == [code]
+    assert await exited.wait() == code
     assert trio.current_time() - start < 3, "oneshot must not wait out the 15 s holdoff"
     assert len(spawner.children) == 1
 
@@ -546,16 +556,10 @@ async def test_wait_status_change_wakes_on_a_start(autojump_clock, nursery):
 async def test_a_child_started_as_shutdown_begins_is_still_stopped(autojump_clock, nursery):
     spawner = FakeSpawner()
     server = make(spawner)
-    codes = []
-
-    async def run() -> None:
-        codes.append(await server.run())
-
-    nursery.start_soon(run)
+    exited = ExitCode(nursery, server)
     await trio.testing.wait_all_tasks_blocked()
     server.shutdown()
-    while not codes:
-        await trio.sleep(0.1)
+    await exited.wait()
     assert all(c.exited for c in spawner.children)
 
 
@@ -601,38 +605,24 @@ async def test_procserv_2_8_greeting_names_the_log_file(autojump_clock, nursery,
 async def test_procserv_2_8_toggling_to_oneshot_while_shut_down_ends_the_server(autojump_clock, nursery):
     spawner = FakeSpawner()
     server = make(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
-    codes = []
-
-    async def run() -> None:
-        codes.append(await server.run())
-
-    nursery.start_soon(run)
+    exited = ExitCode(nursery, server)
     (await spawner.wait_for(1)).exit(4)
     client = attach(nursery, server)
     await client.expect(b"quits the server\r\n")  # the greeting's last line while shut down
     await client.send(b"\x14")
     await client.expect(b"Toggled auto restart mode to ONESHOT\r\n")
     await client.expect_eof()
-    while not codes:
-        await trio.sleep(0.01)
-    assert codes == [4]  # 2.8.0 returns the last child's exit status
+    assert await exited.wait() == 4  # 2.8.0 returns the last child's exit status
     assert len(spawner.children) == 1
 
 
 async def test_procserv_2_8_ctrl_q_exits_with_the_last_childs_status(autojump_clock, nursery):
     spawner = FakeSpawner()
     server = make(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
-    codes = []
-
-    async def run() -> None:
-        codes.append(await server.run())
-
-    nursery.start_soon(run)
+    exited = ExitCode(nursery, server)
     (await spawner.wait_for(1)).exit(5)
     client = attach(nursery, server)
     await client.expect(b"quits the server\r\n")
     await client.send(b"\x11")
     await client.expect_eof()
-    while not codes:
-        await trio.sleep(0.01)
-    assert codes == [5]
+    assert await exited.wait() == 5
