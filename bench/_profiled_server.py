@@ -21,7 +21,7 @@ def main() -> int:
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args()
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
-    from pyprocserv._main import main as pyprocserv_main
+    from pyprocserv._apps.main import main as pyprocserv_main
 
     launcher = os.getpid()
     if a.profiler == "cprofile":

@@ -38,7 +38,7 @@ HELLO = struct.pack(">HHHHII", 0, 0, 0, 13, 0, 0)  # VERSION, priority 0, protoc
 BARE_SERVER = """\
 import trio
 from caproto.server import PVGroup, pvproperty
-from pyprocserv._pvs import ProcessPVs, serve
+from pyprocserv._ca.pvs import ProcessPVs, serve
 
 # ProcessPVs' pvproperties in a group of their own: the same PVs, without a process server.
 HelperPVs = type("HelperPVs", (PVGroup,), {name: value for name, value in vars(ProcessPVs).items()

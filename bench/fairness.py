@@ -39,7 +39,7 @@ IAC, SB, SE, WILL, DO, NAWS = 255, 250, 240, 251, 253, 31
 SERVE = """
 import sys, trio
 from pyprocserv import ProcessServer
-from pyprocserv._cli import parse_args
+from pyprocserv._core.cli import parse_args
 
 async def main(ports):
     async with trio.open_nursery() as nursery:

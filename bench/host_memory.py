@@ -41,7 +41,7 @@ def main() -> int:
         with open(f"{conf}/procServ.d/ioc{i:03d}.conf", "w") as f:
             f.write(f"[ioc{i:03d}]\ncommand = /bin/sleep 1000000\nchdir = /tmp\n")
     env = dict(os.environ, PYTHONPATH=ROOT, EPICS_CA_SERVER_PORT=str(free_port()))
-    manage = [sys.executable, "-m", "pyprocserv._manage", "--conf-dir", conf]
+    manage = [sys.executable, "-m", "pyprocserv._apps.manage", "--conf-dir", conf]
     run = manage + ["run"] + ([] if args.no_pvs else ["--pv-prefix", "BENCH:HOST:"])
     run += ["--manager-pvs", "BENCH"] if args.manager_pvs else []
     host = subprocess.Popen(run, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

@@ -18,7 +18,7 @@ For the whole duration, at once:
   bytes, oversized announcements, ids never created) over TCP and UDP;
 * server SEQ runs ``seq 1 200000; exit`` again and again (50 runs; 3 with ``--short``);
 * a worker process feeds at least 10^6 random inputs (10^5 with ``--short``) through the telnet
-  codec and the key map (``pyprocserv._telnet``, ``pyprocserv._keys``) and checks every result.
+  codec and the key map (``pyprocserv._core.telnet``, ``pyprocserv._core.keys``) and checks every result.
 
 At the start (after a warm-up) and at the end, each server is quiesced (^T: auto restart OFF, the
 child leaves) and its fd count, RSS and zombie children are measured with the same clients
@@ -308,8 +308,8 @@ def count_in_file(path: str, pattern: bytes) -> int:
 
 
 def fuzz(count: int, seed: int) -> dict:
-    from pyprocserv._keys import Key, KeyMap, parse_char, parse_ignore
-    from pyprocserv._telnet import (
+    from pyprocserv._core.keys import Key, KeyMap, parse_char, parse_ignore
+    from pyprocserv._core.telnet import (
         Command, Data, OptionChanged, ProtocolError, Subnegotiation, TelnetConnection, WindowSize,
     )
 

@@ -10,17 +10,17 @@ Embedding::
         server = await nursery.start(pyprocserv.ProcessServer(config).run)
 """
 
-from ._config import Config as Config
-from ._endpoints import EndpointError as EndpointError
-from ._endpoints import TcpEndpoint as TcpEndpoint
-from ._endpoints import UnixEndpoint as UnixEndpoint
-from ._endpoints import parse_endpoint as parse_endpoint
-from ._keys import KeyMap as KeyMap
-from ._policy import RestartMode as RestartMode
-from ._server import ProcessServer as ProcessServer
-from ._server import Status as Status
+from ._core.config import Config as Config
+from ._core.endpoints import EndpointError as EndpointError
+from ._core.endpoints import TcpEndpoint as TcpEndpoint
+from ._core.endpoints import UnixEndpoint as UnixEndpoint
+from ._core.endpoints import parse_endpoint as parse_endpoint
+from ._core.keys import KeyMap as KeyMap
+from ._core.policy import RestartMode as RestartMode
+from ._shell.server import ProcessServer as ProcessServer
+from ._shell.server import Status as Status
 from ._version import __version__ as __version__
-from ._watchdog import WatchConfig as WatchConfig
+from ._core.watchdog import WatchConfig as WatchConfig
 
 __all__ = [
     "Config",

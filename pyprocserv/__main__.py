@@ -1,3 +1,3 @@
-from ._main import entrypoint
+from ._apps.main import entrypoint
 
 entrypoint()

@@ -340,8 +340,8 @@ async def test_enum_pvs_refuse_indexes_outside_their_strings_with_a_put_failure(
 
 
 async def test_every_writable_enum_of_process_and_host_pvs_checks_its_index():
-    from pyprocserv._hostpvs import HostPVs
-    from pyprocserv._pvs import GuardedEnum, ProcessPVs, WritePolicy
+    from pyprocserv._ca.hostpvs import HostPVs
+    from pyprocserv._ca.pvs import GuardedEnum, ProcessPVs, WritePolicy
 
     class Nobody:  # neither a host nor a server: a put that got through would touch it and fail
         managed: dict = {}
@@ -362,7 +362,7 @@ async def test_every_writable_enum_of_process_and_host_pvs_checks_its_index():
 
 
 def test_refusals_are_reported_at_once_then_at_most_once_a_period_with_a_count():
-    from pyprocserv._reports import ReportLimiter
+    from pyprocserv._core.reports import ReportLimiter
 
     limiter = ReportLimiter(period=60.0)
     assert limiter.note("10.0.0.1", now=100.0) == 1  # the first: reported at once

@@ -1,4 +1,4 @@
-"""The procServ command line (pyprocserv._cli), parsed without starting anything.
+"""The procServ command line (pyprocserv._core.cli), parsed without starting anything.
 
 These tests prove that :func:`parse_args` reads procServ's command lines as procServ 2.7.0
 does (reference §1.1-§1.2): both synopsis forms; glibc getopt_long with a leading ``+``
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._cli import VERSION_LINE, CliExit, CliOptions, parse_args, usage
-from pyprocserv._endpoints import TcpEndpoint, UnixEndpoint
-from pyprocserv._keys import KeyMap
-from pyprocserv._policy import RestartMode
+from pyprocserv._core.cli import VERSION_LINE, CliExit, CliOptions, parse_args, usage
+from pyprocserv._core.endpoints import TcpEndpoint, UnixEndpoint
+from pyprocserv._core.keys import KeyMap
+from pyprocserv._core.policy import RestartMode
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 PROG = "/usr/bin/procServ"

@@ -116,7 +116,7 @@ async def test_daemon_warns_about_a_missing_log_like_procserv():
 
 def run_as_script(script: str, *args: str, cwd: str) -> subprocess.CompletedProcess:
     """pyprocserv as pip's console script runs it: argv[0] is the script's full path."""
-    code = f"import sys; sys.argv[0] = {script!r}; from pyprocserv._main import entrypoint; entrypoint()"
+    code = f"import sys; sys.argv[0] = {script!r}; from pyprocserv._apps.main import entrypoint; entrypoint()"
     return subprocess.run([PY, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=20,
                           env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.DEVNULL)
 

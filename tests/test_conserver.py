@@ -242,7 +242,7 @@ def second_host():
 
 
 async def manage(conf: Path, *args: str) -> str:
-    result = await trio.run_process([PY, "-m", "pyprocserv._manage", "--conf-dir", str(conf), *args],
+    result = await trio.run_process([PY, "-m", "pyprocserv._apps.manage", "--conf-dir", str(conf), *args],
                                     capture_stdout=True, capture_stderr=True, check=False, env=ENV)
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
@@ -250,7 +250,7 @@ async def manage(conf: Path, *args: str) -> str:
 
 async def serve(lab: Lab, name: str, conf: Path, instances: list[str], netns: str | None = None) -> dict[str, int]:
     """Host mode for ``conf`` (in ``netns`` if given); the child pids once every instance serves."""
-    argv = [PY, "-m", "pyprocserv._manage", "--conf-dir", str(conf), "run"]
+    argv = [PY, "-m", "pyprocserv._apps.manage", "--conf-dir", str(conf), "run"]
     await lab.spawn(name, [IP, "netns", "exec", netns, *argv] if netns else argv, must_stop=True)
     with trio.move_on_after(15):
         while True:

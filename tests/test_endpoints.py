@@ -1,4 +1,4 @@
-"""Endpoint specs (pyprocserv._endpoints), parsed without a socket.
+"""Endpoint specs (pyprocserv._core.endpoints), parsed without a socket.
 
 These tests prove that every form procServ accepts for ``-P``, the compat endpoint and ``-l``
 parses (reference §1.4: ``PORT`` with whitespace, ``A.B.C.D:PORT``, ``unix:PATH``,
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._endpoints import (
+from pyprocserv._core.endpoints import (
     UNIX_PATH_MAX,
     EndpointError,
     TcpEndpoint,

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from helpers import FakeSpawner, attach
 from pyprocserv import Config, ProcessServer, RestartMode
-from pyprocserv._backoff import Backoff
-from pyprocserv._extras import Supervisor
-from pyprocserv._policy import RestartPolicy
+from pyprocserv._core.backoff import Backoff
+from pyprocserv._shell.extras import Supervisor
+from pyprocserv._core.policy import RestartPolicy
 
 # -- the pure back-off ----------------------------------------------------------------------------
 
@@ -136,8 +136,8 @@ async def test_an_error_racing_the_cancellation_is_reported_not_passed_up(autoju
 
 
 async def test_a_failing_watchdog_leaves_the_child_and_clients_alone(autojump_clock, nursery, monkeypatch, capsys):
-    from pyprocserv import _camonitor
-    from pyprocserv._watchdog import WatchConfig
+    from pyprocserv._ca import camonitor as _camonitor
+    from pyprocserv._core.watchdog import WatchConfig
 
     calls = []
 

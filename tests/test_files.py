@@ -25,8 +25,8 @@ import trio
 
 from helpers import PY, FakeSpawner, ServerProcess, proc_state, short_tmpdir
 from pyprocserv import Config, ProcessServer
-from pyprocserv._endpoints import UnixEndpoint
-from pyprocserv._listeners import BindError, bind
+from pyprocserv._core.endpoints import UnixEndpoint
+from pyprocserv._shell.listeners import BindError, bind
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

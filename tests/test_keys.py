@@ -1,4 +1,4 @@
-"""Key handling (pyprocserv._keys): the command characters and what reaches the child.
+"""Key handling (pyprocserv._core.keys): the command characters and what reaches the child.
 
 These tests prove that:
 * ``-k``/``--autorestartcmd``/``-x`` specs and ``--ignore`` strings are read exactly as procServ's
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._keys import (
+from pyprocserv._core.keys import (
     KILL_CHAR,
     QUIT_CHAR,
     RESTART_CHAR,

@@ -1,4 +1,4 @@
-"""The console log (pyprocserv._logfile): per-line stamps, the history ring, the ``-L`` file.
+"""The console log (pyprocserv._shell.logfile): per-line stamps, the history ring, the ``-L`` file.
 
 These tests prove that:
 * :class:`LineStamper` puts the stamp before the first byte of every line, across any chunk
@@ -25,18 +25,9 @@ from helpers import split_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv import _messages as messages
-from pyprocserv._logfile import (
-    History,
-    LineStamper,
-    LogFile,
-    follow,
-    log_files,
-    parse_size,
-    rotation_due,
-    rotation_renames,
-    tail,
-)
+from pyprocserv._core import messages
+from pyprocserv._core.log import History, LineStamper, parse_size, rotation_due, rotation_renames
+from pyprocserv._shell.logfile import LogFile, follow, log_files, tail
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 STAMP = b"[23:06:47] "

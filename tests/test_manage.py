@@ -38,7 +38,7 @@ def manage(conf: str, *args: str, env: dict | None = None, check: bool = True) -
     # never the host's systemctl: a test must not enable units in /etc/systemd/system
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), PYPROCSERV_SYSTEMCTL="/nonexistent/systemctl")
     full_env.update(env or {})
-    result = subprocess.run([PY, "-m", "pyprocserv._manage", "--conf-dir", conf, *args], capture_output=True,
+    result = subprocess.run([PY, "-m", "pyprocserv._apps.manage", "--conf-dir", conf, *args], capture_output=True,
                             text=True, env=full_env, timeout=30, stdin=subprocess.DEVNULL)
     if check:
         assert result.returncode == 0, result.stderr
@@ -247,7 +247,7 @@ def test_help_texts_are_plain(words):
 
 
 def test_the_launchers_help_is_plain():
-    result = subprocess.run([PY, "-m", "pyprocserv._launch", "--help"], capture_output=True, text=True, timeout=30,
+    result = subprocess.run([PY, "-m", "pyprocserv._apps.launch", "--help"], capture_output=True, text=True, timeout=30,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0 and result.stdout.startswith("usage: pyprocserv-launcher")
     assert "``" not in result.stdout
@@ -294,7 +294,7 @@ def test_the_launcher_refuses_unknown_instances_with_procserv_launchers_words():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for name, message in (("nope", "Instance 'nope' not found\n"), ("off", "'off' not an instance\n"),
                           ("nocmd", "instance 'nocmd' missing command=\n")):
-        result = subprocess.run([PY, "-m", "pyprocserv._launch", "--conf-dir", conf, name], capture_output=True,
+        result = subprocess.run([PY, "-m", "pyprocserv._apps.launch", "--conf-dir", conf, name], capture_output=True,
                                 text=True, env=env, timeout=30)
         assert (result.returncode, result.stderr) == (1, message)
 
@@ -305,7 +305,7 @@ async def test_the_launcher_tells_systemd_ready_status_and_stopping(nursery):
     notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await notify.bind(f"{conf}/notify")
     env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=f"{conf}/notify", WATCHDOG_USEC="400000")
-    process = await trio.lowlevel.open_process([PY, "-m", "pyprocserv._launch", "--conf-dir", conf, "ioc"],
+    process = await trio.lowlevel.open_process([PY, "-m", "pyprocserv._apps.launch", "--conf-dir", conf, "ioc"],
                                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     env["WATCHDOG_PID"] = str(process.pid)  # not passed: any pid is ours then
     try:
@@ -382,7 +382,7 @@ class HostProcess:
     async def __aenter__(self) -> "HostProcess":
         with open(self.stderr, "wb") as err:
             self.process = await trio.lowlevel.open_process(
-                [PY, "-m", "pyprocserv._manage", "--conf-dir", self.conf, "run", *self.args],
+                [PY, "-m", "pyprocserv._apps.manage", "--conf-dir", self.conf, "run", *self.args],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         return self
 
@@ -484,7 +484,7 @@ INI_PIECES = st.sampled_from([
 @given(pieces=st.lists(st.one_of(INI_PIECES, st.text(max_size=12)), max_size=12),
        junk=st.binary(max_size=8))
 def test_any_config_file_reads_or_fails_with_a_config_error(tmp_path, pieces, junk):
-    from pyprocserv._instances import ConfigError, Layout, instances
+    from pyprocserv._apps.instances import ConfigError, Layout, instances
 
     (tmp_path / "procServ.conf").write_bytes("".join(pieces).encode("utf-8", "surrogatepass") + junk)
     try:
@@ -749,7 +749,7 @@ async def test_logs_lists_shows_and_follows_and_restart_gives_a_new_child():
         assert manage(conf, "logs", "nosuch", check=False).returncode == 1
 
         follower = await trio.lowlevel.open_process(
-            [PY, "-m", "pyprocserv._manage", "--conf-dir", conf, "logs", "-f", "-n", "1", "off"],
+            [PY, "-m", "pyprocserv._apps.manage", "--conf-dir", conf, "logs", "-f", "-n", "1", "off"],
             env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         try:
             first = child_pids(conf, "off")["off"]
@@ -805,8 +805,8 @@ async def _read_or_none(read, name):
 
 
 def test_socket_units_listen_where_pyprocserv_would():
-    from pyprocserv._instances import Instance, Layout
-    from pyprocserv._units import socket_unit
+    from pyprocserv._apps.instances import Instance, Layout
+    from pyprocserv._apps.units import socket_unit
 
     layout = Layout(conf_dir="/c")
 
@@ -825,8 +825,8 @@ def test_socket_units_listen_where_pyprocserv_would():
 def test_procserv_version_key_reaches_the_instances_command_line():
     import configparser
 
-    from pyprocserv._cli import parse_args
-    from pyprocserv._instances import DEFAULTS, Instance, Layout
+    from pyprocserv._core.cli import parse_args
+    from pyprocserv._apps.instances import DEFAULTS, Instance, Layout
 
     parser = configparser.ConfigParser(DEFAULTS)
     parser.read_string("[old]\ncommand = /bin/cat\n[slac]\ncommand = /bin/cat\nprocserv_version = 2.8\n")

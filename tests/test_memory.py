@@ -18,9 +18,9 @@ import socket
 import trio
 
 from helpers import ServerProcess, child_script, free_port, rss_kib
-from pyprocserv import _messages as messages
-from pyprocserv._console import OWN_LIMIT, Console, Outbox, Reader
-from pyprocserv._telnet import TelnetConnection
+from pyprocserv._core import messages
+from pyprocserv._shell.console import OWN_LIMIT, Console, Outbox, Reader
+from pyprocserv._core.telnet import TelnetConnection
 
 BIG = 1 << 40  # an outbox limit that never binds: the budget is what is tested
 

@@ -1,4 +1,4 @@
-"""Every console text (pyprocserv._messages), byte for byte against procServ 2.7.0.
+"""Every console text (pyprocserv._core.messages), byte for byte against procServ 2.7.0.
 
 procServControl and site scripts scrape these lines with ``sscanf``, so these tests compare
 whole byte strings with reference §2 (greeting, lifecycle, command messages) and the captures
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv import _messages as m
-from pyprocserv._policy import RestartMode
+from pyprocserv._core import messages as m
+from pyprocserv._core.policy import RestartMode
 
 # Local times, so the expected strings do not depend on the machine's time zone.
 SERVER_START = time.mktime((2026, 11, 21, 23, 14, 39, 0, 0, -1))

@@ -1,4 +1,4 @@
-"""The restart policy (pyprocserv._policy) on a virtual clock made of plain floats.
+"""The restart policy (pyprocserv._core.policy) on a virtual clock made of plain floats.
 
 These tests prove procServ's restart rules (reference §4.3-§4.4): the first start is due at
 once (even with ``--noautorestart``), the holdoff counts from the previous *start*, OFF holds
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._policy import (
+from pyprocserv._core.policy import (
     PROCSERV_VERSIONS,
     RestartMode,
     RestartPolicy,

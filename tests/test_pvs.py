@@ -28,7 +28,7 @@ from caproto.sync.client import read, write
 
 from helpers import PY, Client, free_port, serve_and_connect, short_tmpdir
 from pyprocserv import Config, ProcessServer, RestartMode
-from pyprocserv._watchdog import WatchConfig
+from pyprocserv._core.watchdog import WatchConfig
 
 HERE = Path(__file__).parent
 
@@ -288,7 +288,7 @@ def test_without_pvs_caproto_is_never_imported():
         "        await n.start(server.run)\n"
         "        server.shutdown()\n"
         "trio.run(main)\n"
-        "print('caproto' in sys.modules, 'pyprocserv._pvs' in sys.modules)\n"
+        "print('caproto' in sys.modules, 'pyprocserv._ca.pvs' in sys.modules)\n"
     )
     result = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30,
                             env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
@@ -296,7 +296,7 @@ def test_without_pvs_caproto_is_never_imported():
 
 
 async def test_a_pv_server_that_fails_is_restarted_and_the_child_never_notices(nursery, ca_env, monkeypatch, capsys):
-    from pyprocserv import _pvs
+    from pyprocserv._ca import pvs as _pvs
 
     real_refresh = _pvs.ProcessPVs.refresh
     failures = []
@@ -503,7 +503,7 @@ async def test_record_fields_are_served_for_every_pv_and_follow_the_record(nurse
 async def test_fields_go_with_their_group_and_a_field_search_leaves_nothing_behind(nursery, ca_env):
     from caproto.server import PVGroup, pvproperty
 
-    from pyprocserv._pvs import PVServer
+    from pyprocserv._ca.pvs import PVServer
 
     class Lamp(PVGroup):
         LIT = pvproperty(value=0, dtype=int, read_only=True, doc="Lit")
@@ -565,7 +565,7 @@ async def test_host_mode_pvs_have_the_same_fields_and_alarms(ca_env):
 
 
 async def test_a_search_that_fails_is_reported_and_the_ca_server_keeps_serving(nursery, ca_env, monkeypatch, capsys):
-    from pyprocserv import _pvs
+    from pyprocserv._ca import pvs as _pvs
 
     def broken_field(record, name, field):
         raise RuntimeError("a bug in a field")  # as a failed reply's sendto raises in the same loop

@@ -55,10 +55,10 @@ from helpers import (
     OFFER, PY, FakeSpawner, fd_count, rss_kib, ServerProcess, attach, children_of, close_at_end, connect, proc_state, short_tmpdir,
 )
 from pyprocserv import ProcessServer
-from pyprocserv._cli import CliExit, parse_args
-from pyprocserv._keys import KeyMap
-from pyprocserv._main import _check_owners, check_command
-from pyprocserv._telnet import Data, TelnetConnection, WindowSize
+from pyprocserv._core.cli import CliExit, parse_args
+from pyprocserv._core.keys import KeyMap
+from pyprocserv._apps.main import _check_owners, check_command
+from pyprocserv._core.telnet import Data, TelnetConnection, WindowSize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEPARATOR = b"@@@ @@@ @@@ @@@ @@@\r\n"

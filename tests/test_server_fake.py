@@ -16,7 +16,7 @@ import trio.testing
 
 from helpers import Client, FakeSpawner, attach
 from pyprocserv import Config, KeyMap, ProcessServer, RestartMode
-from pyprocserv._console import Outbox
+from pyprocserv._shell.console import Outbox
 
 def make(spawner: FakeSpawner, **overrides) -> ProcessServer:
     options = dict(command=("/bin/cat",), name="mychild", holdoff=15)

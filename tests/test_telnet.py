@@ -1,4 +1,4 @@
-"""The sans-IO telnet codec (pyprocserv._telnet), proved without a socket.
+"""The sans-IO telnet codec (pyprocserv._core.telnet), proved without a socket.
 
 These tests prove that:
 * the opening offer and every reply are procServ's bytes (reference §3.1): WILL ECHO + DO
@@ -23,7 +23,7 @@ from helpers import split_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._telnet import (
+from pyprocserv._core.telnet import (
     DO,
     DONT,
     ECHO,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._cli import CliExit, parse_args
-from pyprocserv._watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
+from pyprocserv._core.cli import CliExit, parse_args
+from pyprocserv._core.watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
 
 CONFIG = WatchConfig(pv="IOC:HEALTH", hold=30, max_per_hour=3)
 
@@ -158,7 +158,7 @@ def test_never_more_restarts_an_hour_than_the_budget_and_never_a_stopped_child(e
 
 
 def test_write_policy_defaults_to_this_host_only():
-    from pyprocserv._pvs import WritePolicy
+    from pyprocserv._ca.pvs import WritePolicy
 
     policy = WritePolicy()
     assert policy.allows("127.0.0.1") and policy.allows("::1") and policy.allows("::ffff:127.0.0.1")

@@ -33,9 +33,9 @@ import sys
 import time
 from typing import Sequence
 
-from ._files import replace_file
-from ._instances import ConfigError, Layout, instances
-from ._units import conserver_config, write_file, write_units
+from .._shell.files import replace_file
+from .instances import ConfigError, Layout, instances
+from .units import conserver_config, write_file, write_units
 
 log = logging.getLogger("pyprocserv.manage")
 SYSTEMCTL = os.environ.get("PYPROCSERV_SYSTEMCTL", "/bin/systemctl")
@@ -353,14 +353,14 @@ def cmd_attach(layout: Layout, args: argparse.Namespace) -> int:
         elif os.path.isfile(SOCAT) and not endpoint.startswith("@"):
             os.execv(SOCAT, [SOCAT, "-,raw,echo=0", "unix-connect:" + endpoint])
     if endpoints:  # no telnet or socat: our own client
-        from ._attach import attach
+        from .attach import attach
 
         return attach(endpoints[0])
     sys.exit(f"No tool to connect to {args.name} (attach command needs telnet and/or socat)")
 
 
 def cmd_run(layout: Layout, args: argparse.Namespace) -> int:
-    from ._host import run_host
+    from .host import run_host
 
     return run_host(layout, args)
 
@@ -377,7 +377,7 @@ def _log_path(layout: Layout, name: str, log_dir: str | None) -> str:
 
 
 def cmd_logs(layout: Layout, args: argparse.Namespace) -> int:
-    from ._logfile import follow, log_files, tail
+    from .._shell.logfile import follow, log_files, tail
 
     if args.name is None:  # every instance's log files, newest first, with their sizes
         for instance in instances(layout):
@@ -596,7 +596,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _size_option(text: str) -> int:
-    from ._logfile import parse_size
+    from .._core.log import parse_size
 
     try:
         return parse_size(text)

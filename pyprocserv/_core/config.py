@@ -6,10 +6,10 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint, parse_endpoint
-from ._keys import KeyMap
-from ._policy import DEFAULT_PROCSERV_VERSION, PROCSERV_VERSIONS, RestartMode
-from ._watchdog import WatchConfig
+from .endpoints import Endpoint, TcpEndpoint, UnixEndpoint, parse_endpoint
+from .keys import KeyMap
+from .policy import DEFAULT_PROCSERV_VERSION, PROCSERV_VERSIONS, RestartMode
+from .watchdog import WatchConfig
 
 DEFAULT_HOLDOFF = 15.0
 DEFAULT_CLIENT_BUDGET = 64 << 20  # bytes of console output queued for all clients together

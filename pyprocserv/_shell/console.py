@@ -42,10 +42,10 @@ from typing import Callable, Iterable, Protocol, Sequence, final
 
 import trio
 
-from . import _messages as messages
-from ._config import DEFAULT_CLIENT_BUDGET
-from ._logfile import History, LineStamper
-from ._telnet import TelnetConnection
+from .._core import messages
+from .._core.config import DEFAULT_CLIENT_BUDGET
+from .._core.log import History, LineStamper
+from .._core.telnet import TelnetConnection
 
 # One gathering write takes at most this many chunks and (about) this many bytes.
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024

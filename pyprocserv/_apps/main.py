@@ -30,14 +30,14 @@ from typing import Iterator, Sequence
 
 import trio
 
-from ._cli import CliExit, CliOptions, parse_args
-from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint
-from ._files import UnsafeFile, write_owned_file
-from ._listeners import BindError, BoundEndpoint, bind_all, owner_ids
-from ._logfile import LogFile
-from ._server import ProcessServer
-from ._stdio import RawTerminal, TerminalStream
-from ._systemd import address_of, listen_fds, notify, watchdog_interval
+from .._core.cli import CliExit, CliOptions, parse_args
+from .._core.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
+from .._shell.files import UnsafeFile, write_owned_file
+from .._shell.listeners import BindError, BoundEndpoint, bind_all, owner_ids
+from .._shell.logfile import LogFile
+from .._shell.server import ProcessServer
+from .._shell.stdio import RawTerminal, TerminalStream
+from .systemd import address_of, listen_fds, notify, watchdog_interval
 
 READY_TIMEOUT = 10.0
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # rule 4
@@ -82,7 +82,7 @@ def _check_pv_support(options: CliOptions) -> str | None:
     if config.pv_prefix is None and config.watch is None:
         return None
     try:
-        from . import _pvs
+        from .._ca import pvs as _pvs
     except ImportError as exc:
         return f"the PV channel needs caproto ({exc}): pip install 'pyprocserv[pv]'"
     try:

@@ -37,19 +37,19 @@ from typing import Awaitable, Callable, final
 
 import trio
 
-from . import _messages as messages
-from ._child import Child, spawn_pty_child
-from ._config import Config
-from ._console import Console, InputQueue, Outbox, Reader
-from ._extras import Supervisor
-from ._files import replace_file, write_owned_file
-from ._keys import Key
-from ._listeners import BoundEndpoint, bind_all, info_lines, procserv_info
-from ._logfile import LogFile
-from ._policy import RestartMode, RestartPolicy, exit_code_after, kill_sequence, toggle_cycle
-from ._stdio import StdoutWriter
-from ._telnet import Data, TelnetConnection, WindowSize
-from ._version import __version__
+from .._core import messages
+from .child import Child, spawn_pty_child
+from .._core.config import Config
+from .console import Console, InputQueue, Outbox, Reader
+from .extras import Supervisor
+from .files import replace_file, write_owned_file
+from .._core.keys import Key
+from .listeners import BoundEndpoint, bind_all, info_lines, procserv_info
+from .logfile import LogFile
+from .._core.policy import RestartMode, RestartPolicy, exit_code_after, kill_sequence, toggle_cycle
+from .stdio import StdoutWriter
+from .._core.telnet import Data, TelnetConnection, WindowSize
+from .._version import __version__
 
 READ_SIZE = 1 << 16
 # Client input is read in small pieces: each read ends the client's turn, so however fast one
@@ -354,8 +354,7 @@ class ProcessServer:
         """
         config = self.config
         if config.pv_prefix is not None:
-            from . import _pvs
-
+            from .._ca import pvs as _pvs
             policy = _pvs.WritePolicy(config.pv_write_hosts)
 
             async def pvs(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -367,7 +366,7 @@ class ProcessServer:
 
             await nursery.start(self.extras.run, "PV server", pvs)
         if config.watch is not None:
-            from ._camonitor import run_watchdog
+            from .._ca.camonitor import run_watchdog
 
             watch = config.watch
 

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import final
 
-from ._endpoints import Endpoint, TcpEndpoint, UnixEndpoint
+from .._core.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
 
 BACKLOG = 1024
 SUN_PATH_MAX = 107  # bytes of a UNIX socket path, without the final NUL

@@ -33,12 +33,12 @@ import trio
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
 
-from ._pvs import REPORT_PERIOD, GuardedEnum, WritePolicy, _update, report_refusals
-from ._reports import ReportLimiter
+from .pvs import REPORT_PERIOD, GuardedEnum, WritePolicy, _update, report_refusals
+from .._core.reports import ReportLimiter
 
 if TYPE_CHECKING:
-    from ._extras import Root
-    from ._host import Host
+    from .._shell.extras import Root
+    from .._apps.host import Host
 
 ALL_TIMEOUT = 60.0
 CONTROL_STATES = ["Stop", "Run", "Reset"]  # the supervisor IOC manager's 0, 1, 2
@@ -196,7 +196,7 @@ class ManagerPVs(PVGroup):
     async def follow(self) -> None:
         async with trio.open_nursery() as nursery:
             if self.time_pv:
-                from ._camonitor import monitor
+                from .camonitor import monitor
 
                 nursery.start_soon(monitor, self.time_pv, self._time_reading)
             nursery.start_soon(self._follow_status)

@@ -12,8 +12,8 @@ import sys
 
 import trio
 
-from ._stdio import RawTerminal, TerminalStream
-from ._telnet import ECHO, SGA, Data, TelnetConnection
+from .._shell.stdio import RawTerminal, TerminalStream
+from .._core.telnet import ECHO, SGA, Data, TelnetConnection
 
 
 async def _attach(endpoint: str) -> None:

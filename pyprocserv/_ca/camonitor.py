@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import caproto as ca
 import trio
 
-from ._watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
+from .._core.watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
 
 if TYPE_CHECKING:
-    from ._extras import Root
+    from .._shell.extras import Root
 
 SEARCH_INTERVAL = 0.5
 

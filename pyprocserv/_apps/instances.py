@@ -23,7 +23,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-from ._logfile import parse_size
+from .._core.log import parse_size
 
 DEFAULTS = {"user": "nobody", "group": "nogroup", "chdir": "/", "port": "0", "instance": "1"}
 IGNORE = "^D^C^]"  # procServ-launcher's --ignore, kept byte for byte

@@ -31,16 +31,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._cli import CliExit, parse_args
-from ._extras import Supervisor
-from ._instances import ConfigError, Instance, Layout, instances
-from ._logfile import LogFile, parse_size
-from ._main import explain
-from ._server import ProcessServer
+from .._core.cli import CliExit, parse_args
+from .._shell.extras import Supervisor
+from .instances import ConfigError, Instance, Layout, instances
+from .._core.log import parse_size
+from .._shell.logfile import LogFile
+from .main import explain
+from .._shell.server import ProcessServer
 
 if TYPE_CHECKING:
-    from ._hostpvs import ManagerPVs
-    from ._pvs import ProcessPVs, PVServer
+    from .._ca.hostpvs import ManagerPVs
+    from .._ca.pvs import ProcessPVs, PVServer
 
 RETRY_AFTER = 10.0
 
@@ -206,7 +207,7 @@ class Host:
         prefix = self.pv_prefix(managed.instance)
         if self.pvs is None or prefix is None or managed.server is None or managed.group is not None:
             return
-        from ._pvs import ProcessPVs, WritePolicy
+        from .._ca.pvs import ProcessPVs, WritePolicy
 
         managed.group = ProcessPVs(managed.server, prefix, WritePolicy(self.write_hosts))
         self.pvs.add(managed.group)
@@ -215,8 +216,8 @@ class Host:
         prefix = self.args.manager_pvs
         if self.pvs is None or not prefix or managed.server is None or managed.manager is not None:
             return
-        from ._hostpvs import ManagerPVs
-        from ._pvs import WritePolicy
+        from .._ca.hostpvs import ManagerPVs
+        from .._ca.pvs import WritePolicy
 
         managed.manager = ManagerPVs(managed.server, prefix, managed.instance.name, WritePolicy(self.write_hosts),
                                      time_pv=managed.instance.time_pv)
@@ -242,8 +243,8 @@ class Host:
 
     async def _serve_pvs(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One CA server for the host's PVs and every instance's (a supervised extra)."""
-        from ._hostpvs import HostPVs, ManagerAllPVs
-        from ._pvs import PVServer, WritePolicy
+        from .._ca.hostpvs import HostPVs, ManagerAllPVs
+        from .._ca.pvs import PVServer, WritePolicy
 
         pvs = PVServer((self.args.pv_interface,))
         groups = [HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))] if self.args.pv_prefix else []

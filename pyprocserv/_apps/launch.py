@@ -15,7 +15,7 @@ import shutil
 import sys
 from typing import Sequence
 
-from ._instances import ConfigError, Instance, Layout, read_config
+from .instances import ConfigError, Instance, Layout, read_config
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from ._policy import RestartMode
+from .policy import RestartMode
 
 NL = b"\r\n"
 SEPARATOR = b"@@@ @@@ @@@ @@@ @@@" + NL

@@ -22,12 +22,12 @@ import signal
 from dataclasses import dataclass
 from typing import Mapping, NoReturn, Sequence
 
-from ._version import __version__
-from ._config import Config
-from ._endpoints import Endpoint, EndpointError, parse_endpoint
-from ._keys import KeyMap, parse_char, parse_ignore
-from ._policy import PROCSERV_VERSIONS, RestartMode
-from ._watchdog import WatchConfig
+from .._version import __version__
+from .config import Config
+from .endpoints import Endpoint, EndpointError, parse_endpoint
+from .keys import KeyMap, parse_char, parse_ignore
+from .policy import PROCSERV_VERSIONS, RestartMode
+from .watchdog import WatchConfig
 
 SHORT_OPTIONS = "c:de:fG:hi:I:k:l:L:n:op:P:qVwx:"
 # name -> (takes an argument: 0 no, 1 yes, 2 optional and attached, short letter or None)

@@ -18,13 +18,13 @@ import shlex
 import shutil
 import sys
 
-from ._endpoints import TcpEndpoint, parse_endpoint
-from ._instances import Instance, Layout
+from .._core.endpoints import TcpEndpoint, parse_endpoint
+from .instances import Instance, Layout
 
 
 def launcher_command(layout: Layout) -> str:
     found = shutil.which("pyprocserv-launcher")
-    base = found if found else f"{sys.executable} -m pyprocserv._launch"
+    base = found if found else f"{sys.executable} -m pyprocserv._apps.launch"
     return " ".join([base, *layout.mode_flag()])
 
 

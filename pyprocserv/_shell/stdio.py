@@ -14,7 +14,7 @@ from typing import final
 
 import trio
 
-from ._console import Outbox
+from .console import Outbox
 
 STDOUT_QUEUE_LIMIT = 8 << 20
 

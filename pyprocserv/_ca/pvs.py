@@ -53,13 +53,13 @@ from caproto.server import PVGroup, PvpropertyEnum, pvproperty
 from caproto.server.common import DisconnectedCircuit
 from caproto.trio.util import open_memory_channel
 
-from ._logfile import History
-from ._policy import RestartMode
-from ._reports import ReportLimiter
-from ._watchdog import WatchState
+from .._core.log import History
+from .._core.policy import RestartMode
+from .._core.reports import ReportLimiter
+from .._core.watchdog import WatchState
 
 if TYPE_CHECKING:
-    from ._extras import Root
+    from .._shell.extras import Root
 
 IOCOUT_LINES = 20
 IOCOUT_SIZE = 5120  # DLS procServControl's NELM

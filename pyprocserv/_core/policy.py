@@ -33,7 +33,7 @@ import math
 import signal
 from typing import Sequence, final
 
-from ._backoff import Backoff
+from .backoff import Backoff
 
 SPAWN_FIRST_RETRY = 1.0
 SPAWN_LAST_RETRY = 60.0

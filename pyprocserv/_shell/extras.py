@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, final
 
 import trio
 
-from . import _messages as messages
-from ._backoff import Backoff
+from .._core import messages
+from .._core.backoff import Backoff
 
 if TYPE_CHECKING:
-    from ._config import Config
-    from ._policy import RestartMode
-    from ._server import Status
+    from .._core.config import Config
+    from .._core.policy import RestartMode
+    from .server import Status
 
 Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
 FIRST_RETRY = 1.0
