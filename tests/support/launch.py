@@ -39,6 +39,14 @@ def remove_short_tmpdirs() -> None:
         shutil.rmtree(_SHORT_TMPDIRS.pop(), ignore_errors=True)
 
 
+async def reap(process: trio.Process) -> None:
+    """Kill ``process`` if it still runs and wait for it, even while being cancelled."""
+    if process.poll() is None:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
 def child_script(code: str) -> tuple[str, ...]:
     """A Python child running ``code`` (unbuffered, so output reaches the pty at once)."""
     return (PY, "-u", "-c", code)
@@ -97,10 +105,7 @@ class ServerProcess:
                         raise AssertionError("server exited: " + Path(self.stderr).read_text())
                     await trio.sleep(0.02)
         except BaseException:
-            if self.process.poll() is None:  # a server that never got ready must not outlive its test
-                self.process.kill()
-                with trio.CancelScope(shield=True):
-                    await self.process.wait()
+            await reap(self.process)  # a server that never got ready must not outlive its test
             raise
         self.pid = int(lines[0].split(":")[1])
         self.endpoints = lines[1:]

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 
 import trio
 
-from support.client import OFFER
-
 from .harness import SCENARIO_TIMEOUT, ServerUnderTest, wait_for_file
 
 
@@ -24,10 +22,8 @@ async def _greeting_variant(
         if wait_running:
             ctl = await srv.connect_when_running("control")
         else:
-            ctl = await srv.connect("control")
-            await ctl.expect(OFFER)
-        log = await srv.connect("log")
-        await log.expect(OFFER)
+            ctl = await srv.greeted("control")
+        log = await srv.greeted("log")
         await ctl.quiet()
         await log.quiet()
         out[f"{key}_control"] = srv.norm(ctl.transcript())
@@ -137,9 +133,7 @@ async def scenario_greeting_logfile(server_cmd: Sequence[str]) -> dict[str, byte
     ``@@@ Child log file: log.txt`` (the path as given), before the child's PID line."""
     with trio.fail_after(SCENARIO_TIMEOUT):
         async with ServerUnderTest(server_cmd, log_port=True, log_file=True) as srv:
-            ctl = await srv.connect_when_running("control")
-            log = await srv.connect("log")
-            await log.expect(OFFER)
+            ctl, log = await srv.control_and_log()
             for c in (ctl, log):
                 await c.quiet()
         return {"control": srv.norm(ctl.transcript()), "log_client": srv.norm(log.transcript())}

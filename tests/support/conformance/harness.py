@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import trio
 
 from support.client import DEFAULT_TIMEOUT, OFFER, Client, ExpectTimeout
+from support.launch import reap
 from support.ports import free_port
 from support.proc import alive, children_of, descendants, listening_tcp_ports, pids_with_cwd_under, start_time
 
@@ -126,10 +127,7 @@ async def _run_captured(
                 with trio.fail_after(timeout):
                     rc = await proc.wait()
             finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    with trio.CancelScope(shield=True):
-                        await proc.wait()
+                await reap(proc)
         with open(out_path, "rb") as f:
             stdout = f.read()
         with open(err_path, "rb") as f:
@@ -383,6 +381,16 @@ class ServerUnderTest:
             raise ValueError(kind)
         self.clients.append(c)
         return c
+
+    async def greeted(self, kind: str = "control", name: str | None = None) -> Client:
+        """``connect``, then read the greeting up to the telnet offer."""
+        c = await self.connect(kind, name)
+        await c.expect(OFFER)
+        return c
+
+    async def control_and_log(self, name: str = "control") -> tuple[Client, Client]:
+        """A control client once the child runs, then a log client; both past their greetings."""
+        return await self.connect_when_running("control", name), await self.greeted("log")
 
     def child_pids(self) -> list[int]:
         if self.server_pid is None:

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 
 import trio
 
-from support.client import OFFER
-
 from .harness import SCENARIO_TIMEOUT, ServerUnderTest
 
 
@@ -82,11 +80,8 @@ async def scenario_two_controls_and_logger(
     """
     with trio.fail_after(SCENARIO_TIMEOUT):
         async with ServerUnderTest(server_cmd, log_port=True) as srv:
-            c1 = await srv.connect_when_running("control", "c1")
-            log = await srv.connect("log")
-            await log.expect(OFFER)
-            c2 = await srv.connect("control", "c2")
-            await c2.expect(OFFER)
+            c1, log = await srv.control_and_log("c1")
+            c2 = await srv.greeted("control", "c2")
             await c1.send(b"hello\r")
             for c in (c1, log, c2):
                 await c.expect(re.compile(rb"hello\r\n.*hello\r\n", re.S))
@@ -113,18 +108,14 @@ async def scenario_logout(server_cmd: Sequence[str]) -> dict[str, bytes]:
         async with ServerUnderTest(
             server_cmd, options=["-x", "^D"], log_port=True
         ) as srv:
-            c1 = await srv.connect_when_running("control", "c1")
-            log = await srv.connect("log")
-            await log.expect(OFFER)
-            c2 = await srv.connect("control", "c2")
-            await c2.expect(OFFER)
+            c1, log = await srv.control_and_log("c1")
+            c2 = await srv.greeted("control", "c2")
             await c2.send(b"z\x04")
             await c2.expect_eof()
             await log.send(b"\x04")
             for c in (c1, log):
                 await c.expect(b"z")
-            c3 = await srv.connect("control", "c3")
-            await c3.expect(OFFER)
+            c3 = await srv.greeted("control", "c3")
             await c1.send(b"\r")
             for c in (c1, log, c3):
                 await c.expect(b"z\r\n")

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 
 import trio
 
-from support.client import OFFER
-
 from .harness import SCENARIO_TIMEOUT, START_BLOCK_END, expect_exit, ServerUnderTest
 
 
@@ -20,9 +18,7 @@ async def _logfile_session(
         server_cmd, options=["--holdoff", "0", *options],
         log_file=True, log_port=True,
     ) as srv:
-        c = await srv.connect_when_running("control")
-        log = await srv.connect("log")
-        await log.expect(OFFER)
+        c, log = await srv.control_and_log()
         await c.send(b"line1\r")
         for cl in (c, log):
             await cl.expect(re.compile(rb"line1\r\n.*line1\r\n", re.S))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import trio
 
 from support.client import DEFAULT_TIMEOUT, OFFER, Client
+from support.launch import reap
 from support.ports import free_port
 from support.proc import listening_tcp_ports
 
@@ -37,9 +38,7 @@ async def scenario_kill_restart(server_cmd: Sequence[str]) -> dict[str, bytes]:
             server_cmd, ["/bin/cat"],
             options=["--holdoff", "0", "-n", "catchild"], log_port=True, log_file=True,
         ) as srv:
-            ctl = await srv.connect_when_running("control")
-            log = await srv.connect("log")
-            await log.expect(OFFER)
+            ctl, log = await srv.control_and_log()
             await ctl.send(b"\x18")
             for c in (ctl, log):
                 await expect_exit(c)
@@ -65,14 +64,11 @@ async def scenario_toggle(server_cmd: Sequence[str]) -> dict[str, bytes]:
     """
     with trio.fail_after(SCENARIO_TIMEOUT):
         async with ServerUnderTest(server_cmd, log_port=True) as srv:
-            c1 = await srv.connect_when_running("control", "c1")
-            log = await srv.connect("log")
-            await log.expect(OFFER)
+            c1, log = await srv.control_and_log("c1")
             await c1.send(b"\x14")
             for c in (c1, log):
                 await c.expect(b"Toggled auto restart to OFF\r\n")
-            c2 = await srv.connect("control", "c2")
-            await c2.expect(OFFER)
+            c2 = await srv.greeted("control", "c2")
             await c1.send(b"\x14")
             for c in (c1, c2, log):
                 await c.expect(b"Toggled auto restart to ON\r\n")
@@ -111,8 +107,7 @@ async def scenario_noautorestart_then_R_then_Q(
             await expect_exit(c1)
             await c1.quiet(1.0)
             no_restart = not srv.child_pids()
-            c2 = await srv.connect("unix", "c2")
-            await c2.expect(OFFER)
+            c2 = await srv.greeted("unix", "c2")
             await c2.send(b"\x12")
             for c in (c1, c2):
                 await c.expect(START_BLOCK_END)
@@ -150,8 +145,7 @@ async def scenario_wait_mode(server_cmd: Sequence[str]) -> dict[str, bytes]:
     """
     with trio.fail_after(SCENARIO_TIMEOUT):
         async with ServerUnderTest(server_cmd, options=["-w"]) as srv:
-            c = await srv.connect("control")
-            await c.expect(OFFER)
+            c = await srv.greeted("control")
             idle = await c.quiet(1.2)
             nothing = idle == b"" and not srv.child_pids()
             await c.send(b"\x12")
@@ -191,8 +185,7 @@ async def scenario_holdoff_timing(server_cmd: Sequence[str]) -> dict[str, bytes]
         async with ServerUnderTest(
             server_cmd, child, options=["-w", "--holdoff", str(HOLDOFF)],
         ) as srv:
-            c = await srv.connect("control")
-            await c.expect(OFFER)
+            c = await srv.greeted("control")
             t_r = trio.current_time()
             await c.send(b"\x12")
             await c.expect(START_BLOCK_END)
@@ -234,13 +227,10 @@ async def scenario_toggle_cycle(server_cmd: Sequence[str]) -> dict[str, bytes]:
     greeting says ``auto restart mode is ONESHOT``."""
     with trio.fail_after(SCENARIO_TIMEOUT):
         async with ServerUnderTest(server_cmd, log_port=True) as srv:
-            c1 = await srv.connect_when_running("control", "c1")
-            log = await srv.connect("log")
-            await log.expect(OFFER)
+            c1, log = await srv.control_and_log("c1")
             for word in (b"OFF", b"ONESHOT", b"ON"):
                 if word == b"ON":
-                    c2 = await srv.connect("control", "c2")
-                    await c2.expect(OFFER)
+                    c2 = await srv.greeted("control", "c2")
                 await c1.send(b"\x14")
                 for c in (c1, log):
                     await c.expect(b"Toggled auto restart mode to " + word + b"\r\n")
@@ -266,9 +256,7 @@ async def scenario_oneshot(server_cmd: Sequence[str]) -> dict[str, bytes]:
             server_cmd, child, options=["-o", "--holdoff", "0"],
             log_port=True, log_file=True,
         ) as srv:
-            ctl = await srv.connect_when_running("control")
-            log = await srv.connect("log")
-            await log.expect(OFFER)
+            ctl, log = await srv.control_and_log()
             await ctl.send(b"go\r")
             for c in (ctl, log):
                 await expect_exit(c)
@@ -312,10 +300,7 @@ async def _foreground_exit_code(server_cmd: Sequence[str], options: Sequence[str
                     await c.aclose()
                 rc = await proc.wait()
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
+            await reap(proc)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return b"exit: %d\n" % rc
