@@ -47,6 +47,12 @@ async def reap(process: trio.Process) -> None:
             await process.wait()
 
 
+def read_info(path: str) -> tuple[int, list[str]]:
+    """The server's pid and endpoints from its info file (``pid:N``, then one endpoint a line)."""
+    lines = Path(path).read_text().splitlines()
+    return int(lines[0].split(":")[1]), lines[1:]
+
+
 def child_script(code: str) -> tuple[str, ...]:
     """A Python child running ``code`` (unbuffered, so output reaches the pty at once)."""
     return (PY, "-u", "-c", code)
@@ -107,8 +113,7 @@ class ServerProcess:
         except BaseException:
             await reap(self.process)  # a server that never got ready must not outlive its test
             raise
-        self.pid = int(lines[0].split(":")[1])
-        self.endpoints = lines[1:]
+        self.pid, self.endpoints = read_info(self.info)
         return self
 
     def control(self) -> str:
