@@ -138,7 +138,7 @@ async def run_watchdog(server: Root, config: WatchConfig) -> None:
     policy = WatchdogPolicy(config)
 
     def report() -> None:
-        server.set_watch_state(policy.state.value, policy.restarts)
+        server.set_watch_state(policy.state, policy.restarts)
 
     def act(decision: Any) -> None:
         if decision is not None:

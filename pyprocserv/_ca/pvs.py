@@ -532,7 +532,7 @@ class ProcessPVs(PVGroup):
             await _update(self.EXIT_TIME, _when(status.last_exit_at))
         await _update(self.CLIENTS, status.users)
         await _update(self.LOGGERS, status.loggers)
-        await _update(self.WD_STATE, status.watchdog or "Off")
+        await _update(self.WD_STATE, status.watchdog.value if status.watchdog is not None else "Off")
         await _update(self.WD_COUNT, status.watchdog_restarts)
 
     async def _tick(self) -> None:

@@ -26,8 +26,9 @@ WINDOW = 3600.0
 MAX_BACKOFF = 3600.0
 
 
-class WatchState(enum.Enum):
-    """What ``WD_STATE`` shows. The values are the PV's enum strings (< 26 characters)."""
+class WatchState(enum.StrEnum):
+    """What ``WD_STATE`` shows. The values are the PV's enum strings (< 26 characters), and
+    what the status snapshot and the status file say."""
 
     WAITING = "Waiting"  # no child running, or the PV not seen since the start
     OK = "OK"

@@ -29,7 +29,8 @@ from .._core.backoff import Backoff
 if TYPE_CHECKING:
     from .._core.config import Config
     from .._core.policy import RestartMode
-    from .server import Status
+    from .._core.watchdog import WatchState
+    from .status import Status
 
 Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
 FIRST_RETRY = 1.0
@@ -60,7 +61,7 @@ class Root(Protocol):
 
     def set_restart_mode(self, mode: RestartMode) -> None: ...
 
-    def set_watch_state(self, state: str, restarts: int) -> None: ...
+    def set_watch_state(self, state: WatchState, restarts: int) -> None: ...
 
     def announce(self, text: str, *, who: str = "pyprocserv") -> None: ...
 

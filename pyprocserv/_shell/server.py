@@ -22,7 +22,6 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Awaitable, Callable, final
 
 import trio
@@ -47,8 +45,10 @@ from .._core.keys import Key
 from .listeners import BoundEndpoint, bind_all, info_lines, procserv_info
 from .logfile import LogFile
 from .._core.policy import RestartMode, RestartPolicy, exit_code_after, kill_sequence, toggle_cycle
+from .status import Status
 from .stdio import StdoutWriter
 from .._core.telnet import Data, TelnetConnection, WindowSize
+from .._core.watchdog import WatchState
 from .._version import __version__
 
 READ_SIZE = 1 << 16
@@ -66,37 +66,6 @@ REAP_MAX = 5.0
 FLUSH_MAX = 1.0
 
 SpawnFn = Callable[..., Awaitable[Child]]
-
-
-@dataclass(frozen=True)
-class Status:
-    """A snapshot of one server and its child, from the one place the console also reads."""
-
-    name: str
-    running: bool
-    pid: int | None
-    restart_mode: RestartMode
-    waiting_for_start: bool  # -w, or no start due (auto restart OFF after an exit)
-    start_count: int
-    child_started_at: float | None  # wall clock (time.time())
-    last_exit_code: int | None  # >= 0 exit status, -N killed by signal N
-    last_exit_at: float | None
-    server_pid: int
-    server_started_at: float
-    users: int
-    loggers: int
-    endpoints: tuple[str, ...]
-    watchdog: str | None = None  # WatchState value, None without --watch-pv
-    watchdog_restarts: int = 0
-    extras: tuple[tuple[str, str], ...] = ()  # (extra, "running" or its last failure)
-
-    def as_dict(self) -> dict[str, object]:
-        """Plain values (for JSON): the mode as its word, endpoints as a list, extras as a map."""
-        values = dataclasses.asdict(self)
-        values["restart_mode"] = self.restart_mode.value
-        values["endpoints"] = list(self.endpoints)
-        values["extras"] = dict(self.extras)
-        return values
 
 
 @final
@@ -142,7 +111,7 @@ class ProcessServer:
         self._sessions = 0
         self._sessions_done = trio.Event()
         self._settled = trio.Event()  # the first start has happened, or none is due (-w)
-        self._watch_state: tuple[str, int] | None = None
+        self._watch_state: tuple[WatchState, int] | None = None
         self.extras = Supervisor(self.announce, self._poke)
 
     # -- public API ----------------------------------------------------------------------
@@ -243,7 +212,7 @@ class ProcessServer:
             self._quit.set()
             self._poke()
 
-    def set_watch_state(self, state: str, restarts: int) -> None:
+    def set_watch_state(self, state: WatchState, restarts: int) -> None:
         """The watchdog reports its state here, so the PVs and status snapshot show it."""
         if self._watch_state != (state, restarts):
             self._watch_state = (state, restarts)
