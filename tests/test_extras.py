@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from helpers import FakeSpawner, attach
 from pyprocserv import Config, ProcessServer, RestartMode
+from pyprocserv._apps.wiring import server_extras
 from pyprocserv._core.backoff import Backoff
 from pyprocserv._shell.extras import Supervisor
 from pyprocserv._core.policy import RestartPolicy
@@ -148,7 +149,8 @@ async def test_a_failing_watchdog_leaves_the_child_and_clients_alone(autojump_cl
 
     monkeypatch.setattr(_camonitor, "run_watchdog", broken_watchdog)
     spawner = FakeSpawner()
-    server = ProcessServer(Config(command=("/bin/cat",), name="ioc", watch=WatchConfig(pv="X:Y")), spawn=spawner)
+    config = Config(command=("/bin/cat",), name="ioc", watch=WatchConfig(pv="X:Y"))
+    server = ProcessServer(config, spawn=spawner, extras=server_extras(config))
     await nursery.start(server.run)
     child = await spawner.wait_for(1)
     client = attach(nursery, server)

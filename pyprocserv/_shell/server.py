@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Awaitable, Callable, final
+from typing import Awaitable, Callable, Sequence, final
 
 import trio
 
@@ -39,7 +39,7 @@ from .._core import messages
 from .child import Child, spawn_pty_child
 from .._core.config import Config
 from .console import Console, InputQueue, Outbox, Reader
-from .extras import Supervisor
+from .extras import ExtraSpec, Supervisor
 from .files import replace_file, write_owned_file
 from .._core.keys import Key
 from .listeners import BoundEndpoint, bind_all, info_lines, procserv_info
@@ -79,8 +79,10 @@ class ProcessServer:
         spawn: SpawnFn | None = None,
         bound_endpoints: list[BoundEndpoint] | None = None,
         log: LogFile | None = None,
+        extras: Sequence[ExtraSpec] = (),
     ) -> None:
         self.config = config
+        self._wanted_extras = tuple(extras)  # the PVs, the watchdog: what the program chose
         self._spawn = spawn or spawn_pty_child
         self._bound = bound_endpoints
         self._log = log
@@ -317,33 +319,13 @@ class ProcessServer:
             await trio.sleep(0.2)
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
-        """The PV channel, the watchdog and the status file, each under the supervisor.
-
-        The PV parts are imported only when configured (they need caproto).
-        """
-        config = self.config
-        if config.pv_prefix is not None:
-            from .._ca import pvs as _pvs
-            policy = _pvs.WritePolicy(config.pv_write_hosts)
-
-            async def pvs(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                group = _pvs.ProcessPVs(self, config.pv_prefix, policy, config.pv_description)
-                try:
-                    await _pvs.serve([group], config.pv_interfaces, task_status=task_status)
-                finally:
-                    group.close()
-
-            await nursery.start(self.extras.run, "PV server", pvs)
-        if config.watch is not None:
-            from .._ca.camonitor import run_watchdog
-
-            watch = config.watch
-
-            async def watchdog(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                task_status.started()
-                await run_watchdog(self, watch)
-
-            nursery.start_soon(self.extras.run, "watchdog", watchdog)
+        """The extras the program asked for, in its order, each under the supervisor."""
+        for extra in self._wanted_extras:
+            run = functools.partial(extra.run, self)
+            if extra.awaited:
+                await nursery.start(self.extras.run, extra.name, run)
+            else:
+                nursery.start_soon(self.extras.run, extra.name, run)
 
     async def _start_status_file(self, nursery: trio.Nursery) -> None:
         if self.config.status_file:
