@@ -35,6 +35,7 @@ from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from .pvs import REPORT_PERIOD, GuardedEnum, WritePolicy, _update, report_refusals
+from .._core import messages
 from .._core.reports import ReportLimiter
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class HostPVs(_HostGroup):
     @ALL.putter
     async def ALL(self, instance, value):  # type: ignore[no-untyped-def]
         servers = self.host.autostart_servers()
-        self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")
+        self.say(messages.ca_put_all(instance.pvname, value, len(servers)))
         before = {id(s): s.status.start_count for s in servers}
         for server in servers:
             command(server, value)
@@ -163,7 +164,7 @@ class ManagerAllPVs(_HostGroup):
     @all_.putter
     async def all_(self, instance, value):  # type: ignore[no-untyped-def]
         servers = self.host.autostart_servers()
-        self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")
+        self.say(messages.ca_put_all(instance.pvname, value, len(servers)))
         async with trio.open_nursery() as nursery:
             for server in servers:
                 nursery.start_soon(control, server, value, self.host.changed)
@@ -253,7 +254,7 @@ class ManagerPVs(PVGroup):
 
     @control.putter
     async def control(self, instance, value):  # type: ignore[no-untyped-def]
-        self.say(f"CA put {instance.pvname}={value}")
+        self.say(messages.ca_put(instance.pvname, value))
         self._busy = True
         try:
             changed = trio.lowlevel.ParkingLot()
