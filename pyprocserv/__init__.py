@@ -18,7 +18,7 @@ from ._core.endpoints import parse_endpoint as parse_endpoint
 from ._core.keys import KeyMap as KeyMap
 from ._core.policy import RestartMode as RestartMode
 from ._shell.server import ProcessServer as ProcessServer
-from ._shell.server import Status as Status
+from ._shell.status import Status as Status
 from ._version import __version__ as __version__
 from ._core.watchdog import WatchConfig as WatchConfig
 

@@ -202,9 +202,10 @@ def attach(nursery: trio.Nursery, server, *, control: bool = True, telnet: bool 
 OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 
 
-async def serve_and_connect(nursery: trio.Nursery, config: Config) -> tuple[ProcessServer, Client]:
-    """An in-process server on ``config`` and one client on its first endpoint, past the greeting."""
-    server = ProcessServer(config)
+async def serve_and_connect(nursery: trio.Nursery, config: Config, **options) -> tuple[ProcessServer, Client]:
+    """An in-process server on ``config`` (and ``ProcessServer``'s ``options``, e.g. ``extras``)
+    and one client on its first endpoint, past the greeting."""
+    server = ProcessServer(config, **options)
     await nursery.start(server.run)
     client = await connect(server.endpoints[0])
     close_at_end(nursery, client)

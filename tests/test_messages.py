@@ -371,3 +371,39 @@ def test_every_message_ends_in_crlf():
     for message in messages:
         assert message.endswith(b"\r\n"), message
         assert b"\n" not in message.replace(b"\r\n", b""), message
+
+
+# -- the PV channel's and the watchdog's announcements -----------------------------------------
+
+
+def test_ca_command_announcements_name_the_pv_the_peer_and_what_it_does():
+    assert m.ca_command("CS:PS:IOC:STOP", "10.0.0.5", "STOP") == \
+        "CA put CS:PS:IOC:STOP=1 from 10.0.0.5: auto restart OFF, then kill"
+    assert m.ca_command("X:RESTART", None, "RESTART") == "CA put X:RESTART=1 from this host: auto restart ON, then kill or start"
+    assert [m.CA_COMMANDS[c] for c in ("START", "KILL", "TOGGLE")] == ["start", "kill", "toggle auto restart"]
+    assert m.announcement(m.ca_command("X:START", None, "START")) == b"@@@ pyprocserv: CA put X:START=1 from this host: start\r\n"
+
+
+def test_host_put_announcements():
+    assert m.ca_put("MAN:ioc_control", "Run") == "CA put MAN:ioc_control=Run"
+    assert m.ca_put_all("HOST:ALL", "Stop", 3) == "CA put HOST:ALL=Stop: 3 autostart instance(s)"
+
+
+def test_refused_put_announcements():
+    assert m.ca_put_refused("X:STOP", "10.1.2.3") == "refused CA put to X:STOP from 10.1.2.3: not an allowed host"
+    assert m.ca_puts_refused(4, "10.1.2.3", "X:KILL") == \
+        "refused 4 CA puts from 10.1.2.3 since the last report, the latest to X:KILL: not an allowed host"
+    assert m.ca_puts_refused_since(1, "h") == "refused 1 more CA put from h: not an allowed host"
+    assert m.ca_puts_refused_since(2, "h") == "refused 2 more CA puts from h: not an allowed host"
+
+
+def test_watchdog_announcements():
+    assert m.WATCHDOG == "Watchdog"
+    assert m.watch_good_again("A:B") == "A:B is good again"
+    assert m.watch_bad("A:B", "'GRUMPY'", 1.0) == "A:B is 'GRUMPY': restarting the child if it stays so for 1 s"
+    assert m.watch_budget_spent(4, "A:B", "INVALID") == \
+        "restart budget spent (4 per hour): not restarting the child while A:B is INVALID"
+    assert m.watch_backoff("A:B", "disconnected", 2.5) == \
+        "A:B is still disconnected: next restart 2.5 s after the last one (backoff)"
+    assert m.watch_restarting("A:B", "INVALID", 30.0, 1, 3) == \
+        "A:B has been INVALID for 30 s: restarting the child (1 of 3 per hour)"

@@ -201,3 +201,19 @@ def test_procservs_own_prefixes_keep_their_meaning_next_to_the_new_options():
     with pytest.raises(CliExit) as exc:
         parse_args(["pyprocserv", "--p", "20000", "/bin/cat"])
     assert "'--pidfile' '--port'" in exc.value.stderr  # procServ's own list, as procServ prints it
+
+
+def test_the_watch_state_crosses_modules_as_the_enum_and_shows_as_its_word():
+    """The status snapshot holds the enum; its dict (the status file) and the PV show the words."""
+    import json
+
+    from pyprocserv import RestartMode, Status
+
+    status = Status(name="ioc", running=True, pid=1, restart_mode=RestartMode.ON, waiting_for_start=False,
+                    start_count=1, child_started_at=None, last_exit_code=None, last_exit_at=None, server_pid=2,
+                    server_started_at=0.0, users=0, loggers=0, endpoints=(), watchdog=WatchState.BUDGET_SPENT)
+    assert status.watchdog is WatchState.BUDGET_SPENT
+    values = status.as_dict()
+    assert type(values["watchdog"]) is str and values["watchdog"] == "Budget spent"
+    assert json.loads(json.dumps(values))["watchdog"] == "Budget spent"
+    assert [s.value for s in WatchState] == ["Waiting", "OK", "Bad", "Restarting", "Backoff", "Budget spent"]

@@ -37,6 +37,7 @@ from .._shell.listeners import BindError, BoundEndpoint, bind_all, owner_ids
 from .._shell.logfile import LogFile
 from .._shell.server import ProcessServer
 from .._shell.stdio import RawTerminal, TerminalStream
+from . import wiring
 from .systemd import address_of, listen_fds, notify, watchdog_interval
 
 READY_TIMEOUT = 10.0
@@ -73,22 +74,6 @@ def check_command(options: CliOptions) -> str | None:
     search = (config.environment or {}).get("PATH", os.environ.get("PATH", os.defpath))
     if shutil.which(program, path=search) is None:
         return f"{program}: command not found in PATH"
-    return None
-
-
-def _check_pv_support(options: CliOptions) -> str | None:
-    """The PV channel and the watchdog need caproto, and the write hosts must resolve."""
-    config = options.config
-    if config.pv_prefix is None and config.watch is None:
-        return None
-    try:
-        from .._ca import pvs as _pvs
-    except ImportError as exc:
-        return f"the PV channel needs caproto ({exc}): pip install 'pyprocserv[pv]'"
-    try:
-        _pvs.WritePolicy(config.pv_write_hosts)
-    except ValueError as exc:
-        return str(exc)
     return None
 
 
@@ -278,7 +263,7 @@ def _signals_let_through() -> Iterator[None]:
 async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile | None, notes: str) -> int:
     """Serve until the end; ``notes`` go to the parent with the report that we serve."""
     config = options.config
-    server = ProcessServer(config, bound_endpoints=bound, log=log)
+    server = ProcessServer(config, bound_endpoints=bound, log=log, extras=wiring.server_extras(config))
     codes: list[int] = []
     with trio.open_signal_receiver(*HELD_SIGNALS) as signals, _signals_let_through():
         async with trio.open_nursery() as nursery:
@@ -347,7 +332,7 @@ def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
         problem = _check_owners(options)
         if problem:
             raise CliExit(1, stderr=problem + "\n")
-        problem = _check_pv_support(options)
+        problem = wiring.check_pv_support(options.config)
         if problem:
             raise CliExit(1, stderr=f"{prog}: {problem}\n")
         problem = check_command(options)

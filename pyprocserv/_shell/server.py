@@ -22,7 +22,6 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -32,8 +31,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Awaitable, Callable, final
+from typing import Awaitable, Callable, Sequence, final
 
 import trio
 
@@ -41,14 +39,16 @@ from .._core import messages
 from .child import Child, spawn_pty_child
 from .._core.config import Config
 from .console import Console, InputQueue, Outbox, Reader
-from .extras import Supervisor
+from .extras import ExtraSpec, Supervisor
 from .files import replace_file, write_owned_file
 from .._core.keys import Key
 from .listeners import BoundEndpoint, bind_all, info_lines, procserv_info
 from .logfile import LogFile
 from .._core.policy import RestartMode, RestartPolicy, exit_code_after, kill_sequence, toggle_cycle
+from .status import Status
 from .stdio import StdoutWriter
 from .._core.telnet import Data, TelnetConnection, WindowSize
+from .._core.watchdog import WatchState
 from .._version import __version__
 
 READ_SIZE = 1 << 16
@@ -68,37 +68,6 @@ FLUSH_MAX = 1.0
 SpawnFn = Callable[..., Awaitable[Child]]
 
 
-@dataclass(frozen=True)
-class Status:
-    """A snapshot of one server and its child, from the one place the console also reads."""
-
-    name: str
-    running: bool
-    pid: int | None
-    restart_mode: RestartMode
-    waiting_for_start: bool  # -w, or no start due (auto restart OFF after an exit)
-    start_count: int
-    child_started_at: float | None  # wall clock (time.time())
-    last_exit_code: int | None  # >= 0 exit status, -N killed by signal N
-    last_exit_at: float | None
-    server_pid: int
-    server_started_at: float
-    users: int
-    loggers: int
-    endpoints: tuple[str, ...]
-    watchdog: str | None = None  # WatchState value, None without --watch-pv
-    watchdog_restarts: int = 0
-    extras: tuple[tuple[str, str], ...] = ()  # (extra, "running" or its last failure)
-
-    def as_dict(self) -> dict[str, object]:
-        """Plain values (for JSON): the mode as its word, endpoints as a list, extras as a map."""
-        values = dataclasses.asdict(self)
-        values["restart_mode"] = self.restart_mode.value
-        values["endpoints"] = list(self.endpoints)
-        values["extras"] = dict(self.extras)
-        return values
-
-
 @final
 class ProcessServer:
     """Runs one child under a pty and serves its console. See the README for embedding."""
@@ -110,8 +79,10 @@ class ProcessServer:
         spawn: SpawnFn | None = None,
         bound_endpoints: list[BoundEndpoint] | None = None,
         log: LogFile | None = None,
+        extras: Sequence[ExtraSpec] = (),
     ) -> None:
         self.config = config
+        self._wanted_extras = tuple(extras)  # the PVs, the watchdog: what the program chose
         self._spawn = spawn or spawn_pty_child
         self._bound = bound_endpoints
         self._log = log
@@ -142,7 +113,7 @@ class ProcessServer:
         self._sessions = 0
         self._sessions_done = trio.Event()
         self._settled = trio.Event()  # the first start has happened, or none is due (-w)
-        self._watch_state: tuple[str, int] | None = None
+        self._watch_state: tuple[WatchState, int] | None = None
         self.extras = Supervisor(self.announce, self._poke)
 
     # -- public API ----------------------------------------------------------------------
@@ -243,7 +214,7 @@ class ProcessServer:
             self._quit.set()
             self._poke()
 
-    def set_watch_state(self, state: str, restarts: int) -> None:
+    def set_watch_state(self, state: WatchState, restarts: int) -> None:
         """The watchdog reports its state here, so the PVs and status snapshot show it."""
         if self._watch_state != (state, restarts):
             self._watch_state = (state, restarts)
@@ -348,33 +319,13 @@ class ProcessServer:
             await trio.sleep(0.2)
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
-        """The PV channel, the watchdog and the status file, each under the supervisor.
-
-        The PV parts are imported only when configured (they need caproto).
-        """
-        config = self.config
-        if config.pv_prefix is not None:
-            from .._ca import pvs as _pvs
-            policy = _pvs.WritePolicy(config.pv_write_hosts)
-
-            async def pvs(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                group = _pvs.ProcessPVs(self, config.pv_prefix, policy, config.pv_description)
-                try:
-                    await _pvs.serve([group], config.pv_interfaces, task_status=task_status)
-                finally:
-                    group.close()
-
-            await nursery.start(self.extras.run, "PV server", pvs)
-        if config.watch is not None:
-            from .._ca.camonitor import run_watchdog
-
-            watch = config.watch
-
-            async def watchdog(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                task_status.started()
-                await run_watchdog(self, watch)
-
-            nursery.start_soon(self.extras.run, "watchdog", watchdog)
+        """The extras the program asked for, in its order, each under the supervisor."""
+        for extra in self._wanted_extras:
+            run = functools.partial(extra.run, self)
+            if extra.awaited:
+                await nursery.start(self.extras.run, extra.name, run)
+            else:
+                nursery.start_soon(self.extras.run, extra.name, run)
 
     async def _start_status_file(self, nursery: trio.Nursery) -> None:
         if self.config.status_file:
