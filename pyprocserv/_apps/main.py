@@ -37,6 +37,7 @@ from .._shell.listeners import BindError, BoundEndpoint, bind_all, owner_ids
 from .._shell.logfile import LogFile
 from .._shell.server import ProcessServer
 from .._shell.stdio import RawTerminal, TerminalStream
+from .logs import log_to_stderr
 from .systemd import address_of, listen_fds, notify, watchdog_interval
 
 READY_TIMEOUT = 10.0
@@ -439,4 +440,5 @@ def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
 
 
 def entrypoint() -> None:
+    log_to_stderr()
     sys.exit(main())
