@@ -7,10 +7,12 @@ from __future__ import annotations
 import errno
 import importlib.resources
 import inspect
+import logging
 
 import pytest
 
 import pyprocserv
+from pyprocserv._apps.logs import log_to_stderr
 
 PUBLIC = {
     "BindError", "Config", "EndpointError", "KeyMap", "ProcessServer", "PyprocservError", "RestartMode",
@@ -59,3 +61,23 @@ def test_run_says_what_it_raises():
 
 def test_the_package_says_it_is_typed():
     assert importlib.resources.files("pyprocserv").joinpath("py.typed").is_file()
+
+
+@pytest.fixture
+def restored_logger():
+    logger = logging.getLogger("pyprocserv")
+    handlers, level = list(logger.handlers), logger.level
+    yield logger
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+def test_the_programs_show_the_librarys_warnings_on_stderr_as_bare_lines(restored_logger, capsys):
+    log_to_stderr()
+    log_to_stderr()  # again: still one handler, one line per message
+    logging.getLogger("pyprocserv._shell.server").error("ioc: unable to write info file /x: Permission denied")
+    logging.getLogger("pyprocserv._shell.server").info("not shown at the default level")
+    assert capsys.readouterr().err == "ioc: unable to write info file /x: Permission denied\n"
+    log_to_stderr(logging.INFO)  # manage -v
+    logging.getLogger("pyprocserv.manage").info("wrote /etc/x")
+    assert capsys.readouterr().err == "wrote /etc/x\n"
