@@ -468,27 +468,40 @@ def parse_args(
     values = _convert(given, prog)
     if "watch-pv" in values and not values["watch-pv"]:
         raise CliError(f"{prog}: --watch-pv needs a PV name\n")
+    debug = "debug" in values or "PROCSERV_DEBUG" in environ
+    config = _config(values, argv, optind, cwd, prog, debug=debug)
+    warnings = []
+    if config.allow_remote_control:
+        warnings.append(
+            f"{prog}: --allow: control endpoints accept connections from any host that can "
+            "reach them, and whoever connects can type into the child\n"
+        )
+    return CliOptions(
+        config=config,
+        foreground="foreground" in values,
+        debug=debug,
+        quiet="quiet" in values,
+        pidfile=str(values.get("pidfile") or environ.get("PROCSERV_PID") or "") or None,
+        warnings=tuple(warnings),
+    )
 
+
+def _config(
+    values: Mapping[str, object], argv: Sequence[str], optind: int, cwd: str | None, prog: str, *, debug: bool
+) -> Config:
+    """The :class:`Config` of converted ``values``; the command starts at ``argv[optind]``."""
     fields = _fields(values)
-    config_fields = fields[""]
     timefmt = str(values.get("timefmt", Config.timefmt))
     if "logstamp" in values:
         # procServ 2.8's default stamp; 2.7.0's logic bug (the bare time, no brackets) is fixed.
-        config_fields["logstamp"] = values["logstamp"] if values["logstamp"] is not None else f"[{timefmt}] "
+        fields[""]["logstamp"] = values["logstamp"] if values["logstamp"] is not None else f"[{timefmt}] "
     mode = RestartMode.ON
     if "noautorestart" in values:
         mode = RestartMode.OFF
     if "oneshot" in values:
         mode = RestartMode.ONESHOT
-    warnings = []
-    if "allow" in values:
-        warnings.append(
-            f"{prog}: --allow: control endpoints accept connections from any host that can "
-            "reach them, and whoever connects can type into the child\n"
-        )
-    debug = "debug" in values or "PROCSERV_DEBUG" in environ
-    config = Config(
-        **config_fields,  # type: ignore[arg-type]
+    return Config(
+        **fields[""],  # type: ignore[arg-type]
         command=tuple(argv[optind - 1 :]) if "exec" in values else tuple(argv[optind:]),  # rule 3
         command_word=argv[optind],
         chdir=str(values.get("chdir") or cwd or os.getcwd()),
@@ -497,12 +510,4 @@ def parse_args(
         watch=WatchConfig(**fields["watch"]) if "watch-pv" in values else None,  # type: ignore[arg-type]
         echo_to_stdout=debug and "foreground" not in values,
         program_name=prog,
-    )
-    return CliOptions(
-        config=config,
-        foreground="foreground" in values,
-        debug=debug,
-        quiet="quiet" in values,
-        pidfile=str(values.get("pidfile") or environ.get("PROCSERV_PID") or "") or None,
-        warnings=tuple(warnings),
     )
