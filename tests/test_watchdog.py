@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._core.cli import CliExit, parse_args
+from pyprocserv._apps.main import CliExit, read_command_line
+from pyprocserv._core.cli import parse_args
 from pyprocserv._core.watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
 
 CONFIG = WatchConfig(pv="IOC:HEALTH", hold=30, max_per_hour=3)
@@ -190,7 +191,7 @@ def test_pv_options_reach_the_config():
 ])
 def test_bad_pv_options_are_refused_by_name(args, message):
     with pytest.raises(CliExit) as exc:
-        parse_args(["pyprocserv", *args, "20000", "/bin/cat"])
+        read_command_line(["pyprocserv", *args, "20000", "/bin/cat"])
     assert exc.value.code == 1 and message in exc.value.stderr
 
 
@@ -199,7 +200,7 @@ def test_procservs_own_prefixes_keep_their_meaning_next_to_the_new_options():
     assert parse_args(["pyprocserv", "--w", "20000", "/bin/cat"]).config.wait
     assert parse_args(["pyprocserv", "--wa", "20000", "/bin/cat"]).config.wait
     with pytest.raises(CliExit) as exc:
-        parse_args(["pyprocserv", "--p", "20000", "/bin/cat"])
+        read_command_line(["pyprocserv", "--p", "20000", "/bin/cat"])
     assert "'--pidfile' '--port'" in exc.value.stderr  # procServ's own list, as procServ prints it
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._core.cli import CliExit, parse_args
+from .._core.cli import CliStop, parse_args
 from .._shell.extras import Supervisor
 from .instances import ConfigError, Instance, Layout, instances
 from .._core.log import parse_size
@@ -153,8 +153,8 @@ class Host:
                             self.changed.unpark_all()
                             nursery.start_soon(self._watch, server)
                         return  # ^Q or oneshot: the instance has ended
-                    except CliExit as exc:
-                        print(f"pyprocserv-manage: {instance.name}: {exc.stderr.strip()}; retrying in "
+                    except CliStop as exc:
+                        print(f"pyprocserv-manage: {instance.name}: {exc.message.strip()}; retrying in "
                               f"{RETRY_AFTER:g} s", file=sys.stderr)
                     except Exception as exc:
                         expected = all(isinstance(e, OSError) for e in _leaves(exc))

@@ -26,11 +26,11 @@ import signal
 import socket
 import stat
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import trio
 
-from .._core.cli import CliExit, CliOptions, parse_args
+from .._core.cli import CliAnswer, CliError, CliOptions, parse_args, program_name, usage
 from .._core.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
 from .._shell.files import UnsafeFile, write_owned_file
 from .._shell.listeners import BindError, BoundEndpoint, bind_all, owner_ids
@@ -38,10 +38,38 @@ from .._shell.logfile import LogFile
 from .._shell.server import ProcessServer
 from .._shell.stdio import RawTerminal, TerminalStream
 from . import wiring
+from .logs import log_to_stderr
 from .systemd import address_of, listen_fds, notify, watchdog_interval
 
 READY_TIMEOUT = 10.0
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # rule 4
+
+
+class CliExit(Exception):
+    """The program stops before it serves: print ``stdout``/``stderr`` and exit with ``code``."""
+
+    def __init__(self, code: int, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(stderr or stdout)
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def read_command_line(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, cwd: str | None = None
+) -> CliOptions:
+    """:func:`parse_args`, with what ends the program there as a :class:`CliExit`.
+
+    ``-h``/``-V``: the answer on stdout, exit 0; an error: its message on stderr (after the
+    synopsis on stdout for getopt's errors, as procServ), exit 1.
+    """
+    try:
+        return parse_args(argv, environ, cwd)
+    except CliAnswer as answer:
+        raise CliExit(0, stdout=answer.text, stderr=answer.message) from None
+    except CliError as error:
+        shown = usage(program_name(argv)) if error.show_usage else ""
+        raise CliExit(1, stdout=shown, stderr=error.message) from None
 
 
 def _write(stream: object, text: str) -> None:
@@ -326,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
     try:
-        options = parse_args(argv)
+        options = read_command_line(argv)
         config = options.config
         prog = config.program_name
         problem = _check_owners(options)
@@ -397,4 +425,5 @@ def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
 
 
 def entrypoint() -> None:
+    log_to_stderr()
     sys.exit(main())

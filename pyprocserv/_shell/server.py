@@ -244,7 +244,19 @@ class ProcessServer:
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[ProcessServer] = trio.TASK_STATUS_IGNORED) -> int:
-        """Serve until the end; returns the exit code (the child's, in oneshot mode)."""
+        """Serve until the end; returns the exit code (the child's, in oneshot mode).
+
+        Raises, before ``task_status.started()`` (so ``nursery.start`` raises them):
+
+        * :class:`~pyprocserv.BindError` (an ``OSError``): an endpoint cannot be bound (in
+          use, no permission, an unknown user or group, a path that is not a socket). Nothing
+          bound is left open.
+        * ``ImportError``: ``pv_prefix`` or ``watch`` is set but caproto is not installed.
+        * ``ValueError``: ``pv_write_hosts`` names a host that does not resolve.
+
+        Once it serves, nothing a client, the child, the log or an extra does is raised: it is
+        handled and shown on the console or logged, and the child is restarted as configured.
+        """
         config = self.config
         self.server_pid = os.getpid()
         self.server_started_at = time.time()
