@@ -1,6 +1,6 @@
 """The procServ command line, parsed into a :class:`Config` (no I/O but the environment).
 
-Rules (procServ 2.7.0, reference §1):
+Rules (procServ 2.7.0, behaviour §1):
 1. getopt_long semantics: parsing stops at the first non-option, long options may be shortened
    to any unambiguous prefix, ``--logstamp`` takes its format only attached (``--logstamp=FMT``).
    Every option is read before errors end the run, and glibc's messages are reproduced.
