@@ -18,7 +18,7 @@ screens and scripts work unchanged:
 * ``PREFIX:MAN:all``: Stop/Run/Reset for every instance marked ``autostart``.
 
 Rules:
-1. These PVs see an instance's server only as a :class:`Root` (an extra, ``_shell.extras``).
+1. These PVs see an instance's server only as a :class:`Root` (an extra, ``_extras``).
 2. Run undoes Stop: the instance's configured restart mode (ON unless its options say
    ``--noautorestart`` or ``--oneshot``) comes back, then the child starts. Stop turns auto
    restart OFF (procServControl's STOP), so a Run that left it OFF would leave a crashed IOC down.
