@@ -21,7 +21,7 @@ Rules the scenarios follow (so that the transcripts are stable run to run):
   reads until the line has been quiet for a short while, so that unexpected
   extra bytes from the server under test end up in the transcript.
 * procServ's child-exit messages come in two groups whose order is racy
-  (reference section 2.2).  ``canonical_exit_order`` puts them in one order.
+  (behaviour §2.2).  ``canonical_exit_order`` puts them in one order.
 * Keys starting with ``_`` are informational (raw timings): ``comparable``
   drops them.
 
@@ -167,7 +167,7 @@ def canonical_exit_order(data: bytes) -> bytes:
     sent when ``waitpid`` reaps the child, and the *shutdown* group
     (``@@@ Current time: ...``, ``@@@ Child process is shutting down, ...``,
     ``@@@ ^R or ^X ...``), sent when the process item is destroyed.  Which
-    comes first is a race (reference section 2.2); when the pty EOF wins, the
+    comes first is a race (behaviour §2.2); when the pty EOF wins, the
     sigChild group follows one idle tick (0.5 s) later.  This rewrites every
     "shutdown group directly followed by sigChild group" into "sigChild group,
     then shutdown group".  Each group's own bytes are left untouched.  Apply
@@ -1134,7 +1134,7 @@ async def scenario_nul_input(server_cmd: Sequence[str], is_procserv: bool) -> di
     """NUL stripping and IAC IAC.
 
     ``xy\\r\\0``: procServ drops the NUL (the default ignore set contains it,
-    reference 3.2), so cat gets ``xy\\r`` -> echo ``xy\\r\\n`` + output
+    behaviour §3.2), so cat gets ``xy\\r`` -> echo ``xy\\r\\n`` + output
     ``xy\\r\\n``.  ``ab\\xff\\xffcd\\r`` (a telnet-escaped 0xFF): the child gets
     one 0xFF byte, and procServ doubles every 0xFF it sends, so the echo and
     cat's output both come back as ``ab\\xff\\xffcd\\r\\n``.  ``raw_crlf``:

@@ -1,7 +1,7 @@
 """The procServ command line (pyprocserv._core.cli), parsed without starting anything.
 
 These tests prove that :func:`parse_args` reads procServ's command lines as procServ 2.7.0
-does (reference §1.1-§1.2): both synopsis forms; glibc getopt_long with a leading ``+``
+does (behaviour §1.1-§1.2): both synopsis forms; glibc getopt_long with a leading ``+``
 (stop at the first non-option, ``--``, unambiguous long prefixes, clusters and attached
 values, ``--logstamp`` taking its format only attached); the ``-e`` argv quirk; glibc's error
 texts and exit codes; ``-h``/``-V``; ``PROCSERV_PID``/``PROCSERV_DEBUG``; restart modes and

@@ -1,7 +1,7 @@
 """Every console text (pyprocserv._core.messages), byte for byte against procServ 2.7.0.
 
 procServControl and site scripts scrape these lines with ``sscanf``, so these tests compare
-whole byte strings with reference §2 (greeting, lifecycle, command messages) and the captures
+whole byte strings with behaviour §2 (greeting, lifecycle, command messages) and the captures
 of §10.1 (the greeting of a real procServ 2.7.0) and §10.2 (^X with auto restart ON),
 including the quirks: ``-k ""`` cutting the "^R or ^X" line at the NUL, ``Current time: N/A``
 without a line end, an over-long greeting time coming out empty. The procServ 2.8 dialect's
@@ -50,7 +50,7 @@ def test_c_locale_time_format():
     assert m.format_time("", SERVER_START) == ""
 
 
-# -- the greeting (reference §2.1, §10.1) ---------------------------------------------------------
+# -- the greeting (behaviour §2.1, §10.1) ---------------------------------------------------------
 
 
 def test_welcome_line():
@@ -159,7 +159,7 @@ def test_commands_line_with_a_logout_char():
 
 
 def test_commands_line_with_kill_disabled_is_cut_at_the_nul():
-    # reference §1.5 [run]: with -k "" the %c of 0 ends the C string
+    # behaviour §1.5 [run]: with -k "" the %c of 0 ends the C string
     assert m.commands(CTRL_R, 0, CTRL_Q, 0) == b"@@@ ^R or \r\n"
 
 
@@ -169,7 +169,7 @@ def test_commands_line_with_kill_disabled_and_logout_appends_after_the_cut():
 
 
 def test_whole_greeting_matches_the_procserv_2_7_0_capture():
-    # reference §10.1: `socat - TCP:...` against procServ 2.7.0, -n mychild ... /bin/cat
+    # behaviour §10.1: `socat - TCP:...` against procServ 2.7.0, -n mychild ... /bin/cat
     greeting = (
         m.welcome("procServ Process Server 2.7.0")
         + m.usage(CTRL_X, RestartMode.ON, CTRL_T, 0)
@@ -195,7 +195,7 @@ def test_whole_greeting_matches_the_procserv_2_7_0_capture():
     assert greeting.endswith(b"(plus you)\r\n\xff\xfb\x01\xff\xfd\x22")
 
 
-# -- child lifecycle (reference §2.2, §10.2) ---------------------------------------------------
+# -- child lifecycle (behaviour §2.2, §10.2) ---------------------------------------------------
 
 
 def test_restarting_lines_when_the_name_differs_from_argv0():
@@ -267,7 +267,7 @@ def test_shutting_down_line_per_mode(mode, text):
 
 
 def test_kill_with_auto_restart_on_matches_the_procserv_2_7_0_capture():
-    # reference §10.2, the lines after ^X (2.7.0 prints no "Got a kill command")
+    # behaviour §10.2, the lines after ^X (2.7.0 prints no "Got a kill command")
     shutdown = (
         m.child_exited(6034, -9)
         + m.current_time("%c", KILLED_AT)
@@ -290,7 +290,7 @@ def test_kill_with_auto_restart_on_matches_the_procserv_2_7_0_capture():
     )
 
 
-# -- commands (reference §2.3, §10.2) ----------------------------------------------------------
+# -- commands (behaviour §2.3, §10.2) ----------------------------------------------------------
 
 
 def test_toggled_messages_are_procserv_2_7_0s():

@@ -1,6 +1,6 @@
 """The watchdog's decisions on a virtual clock, and the PV options of the command line.
 
-Proves the rules of pyprocserv/_watchdog.py: a bad PV restarts a running child only after the
+Proves the rules of pyprocserv/_core/watchdog.py: a bad PV restarts a running child only after the
 hold time, never a healthy or a stopped one; consecutive restarts back off exponentially and
 the streak ends after a healthy spell; the hourly budget stops restarts and frees up as the
 window moves; every decision is a console line. Also the write-host policy and the CLI.

@@ -12,11 +12,11 @@ Rules:
    reason goes to stderr and the host's SUMMARY PV, and the next good reload applies.
    SIGTERM and SIGINT stop everything in order.
 4. ``autostart = 0`` instances listen but start their child only on ^R, START or ``ALL Run``.
-5. The CA server and reload are supervised extras (see ``_extras``): a failure in either is
+5. The CA server and reload are supervised extras (see ``_shell.extras``): a failure in either is
    reported and retried, and no instance notices.
-6. ``--manager-pvs PREFIX`` adds the supervisor IOC manager's names (see ``_hostpvs``).
+6. ``--manager-pvs PREFIX`` adds the supervisor IOC manager's names (see ``_ca.hostpvs``).
 7. Each instance's log is rotated by size (``--log-max-bytes``, ``--log-backups``, or its own
-   ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_logfile``).
+   ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_shell.logfile``).
 """
 
 from __future__ import annotations
@@ -309,4 +309,4 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def run_host(layout: Layout, args: argparse.Namespace) -> int:
-    return trio.run(Host(layout, args).main)  # a ConfigError at start: _manage.main says it
+    return trio.run(Host(layout, args).main)  # a ConfigError at start: manage.main says it

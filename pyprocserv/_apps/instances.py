@@ -11,8 +11,8 @@ Rules:
 3. pyprocserv's own keys (all optional): ``logfile``, ``pv_prefix``, ``holdoff``, ``autostart``,
    ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``,
    ``procserv_version`` (``2.8`` for sites whose tools expect procServ 2.8.0's console), and
-   for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_logfile``) and
-   ``time_pv`` (the child's liveness PV, epoch seconds, for ``MAN:{name}_hb``; ``_hostpvs``).
+   for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_shell.logfile``) and
+   ``time_pv`` (the child's liveness PV, epoch seconds, for ``MAN:{name}_hb``; ``_ca.hostpvs``).
 """
 
 from __future__ import annotations

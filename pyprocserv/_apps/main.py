@@ -13,7 +13,7 @@ Rules:
    ``main()``, before any file exists, until trio's receiver takes them, and again from when it
    closes until ``main()`` returns. What arrives while they are held is delivered to the
    receiver once it is open, or, during the last clean-up, dropped: the shutdown it asks for is
-   under way. The child still starts with an empty mask (``_child``).
+   under way. The child still starts with an empty mask (``_shell.child``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``pyprocserv-manage``: a drop-in for procServUtils' ``manage-procs``, and host mode.
 
 Same configuration files, subcommands and outputs as manage-procs, without its known defects
-(reference §8, §9): ``add``'s own options may also follow NAME COMMAND (everything after
+(behaviour §8, §9): ``add``'s own options may also follow NAME COMMAND (everything after
 ``--`` is the command's), a bare command stays a PATH lookup instead of becoming CHDIR/cmd,
 generated units never say ``ExecStart=None``, ``write-procs-cf`` lists instances only, and
 ``remove`` works on Python 3.12. ``status --table`` adds pid, uptime, starts and clients;

@@ -7,7 +7,7 @@ order and adds the checks that span options. A command line that cannot be run i
 :class:`CliError` carrying the message; ``-h`` and ``-V`` are a :class:`CliAnswer`. Printing
 them and the exit code are the program's business (``_apps/main.py``).
 
-Rules (procServ 2.7.0, reference §1):
+Rules (procServ 2.7.0, behaviour §1):
 1. getopt_long semantics: parsing stops at the first non-option, long options may be shortened
    to any unambiguous prefix, ``--logstamp`` takes its format only attached (``--logstamp=FMT``).
    Every option is read before errors end the run, and glibc's messages are reproduced.

@@ -1,6 +1,6 @@
 """Supervised extras: the optional parts beside the IOC, which can never take it down.
 
-Rules (design.md §7):
+Rules (architecture §4):
 1. The IOC's core (child, pty, console fan-out, log file, control endpoints) is the root.
    Everything else is an extra: the CA server, the watchdog's monitor, the status file, host
    PVs, host-mode reload.

@@ -4,7 +4,7 @@ Rules:
 1. One :class:`ProcessServer` is one child and its console. It owns the listeners, the child,
    the log and the info file; :meth:`ProcessServer.run` serves until ^Q, :meth:`shutdown`
    or (oneshot) the child's exit, then cleans up and returns the exit code, which depends on
-   the procServ version spoken (``Config.procserv_version``; ``_policy.exit_code_after``).
+   the procServ version spoken (``Config.procserv_version``; ``_core.policy.exit_code_after``).
 2. Decisions are made by the pure modules (restart policy, key map, telnet codec, messages);
    this module only carries bytes and events between them.
 3. Nothing a client or the child does may stop the server: every session catches its own
@@ -13,9 +13,9 @@ Rules:
 4. All state the console shows lives here once and is read by the greeting, the
    :class:`Status` snapshot and the info file alike.
 5. The optional parts (PV server, watchdog, status file) are extras under a
-   :class:`~pyprocserv._extras.Supervisor`: they see this server only as a ``Root`` (status,
+   :class:`~pyprocserv._shell.extras.Supervisor`: they see this server only as a ``Root`` (status,
    change events, commands, :meth:`ProcessServer.announce`, output listeners), and whatever
-   they raise ends them, not the child (design.md §7).
+   they raise ends them, not the child (architecture §4).
 6. Client input is read 1 KiB at a time: each read ends that client's turn, so one client's
    flood cannot hold the loop that every other console and the child's output share.
 """
