@@ -56,9 +56,8 @@ from support.fakes import FakeSpawner
 from support.launch import PY, ServerProcess, short_tmpdir
 from support.proc import children_of, fd_count, proc_state, rss_kib
 from pyprocserv import ProcessServer
-from pyprocserv._core.cli import CliExit, parse_args
 from pyprocserv._core.keys import KeyMap
-from pyprocserv._apps.main import _check_owners, check_command
+from pyprocserv._apps.main import CliExit, _check_owners, check_command, read_command_line
 from pyprocserv._core.telnet import Data, TelnetConnection, WindowSize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -836,7 +835,7 @@ def test_malformed_option_values_end_in_a_message_or_a_working_server(options, f
         argv += [option + value] if option.endswith("=") else [option, value]
     argv += ["0", "/bin/true"]
     try:
-        parsed = parse_args(argv, environ={}, cwd="/")
+        parsed = read_command_line(argv, environ={}, cwd="/")
         problem = _check_owners(parsed) or check_command(parsed)
     except CliExit as error:
         assert error.code in (0, 1) and (error.stdout or error.stderr)

@@ -58,9 +58,10 @@ def child_script(code: str) -> tuple[str, ...]:
     return (PY, "-u", "-c", code)
 
 
-async def serve_and_connect(nursery: trio.Nursery, config: Config) -> tuple[ProcessServer, Client]:
-    """An in-process server on ``config`` and one client on its first endpoint, past the greeting."""
-    server = ProcessServer(config)
+async def serve_and_connect(nursery: trio.Nursery, config: Config, **options) -> tuple[ProcessServer, Client]:
+    """An in-process server on ``config`` (and ``ProcessServer``'s ``options``, e.g. ``extras``)
+    and one client on its first endpoint, past the greeting."""
+    server = ProcessServer(config, **options)
     await nursery.start(server.run)
     client = await connect(server.endpoints[0])
     close_at_end(nursery, client)

@@ -26,7 +26,7 @@ Rules the scenarios follow (so that the transcripts are stable run to run):
   reads until the line has been quiet for a short while, so that unexpected
   extra bytes from the server under test end up in the transcript.
 * procServ's child-exit messages come in two groups whose order is racy
-  (reference section 2.2).  ``canonical_exit_order`` puts them in one order.
+  (behaviour §2.2).  ``canonical_exit_order`` puts them in one order.
 * Keys starting with ``_`` are informational (raw timings): ``comparable``
   drops them.
 """

@@ -43,7 +43,7 @@ async def scenario_nul_input(server_cmd: Sequence[str]) -> dict[str, bytes]:
     """NUL stripping and IAC IAC.
 
     ``xy\\r\\0``: procServ drops the NUL (the default ignore set contains it,
-    reference 3.2), so cat gets ``xy\\r`` -> echo ``xy\\r\\n`` + output
+    behaviour §3.2), so cat gets ``xy\\r`` -> echo ``xy\\r\\n`` + output
     ``xy\\r\\n``.  ``ab\\xff\\xffcd\\r`` (a telnet-escaped 0xFF): the child gets
     one 0xFF byte, and procServ doubles every 0xFF it sends, so the echo and
     cat's output both come back as ``ab\\xff\\xffcd\\r\\n``.  ``raw_crlf``:

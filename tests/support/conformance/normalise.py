@@ -114,7 +114,7 @@ def canonical_exit_order(data: bytes) -> bytes:
     sent when ``waitpid`` reaps the child, and the *shutdown* group
     (``@@@ Current time: ...``, ``@@@ Child process is shutting down, ...``,
     ``@@@ ^R or ^X ...``), sent when the process item is destroyed.  Which
-    comes first is a race (reference section 2.2); when the pty EOF wins, the
+    comes first is a race (behaviour §2.2); when the pty EOF wins, the
     sigChild group follows one idle tick (0.5 s) later.  This rewrites every
     "shutdown group directly followed by sigChild group" into "sigChild group,
     then shutdown group".  Each group's own bytes are left untouched.  Apply
