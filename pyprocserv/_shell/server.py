@@ -212,8 +212,7 @@ class ProcessServer:
     def set_restart_mode(self, mode: RestartMode) -> None:
         """Set the auto restart mode; a change is announced as ^T announces it."""
         mode = RestartMode(mode)
-        if mode is not self.policy.mode:
-            self.policy.mode = mode
+        if self.policy.set_mode(mode):
             self.console.broadcast(messages.toggled(mode, self.config.procserv_version))
             self._poke()
 
@@ -566,7 +565,7 @@ class ProcessServer:
         graceful = config.grace_period > 0 and config.kill_signal not in (0, signal.SIGKILL)
         self._quiet_stop = not graceful
         if graceful:
-            self.policy.mode = RestartMode.ONESHOT  # upstream: the child leaves as in oneshot mode
+            self.policy.set_mode(RestartMode.ONESHOT)  # upstream: the child leaves as in oneshot mode
         for delay, sig in kill_sequence(config.kill_signal, config.grace_period if graceful else 0.0):
             if delay:
                 with trio.move_on_after(delay):
