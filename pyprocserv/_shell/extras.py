@@ -17,8 +17,7 @@ Rules (design.md §7):
 
 from __future__ import annotations
 
-import sys
-import traceback
+import logging
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, final
 
 import trio
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from .server import Status
 
 Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
+logger = logging.getLogger(__name__)
 FIRST_RETRY = 1.0
 LAST_RETRY = 60.0
 
@@ -144,11 +144,9 @@ class Supervisor:
 
     def _report(self, name: str, failure: BaseException, delay: float) -> None:
         why = reason(failure)
-        print(f"pyprocserv: {name} failed; restarting it in {delay:g} s", file=sys.stderr)
-        traceback.print_exception(failure, file=sys.stderr)
-        sys.stderr.flush()
+        logger.error(f"pyprocserv: {name} failed; restarting it in {delay:g} s", exc_info=failure)
         self._set(name, f"failed ({why}); restarting in {delay:g} s")
         try:
             self._announce(messages.extra_failed(name, why[:200], delay))
         except Exception:
-            traceback.print_exc()  # the report must not fail the supervisor
+            logger.exception("pyprocserv: reporting a failed extra failed")  # the report must not fail the supervisor
