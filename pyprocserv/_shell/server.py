@@ -4,10 +4,10 @@ Rules:
 1. One :class:`ProcessServer` is one child and its console. It keeps the control API, the
    :class:`Status` model and :meth:`ProcessServer.run`, which serves until ^Q, :meth:`shutdown`
    or (oneshot) the child's exit, then cleans up and returns the exit code, which depends on
-   the procServ version spoken (``Config.procserv_version``; ``_policy.exit_code_after``).
+   the procServ version spoken (``Config.procserv_version``; ``_core.policy.exit_code_after``).
 2. The work is done by one object per job: the :class:`~.supervision.ChildSupervisor` (the
    restart policy and the child), one :class:`~.session.Session` per client, the console, and
-   :mod:`.statusfile`. A run moves through the :class:`~.lifecycle.Phase` s in order.
+   :mod:`.statusfile`. A run moves through the phases of :class:`~.lifecycle.Phase` in order.
 3. Decisions are made by the pure modules (restart policy, key map, telnet codec, messages);
    the shell only carries bytes and events between them.
 4. Nothing a client or the child does may stop the server: every session catches its own
@@ -16,7 +16,7 @@ Rules:
 5. All state the console shows lives in one place and is read by the greeting, the
    :class:`Status` snapshot and the info file alike.
 6. The optional parts (PV server, watchdog, status file) are extras under a
-   :class:`~pyprocserv._extras.Supervisor`: they see this server only as a ``Root`` (status,
+   :class:`~.extras.Supervisor`: they see this server only as a ``Root`` (status,
    change events, commands, :meth:`ProcessServer.announce`, output listeners), and whatever
    they raise ends them, not the child (design.md §7).
 """
@@ -43,7 +43,7 @@ from .extras import Supervisor
 from .lifecycle import Lifecycle, Phase
 from .listeners import BoundEndpoint, bind_all, procserv_info
 from .logfile import LogFile
-from .session import FLUSH_MAX, Session
+from .session import FLUSH_MAX, Session, Sessions
 from .statusfile import keep_status_file, write_info_file
 from .stdio import StdoutWriter
 from .supervision import ChildSupervisor, SpawnFn, commands_line
@@ -103,7 +103,7 @@ class ProcessServer:
         self._stdout: StdoutWriter | None = None
         self.console = Console(history_lines=config.history)
         self._lifecycle = Lifecycle()
-        self.supervisor = ChildSupervisor(
+        self._supervisor = ChildSupervisor(
             config,
             self.console,
             self._lifecycle,
@@ -115,8 +115,7 @@ class ProcessServer:
         )
         self._changed = trio.lowlevel.ParkingLot()
         self._generation = 0  # counts status changes, so a watcher never misses one
-        self._sessions: list[Session] = []
-        self._sessions_done = trio.Event()
+        self._sessions = Sessions(self._poke)
         self._watch_state: tuple[str, int] | None = None
         self.extras = Supervisor(self.announce, self._poke)
 
@@ -125,7 +124,7 @@ class ProcessServer:
     @property
     def policy(self) -> RestartPolicy:
         """The restart policy, to read (it changes through this server's methods only)."""
-        return self.supervisor.policy
+        return self._supervisor.policy
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -135,7 +134,7 @@ class ProcessServer:
     @property
     def status(self) -> Status:
         users, loggers = self.console.counts()
-        supervisor = self.supervisor
+        supervisor = self._supervisor
         policy = supervisor.policy
         last_exit = supervisor.last_exit
         return Status(
@@ -174,17 +173,17 @@ class ProcessServer:
 
     def start(self) -> None:
         """Start the child now if it is not running (^R): bypasses holdoff, OFF mode and ``-w``."""
-        if self.supervisor.request_start():
+        if self._supervisor.request_start():
             self._poke()
 
     def kill(self) -> None:
         """^X: send the kill signal to a running child, or start one if none runs."""
-        if not self.supervisor.signal(self.config.kill_signal):
+        if not self._supervisor.signal(self.config.kill_signal):
             self.start()
 
     def toggle_autorestart(self) -> RestartMode:
         """^T: the next auto restart mode, announced on the console."""
-        mode = self.supervisor.policy.toggle()
+        mode = self._supervisor.toggle()
         self.console.broadcast(messages.toggled(mode, self.config.procserv_version))
         self._poke()
         return mode
@@ -192,14 +191,14 @@ class ProcessServer:
     def set_restart_mode(self, mode: RestartMode) -> None:
         """Set the auto restart mode; a change is announced as ^T announces it."""
         mode = RestartMode(mode)
-        if self.supervisor.policy.set_mode(mode):
+        if self._supervisor.set_mode(mode):
             self.console.broadcast(messages.toggled(mode, self.config.procserv_version))
             self._poke()
 
     def stop(self) -> None:
         """Auto restart OFF, then kill the child (procServControl's STOP)."""
         self.set_restart_mode(RestartMode.OFF)
-        self.supervisor.signal(self.config.kill_signal)
+        self._supervisor.signal(self.config.kill_signal)
 
     def restart(self) -> None:
         """Auto restart ON, then kill the child, or start it if none runs (procServControl's RESTART)."""
@@ -208,7 +207,7 @@ class ProcessServer:
 
     def respawn(self) -> None:
         """Kill the child and start it again at once, whatever the mode and holdoff (the watchdog's restart)."""
-        self.supervisor.policy.request_start_after_exit()
+        self._supervisor.restart_after_exit()
         self.kill()
 
     def shutdown(self) -> None:
@@ -247,14 +246,14 @@ class ProcessServer:
 
     async def serve_stream(self, stream: trio.abc.Stream, *, control: bool = True, telnet: bool = True) -> None:
         """Serve one client on any stream (the foreground terminal uses this)."""
-        await Session(self, stream, control=control, telnet=telnet).run()
+        await Session(self, self._supervisor, self._sessions, stream, control=control, telnet=telnet).run()
 
     def greeting(self, *, control: bool) -> bytes:
         """What a new client reads first (without the telnet offer)."""
         config = self.config
         keys = config.keys
         name = config.child_name
-        supervisor = self.supervisor
+        supervisor = self._supervisor
         text = b""
         if control:
             text += messages.welcome(config.version_text or f"pyprocserv {__version__}")
@@ -301,7 +300,7 @@ class ProcessServer:
                 for bound in self._bound:
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))
                     nursery.start_soon(self._serve, listener, bound.role == "control")
-                nursery.start_soon(self.supervisor.run)
+                nursery.start_soon(self._supervisor.run)
                 await self._start_extras(nursery)
                 await lifecycle.reached(Phase.SERVING)
                 if config.info_file and not lifecycle.stopping:  # once we serve: tools may take it as "ready"
@@ -309,8 +308,8 @@ class ProcessServer:
                 await self._start_status_file(nursery)
                 task_status.started(self)
                 await lifecycle.reached(Phase.STOPPING)
-                await self.supervisor.stop()
-                await self._close_sessions()
+                await self._supervisor.stop()
+                await self._sessions.close(self.console)
                 if self._stdout is not None:
                     self._stdout.close()
                     with trio.move_on_after(FLUSH_MAX):
@@ -328,7 +327,7 @@ class ProcessServer:
                         pass
             if opened_log and self._log is not None:
                 self._log.close()
-        return self.supervisor.exit_code
+        return self._supervisor.exit_code
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
         """The PV channel, the watchdog and the status file, each under the supervisor.
@@ -391,7 +390,7 @@ class ProcessServer:
     def _poke(self) -> None:
         """Something the supervisor or a status watcher cares about changed."""
         self._generation += 1
-        self.supervisor.wake()
+        self._supervisor.wake()
         self._changed.unpark_all()
 
     # -- clients -----------------------------------------------------------------------------
@@ -408,23 +407,3 @@ class ProcessServer:
             await self.serve_stream(stream, control=control, telnet=True)
 
         await trio.serve_listeners(handler, [listener])
-
-    def session_opened(self, session: Session) -> None:
-        self._sessions.append(session)
-        self._poke()
-
-    def session_closed(self, session: Session) -> None:
-        self._sessions.remove(session)
-        if not self._sessions:
-            self._sessions_done.set()
-        if session.reader.window_size is not None:  # the pty follows the newest client still here
-            session.resize()
-        self._poke()
-
-    async def _close_sessions(self) -> None:
-        for reader in self.console.readers:
-            reader.outbox.close()
-        if self._sessions:
-            self._sessions_done = trio.Event()
-            with trio.move_on_after(FLUSH_MAX):
-                await self._sessions_done.wait()

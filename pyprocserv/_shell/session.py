@@ -2,7 +2,7 @@
 
 Rules:
 1. A :class:`Session` owns its reader and outbox, its telnet codec and the two tasks that send
-   and receive; the server only keeps the list of sessions.
+   and receive; the server only keeps the list of sessions (:class:`Sessions`).
 2. The telnet codec turns bytes into events; each event type has one handler in the session's
    table (:attr:`Session.handlers`), as trio-websocket's server dispatches. Types without a
    handler are negotiation the codec has already answered.
@@ -42,11 +42,10 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class Host(Protocol):
-    """What a session needs of its server (``ProcessServer`` is one)."""
+    """The commands and texts a session needs of its server (``ProcessServer`` is one)."""
 
     config: Config
     console: Console
-    supervisor: ChildSupervisor
 
     def greeting(self, *, control: bool) -> bytes: ...
 
@@ -56,14 +55,48 @@ class Host(Protocol):
 
     def toggle_autorestart(self) -> object: ...
 
-    def session_opened(self, session: Session) -> None: ...
 
-    def session_closed(self, session: Session) -> None: ...
+@final
+class Sessions:
+    """The server's list of sessions, so that a stop can close them and wait for them to leave."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        self._open: list[Session] = []
+        self._all_closed = trio.Event()
+        self._changed = changed
+
+    def opened(self, session: Session) -> None:
+        self._open.append(session)
+        self._changed()
+
+    def closed(self, session: Session) -> None:
+        self._open.remove(session)
+        if not self._open:
+            self._all_closed.set()
+        self._changed()
+
+    async def close(self, console: Console) -> None:
+        """Every reader gets what is queued for it, then its end; wait (a while) until they left."""
+        for reader in console.readers:
+            reader.outbox.close()
+        if self._open:
+            self._all_closed = trio.Event()
+            with trio.move_on_after(FLUSH_MAX):
+                await self._all_closed.wait()
 
 
 @final
 class Session:
-    def __init__(self, host: Host, stream: trio.abc.Stream, *, control: bool, telnet: bool) -> None:
+    def __init__(
+        self,
+        host: Host,
+        supervisor: ChildSupervisor,
+        sessions: Sessions,
+        stream: trio.abc.Stream,
+        *,
+        control: bool,
+        telnet: bool,
+    ) -> None:
         config = host.config
         self.reader = Reader(
             Outbox(config.client_queue_limit or config.client_budget),
@@ -72,6 +105,8 @@ class Session:
             stamped=not control and config.logstamp is not None,
         )
         self._host = host
+        self._supervisor = supervisor
+        self._sessions = sessions
         self._stream = stream
         self._codec = TelnetConnection() if telnet else None
         self._pending_size: tuple[int, int] | None = None  # rule 3
@@ -94,7 +129,7 @@ class Session:
         if history:  # counted as this client's own: clients that attach at different times hold different ones
             reader.outbox.put(TelnetConnection.encode(history) if reader.telnet else history, bounded=False)
         console.attach(reader)
-        host.session_opened(self)
+        self._sessions.opened(self)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send, nursery.cancel_scope)
@@ -104,7 +139,9 @@ class Session:
             logger.exception("pyprocserv: a client session failed")  # our own bug: keep serving everyone else
         finally:
             console.detach(reader)
-            host.session_closed(self)
+            if reader.window_size is not None:  # the pty follows the newest client still here
+                self.resize()
+            self._sessions.closed(self)
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(FLUSH_MAX):
                     await self._stream.aclose()
@@ -174,13 +211,13 @@ class Session:
 
     def resize(self) -> None:
         """Size the pty as the console says (the newest control client's report)."""
-        self._host.supervisor.resize(self._host.console.newest_window_size())
+        self._supervisor.resize(self._host.console.newest_window_size())
 
     def _typed(self, data: bytes) -> bool:
         """Act on a control client's keys; True when it logged out."""
         host = self._host
         reader = self.reader
-        supervisor = host.supervisor
+        supervisor = self._supervisor
         running = supervisor.running
         keys, to_child = host.config.keys.scan(data, running)
         logout = False

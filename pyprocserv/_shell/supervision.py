@@ -129,6 +129,18 @@ class ChildSupervisor:
         self.policy.request_start()
         return True
 
+    def toggle(self) -> RestartMode:
+        """^T: the policy's next mode."""
+        return self.policy.toggle()
+
+    def set_mode(self, mode: RestartMode) -> bool:
+        """True when the mode changed."""
+        return self.policy.set_mode(mode)
+
+    def restart_after_exit(self) -> None:
+        """Start again as soon as the running child has exited, whatever the mode and holdoff."""
+        self.policy.request_start_after_exit()
+
     def signal(self, sig: int) -> bool:
         """Send ``sig`` to the running child's process group; False when none runs."""
         if self._child is None:
