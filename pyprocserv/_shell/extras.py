@@ -8,7 +8,7 @@ Rules (design.md §7):
    out, commands in, :meth:`Root.announce` for an ``@@@`` line. It never holds the console, the
    restart policy or the child.
 3. :class:`Supervisor` runs each extra. An unexpected exception ends that extra only: it is
-   reported once (an ``@@@`` line on the console and in the log, the traceback on stderr, the
+   reported once (an ``@@@`` line on the console and in the log, the traceback logged, the
    extra's state in the status snapshot and so the status file) and the extra is started again
    after a back-off (1 s, doubling to 60 s; from 1 s again after a minute of good running).
 4. Cancellation is not a failure: when the root stops, its extras stop with it, and an error
