@@ -28,7 +28,6 @@ from caproto.sync.client import read, write
 
 from helpers import PY, Client, free_port, serve_and_connect, short_tmpdir
 from pyprocserv import Config, ProcessServer, RestartMode
-from pyprocserv._apps.wiring import server_extras
 from pyprocserv._core.watchdog import WatchConfig
 
 HERE = Path(__file__).parent
@@ -50,7 +49,7 @@ async def ca_write(name: str, value, notify: bool = True):
 async def serve(nursery, prefix: str, command: tuple[str, ...], **options) -> tuple[ProcessServer, Client]:
     options.setdefault("holdoff", 0)
     config = Config(command=command, control=("0",), pv_prefix=prefix, **options)
-    return await serve_and_connect(nursery, config, extras=server_extras(config))
+    return await serve_and_connect(nursery, config)  # as an embedder would: the Config says it all
 
 
 async def test_procservcontrol_pvs_read_the_status_model(nursery, ca_env):

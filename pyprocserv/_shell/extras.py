@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, final
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, Sequence, final
 
 import trio
 
@@ -86,6 +86,24 @@ class ExtraSpec:
     name: str
     run: Callable[..., Awaitable[object]]  # async def run(root: Root, *, task_status=...)
     awaited: bool = False
+
+
+ConfigExtras = Callable[["Config"], "Sequence[ExtraSpec]"]
+# Which extras a configuration asks for (``pv_prefix``, ``watch``): the programs' layer knows,
+# and ``pyprocserv/__init__.py`` registers its answer (``_apps/wiring.py``), so a server built
+# without ``extras=`` still serves what its Config says while the shell never imports ``_ca``.
+_config_extras: ConfigExtras = lambda config: ()
+
+
+def provide_config_extras(choose: ConfigExtras) -> None:
+    """Register how a server built without ``extras=`` finds the extras its Config asks for."""
+    global _config_extras
+    _config_extras = choose
+
+
+def config_extras(config: Config) -> Sequence[ExtraSpec]:
+    """The extras ``config`` asks for, as the registered chooser says (none if nobody registered)."""
+    return _config_extras(config)
 
 
 def reason(exc: BaseException) -> str:

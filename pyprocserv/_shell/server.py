@@ -41,7 +41,7 @@ from .._core.watchdog import WatchState
 from .._version import __version__
 from .child import spawn_pty_child
 from .console import Console
-from .extras import ExtraSpec, Supervisor
+from .extras import ExtraSpec, Supervisor, config_extras
 from .lifecycle import Lifecycle, Phase
 from .listeners import BoundEndpoint, bind_all, procserv_info
 from .logfile import LogFile
@@ -65,10 +65,12 @@ class ProcessServer:
         spawn: SpawnFn | None = None,
         bound_endpoints: list[BoundEndpoint] | None = None,
         log: LogFile | None = None,
-        extras: Sequence[ExtraSpec] = (),
+        extras: Sequence[ExtraSpec] | None = None,
     ) -> None:
         self.config = config
-        self._wanted_extras = tuple(extras)  # the PVs, the watchdog: what the program chose
+        # The PVs, the watchdog: what the program chose, or (None) what the Config asks for,
+        # found when run() starts, so a missing caproto is raised by run() as it documents.
+        self._wanted_extras = None if extras is None else tuple(extras)
         self._bound = bound_endpoints
         self._log = log
         self.server_dir = os.getcwd()
@@ -317,7 +319,8 @@ class ProcessServer:
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
         """The extras the program asked for, in its order, each under the supervisor."""
-        for extra in self._wanted_extras:
+        wanted = self._wanted_extras
+        for extra in config_extras(self.config) if wanted is None else wanted:
             run = functools.partial(extra.run, self)
             if extra.awaited:
                 await nursery.start(self.extras.run, extra.name, run)
