@@ -31,6 +31,11 @@ from ._shell.listeners import BindError as BindError
 from ._shell.server import ProcessServer as ProcessServer
 from ._shell.status import Status as Status
 from ._version import __version__ as __version__
+from ._apps.wiring import server_extras as _server_extras
+from ._shell.extras import provide_config_extras as _provide_config_extras
+
+# A ProcessServer built without extras= serves the PVs and the watchdog its Config asks for.
+_provide_config_extras(_server_extras)
 
 __all__ = [
     "BindError",

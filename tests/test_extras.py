@@ -67,7 +67,7 @@ class Recorder:
         self.changes += 1
 
 
-async def test_a_failing_extra_is_reported_and_restarted_with_back_off(autojump_clock, nursery, capsys):
+async def test_a_failing_extra_is_reported_and_restarted_with_back_off(autojump_clock, nursery, caplog):
     seen = Recorder()
     supervisor = Supervisor(seen.announce, seen.changed)
     starts: list[float] = []
@@ -84,7 +84,7 @@ async def test_a_failing_extra_is_reported_and_restarted_with_back_off(autojump_
     assert seen.lines[0] == ("PV server failed (KeyError: 4242); the IOC is not affected; "
                              "restarting PV server in 1 s")
     assert dict(supervisor.snapshot())["PV server"].startswith("failed (KeyError: 4242)")
-    err = capsys.readouterr().err
+    err = caplog.text  # the library logs; the programs print its records to stderr
     assert err.count("Traceback") == len(starts) and "raise KeyError(4242)" in err
     nursery.cancel_scope.cancel()
 
@@ -214,7 +214,7 @@ class FailingSpawner:
         raise OSError(24, "Too many open files")
 
 
-async def test_a_spawn_that_keeps_failing_is_tried_a_handful_of_times_not_in_a_hot_loop(autojump_clock, nursery, capsys):
+async def test_a_spawn_that_keeps_failing_is_tried_a_handful_of_times_not_in_a_hot_loop(autojump_clock, nursery, caplog):
     spawner = FailingSpawner()
     server = ProcessServer(Config(command=("/bin/cat",), name="ioc", holdoff=0), spawn=spawner)
     await nursery.start(server.run)
@@ -225,7 +225,7 @@ async def test_a_spawn_that_keeps_failing_is_tried_a_handful_of_times_not_in_a_h
     text = await client.quiet()
     assert text.count(b"@@@ pyprocserv: could not start the child: Too many open files; next try in") == 3
     assert server.status.start_count == 0 and not server.status.running
-    assert capsys.readouterr().err.count("Fork failed: Too many open files") == 4
+    assert caplog.text.count("Fork failed: Too many open files") == 4
     server.shutdown()
 
 

@@ -268,6 +268,45 @@ def test_toggling_to_oneshot_while_the_child_is_shut_down_ends_the_server():
     assert policy.server_done() and policy.due_at() is None
 
 
+def test_set_mode_reports_a_change_and_applies_it():
+    policy = RestartPolicy(RestartMode.ON)
+    assert policy.set_mode(RestartMode.OFF) is True
+    assert policy.mode is RestartMode.OFF
+    assert policy.set_mode(RestartMode.OFF) is False
+    assert policy.mode is RestartMode.OFF
+
+
+def test_set_mode_off_after_an_exit_holds_the_restart_and_on_restores_it():
+    policy = RestartPolicy(RestartMode.ON, 10.0)
+    policy.child_started(0.0)
+    policy.child_exited()
+    policy.set_mode(RestartMode.OFF)
+    assert policy.due_at() is None
+    policy.set_mode(RestartMode.ON)
+    assert policy.due_at() == 10.0
+
+
+def test_set_mode_oneshot_while_the_child_runs_ends_the_server_at_its_exit():
+    policy = RestartPolicy(RestartMode.ON)
+    policy.child_started(0.0)
+    policy.set_mode(RestartMode.ONESHOT)  # an orderly stop with a grace period
+    assert policy.child_exited() is True and policy.server_done()
+
+
+def test_the_state_is_read_only_from_outside():
+    policy = RestartPolicy()
+    for name, value in (("mode", RestartMode.OFF), ("running", True), ("starts", 3)):
+        with pytest.raises(AttributeError):
+            setattr(policy, name, value)
+
+
+def test_a_failed_spawn_is_neither_a_start_nor_a_running_child():
+    policy = RestartPolicy(RestartMode.ON, 0.0)
+    assert policy.spawn_failed(5.0) == 1.0
+    assert policy.starts == 0 and not policy.running and not policy.server_done()
+    assert policy.due_at() == 6.0
+
+
 def test_oneshot_before_the_first_start_does_not_end_the_server():
     policy = RestartPolicy(RestartMode.ONESHOT, wait=True)
     assert not policy.server_done()

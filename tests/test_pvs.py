@@ -30,7 +30,6 @@ from support.client import Client
 from support.launch import PY, serve_and_connect, short_tmpdir
 from support.ports import free_port
 from pyprocserv import Config, ProcessServer, RestartMode
-from pyprocserv._apps.wiring import server_extras
 from pyprocserv._core.watchdog import WatchConfig
 
 HERE = Path(__file__).parent
@@ -52,7 +51,7 @@ async def ca_write(name: str, value, notify: bool = True):
 async def serve(nursery, prefix: str, command: tuple[str, ...], **options) -> tuple[ProcessServer, Client]:
     options.setdefault("holdoff", 0)
     config = Config(command=command, control=("0",), pv_prefix=prefix, **options)
-    return await serve_and_connect(nursery, config, extras=server_extras(config))
+    return await serve_and_connect(nursery, config)  # as an embedder would: the Config says it all
 
 
 async def test_procservcontrol_pvs_read_the_status_model(nursery, ca_env):
@@ -299,7 +298,7 @@ def test_without_pvs_caproto_is_never_imported():
     assert result.stdout.split() == ["False", "False"], result.stderr
 
 
-async def test_a_pv_server_that_fails_is_restarted_and_the_child_never_notices(nursery, ca_env, monkeypatch, capsys):
+async def test_a_pv_server_that_fails_is_restarted_and_the_child_never_notices(nursery, ca_env, monkeypatch, caplog):
     from pyprocserv._ca import pvs as _pvs
 
     real_refresh = _pvs.ProcessPVs.refresh
@@ -323,7 +322,7 @@ async def test_a_pv_server_that_fails_is_restarted_and_the_child_never_notices(n
     assert server.status.running and server.status.pid == pid and server.status.start_count == 1
     await console.send(b"echo\r")
     await console.expect(b"echo")
-    assert "KeyError: 7" in capsys.readouterr().err
+    assert "KeyError: 7" in caplog.text  # the library logs; the programs print its records to stderr
     server.shutdown()
 
 

@@ -24,6 +24,9 @@ Rules:
 7. The exit code (:func:`exit_code_after`): 2.7.0 exits 0; in oneshot the child's status
    (128+N for signal N: upstream gives 0, #58); procServ 2.8.0 also returns the last normal exit
    status of any child when something else ends it (^Q, SIGTERM).
+8. The mode and the child's state change only through the methods here (:meth:`set_mode`,
+   :meth:`toggle`, :meth:`child_started`, :meth:`child_exited`, :meth:`spawn_failed`); the
+   attributes read from outside are read-only, so no caller can leave the policy half updated.
 """
 
 from __future__ import annotations
@@ -60,16 +63,36 @@ class RestartPolicy:
         wait: bool = False,
         cycle: Sequence[RestartMode] | None = None,
     ) -> None:
-        self.mode = mode
+        self._mode = mode
         self.holdoff = max(0.0, holdoff)
         self.waiting_for_manual_start = wait
-        self.running = False
-        self.starts = 0
+        self._running = False
+        self._starts = 0
         self._last_start: float | None = None
         self._start_requested = False
         self._spawn_backoff = Backoff(SPAWN_FIRST_RETRY, SPAWN_LAST_RETRY, healthy_after=math.inf)
         self._retry_at: float | None = None  # after a failed spawn
         self._cycle = tuple(cycle) if cycle else toggle_cycle(DEFAULT_PROCSERV_VERSION, mode)
+
+    @property
+    def mode(self) -> RestartMode:
+        return self._mode
+
+    @property
+    def running(self) -> bool:
+        """A child runs: between :meth:`child_started` and :meth:`child_exited`."""
+        return self._running
+
+    @property
+    def starts(self) -> int:
+        """Children started so far (a failed spawn is none)."""
+        return self._starts
+
+    def set_mode(self, mode: RestartMode) -> bool:
+        """Set the mode (procServControl, an orderly stop); True when it changed."""
+        changed = mode is not self._mode
+        self._mode = mode
+        return changed
 
     def due_at(self) -> float | None:
         """The time the next start is due (``-inf``: now), or None while none is due."""
@@ -90,8 +113,8 @@ class RestartPolicy:
         return self.mode is RestartMode.ONESHOT and self.starts > 0 and not self.running
 
     def child_started(self, now: float) -> None:
-        self.running = True
-        self.starts += 1
+        self._running = True
+        self._starts += 1
         self._last_start = now
         self._start_requested = False
         self._retry_at = None
@@ -106,7 +129,7 @@ class RestartPolicy:
 
     def child_exited(self) -> bool:
         """Record the exit; True when the server should now exit (ONESHOT)."""
-        self.running = False
+        self._running = False
         return self.mode is RestartMode.ONESHOT
 
     def request_start(self) -> None:
@@ -126,8 +149,8 @@ class RestartPolicy:
             index = self._cycle.index(self.mode)
         except ValueError:
             index = -1
-        self.mode = self._cycle[(index + 1) % len(self._cycle)]
-        return self.mode
+        self._mode = self._cycle[(index + 1) % len(self._cycle)]
+        return self._mode
 
 
 def toggle_cycle(procserv_version: str, start_mode: RestartMode) -> tuple[RestartMode, ...]:

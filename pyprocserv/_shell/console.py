@@ -84,7 +84,6 @@ class Outbox:
         self.own = 0  # of which bytes made for this reader alone
         self._own_allowance = OWN_LIMIT  # raised by the greeting and the history
         self.skipped = 0  # not yet announced to the reader
-        self.total_skipped = 0
         self._closed = False
         self._ready = trio.Event()
         self.writev: Callable[[Sequence[bytes | memoryview]], int] | None = None
@@ -158,7 +157,6 @@ class Outbox:
             self.own = len(keep) if type(keep) is _Own else 0
         self._size -= dropped
         self.skipped += dropped
-        self.total_skipped += dropped
         return dropped
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ Rules (architecture §4):
    out, commands in, :meth:`Root.announce` for an ``@@@`` line. It never holds the console, the
    restart policy or the child.
 3. :class:`Supervisor` runs each extra. An unexpected exception ends that extra only: it is
-   reported once (an ``@@@`` line on the console and in the log, the traceback on stderr, the
+   reported once (an ``@@@`` line on the console and in the log, the traceback logged, the
    extra's state in the status snapshot and so the status file) and the extra is started again
    after a back-off (1 s, doubling to 60 s; from 1 s again after a minute of good running).
 4. Cancellation is not a failure: when the root stops, its extras stop with it, and an error
@@ -20,10 +20,9 @@ Rules (architecture §4):
 
 from __future__ import annotations
 
-import sys
-import traceback
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, final
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, Sequence, final
 
 import trio
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from .status import Status
 
 Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
+logger = logging.getLogger(__name__)
 FIRST_RETRY = 1.0
 LAST_RETRY = 60.0
 
@@ -86,6 +86,24 @@ class ExtraSpec:
     name: str
     run: Callable[..., Awaitable[object]]  # async def run(root: Root, *, task_status=...)
     awaited: bool = False
+
+
+ConfigExtras = Callable[["Config"], "Sequence[ExtraSpec]"]
+# Which extras a configuration asks for (``pv_prefix``, ``watch``): the programs' layer knows,
+# and ``pyprocserv/__init__.py`` registers its answer (``_apps/wiring.py``), so a server built
+# without ``extras=`` still serves what its Config says while the shell never imports ``_ca``.
+_config_extras: ConfigExtras = lambda config: ()
+
+
+def provide_config_extras(choose: ConfigExtras) -> None:
+    """Register how a server built without ``extras=`` finds the extras its Config asks for."""
+    global _config_extras
+    _config_extras = choose
+
+
+def config_extras(config: Config) -> Sequence[ExtraSpec]:
+    """The extras ``config`` asks for, as the registered chooser says (none if nobody registered)."""
+    return _config_extras(config)
 
 
 def reason(exc: BaseException) -> str:
@@ -163,11 +181,9 @@ class Supervisor:
 
     def _report(self, name: str, failure: BaseException, delay: float) -> None:
         why = reason(failure)
-        print(f"pyprocserv: {name} failed; restarting it in {delay:g} s", file=sys.stderr)
-        traceback.print_exception(failure, file=sys.stderr)
-        sys.stderr.flush()
+        logger.error(f"pyprocserv: {name} failed; restarting it in {delay:g} s", exc_info=failure)
         self._set(name, f"failed ({why}); restarting in {delay:g} s")
         try:
             self._announce(messages.extra_failed(name, why[:200], delay))
         except Exception:
-            traceback.print_exc()  # the report must not fail the supervisor
+            logger.exception("pyprocserv: reporting a failed extra failed")  # the report must not fail the supervisor

@@ -33,27 +33,33 @@ class StdoutWriter:
         self.fd = fd
         self.outbox = Outbox(limit)
         self.broken = False
+        self._finished = trio.Event()
 
     # the log-file interface the console uses
     def write(self, data: bytes) -> None:
         if not self.broken:
             self.outbox.share(data)
 
-    def reopen(self) -> None:
-        return None
-
     def close(self) -> None:
+        """No more output: :meth:`run` writes what is queued, then ends."""
         self.outbox.close()
 
+    async def finished(self) -> None:
+        """Wait until :meth:`run` has ended: everything queued is written, or stdout broke."""
+        await self._finished.wait()
+
     async def run(self) -> None:
-        while (data := await self.outbox.get()) is not None:
-            try:
-                await trio.to_thread.run_sync(_write_all, self.fd, data)
-            except OSError as exc:
-                if exc.errno not in (errno.EPIPE, errno.EBADF, errno.EIO):
-                    raise
-                self.broken = True  # nobody reads our stdout any more
-                return
+        try:
+            while (data := await self.outbox.get()) is not None:
+                try:
+                    await trio.to_thread.run_sync(_write_all, self.fd, data)
+                except OSError as exc:
+                    if exc.errno not in (errno.EPIPE, errno.EBADF, errno.EIO):
+                        raise
+                    self.broken = True  # nobody reads our stdout any more
+                    return
+        finally:
+            self._finished.set()
 
 
 @final

@@ -1,0 +1,243 @@
+"""One client session: a console reader on one stream, with its outbox, its keys and its telnet.
+
+Rules:
+1. A :class:`Session` owns its reader and outbox, its telnet codec and the two tasks that send
+   and receive; the server only keeps the list of sessions (:class:`Sessions`).
+2. The telnet codec turns bytes into events; each event type has one handler in the session's
+   table (:attr:`Session.handlers`), as trio-websocket's server dispatches. Types without a
+   handler are negotiation the codec has already answered.
+3. A burst of window sizes costs one resize, to the last size, applied before any key typed
+   after it reaches the child.
+4. Nothing a client does may stop the server: a session ends on its peer's errors, and an error
+   of our own is logged and ends that session only.
+5. Input is read 1 KiB at a time: each read ends this client's turn, so one client's flood cannot
+   hold the loop that every other console and the child's output share.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Callable, Protocol, final
+
+import trio
+
+from .._core import messages
+from .._core.config import Config
+from .._core.keys import Key
+from .._core.telnet import Data, TelnetConnection, WindowSize
+from .console import Console, Outbox, Reader
+from .supervision import ChildSupervisor
+
+logger = logging.getLogger(__name__)
+
+# Client input is read in small pieces: each read ends the client's turn, so however fast one
+# client sends (an option storm is one Python step per 3 bytes), every other task runs within
+# about a millisecond. People type, and pastes are small; only the child's output needs big reads.
+INPUT_READ_SIZE = 1 << 10
+# How long a closing session may take to hand its last bytes to the peer.
+FLUSH_MAX = 1.0
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class Host(Protocol):
+    """The commands and texts a session needs of its server (``ProcessServer`` is one)."""
+
+    config: Config
+    console: Console
+
+    def greeting(self, *, control: bool) -> bytes: ...
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def toggle_autorestart(self) -> object: ...
+
+
+@final
+class Sessions:
+    """The server's list of sessions, so that a stop can close them and wait for them to leave."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        self._open: list[Session] = []
+        self._all_closed = trio.Event()
+        self._changed = changed
+
+    def opened(self, session: Session) -> None:
+        self._open.append(session)
+        self._changed()
+
+    def closed(self, session: Session) -> None:
+        self._open.remove(session)
+        if not self._open:
+            self._all_closed.set()
+        self._changed()
+
+    async def close(self, console: Console) -> None:
+        """Every reader gets what is queued for it, then its end; wait (a while) until they left."""
+        for reader in console.readers:
+            reader.outbox.close()
+        if self._open:
+            self._all_closed = trio.Event()
+            with trio.move_on_after(FLUSH_MAX):
+                await self._all_closed.wait()
+
+
+@final
+class Session:
+    def __init__(
+        self,
+        host: Host,
+        supervisor: ChildSupervisor,
+        sessions: Sessions,
+        stream: trio.abc.Stream,
+        *,
+        control: bool,
+        telnet: bool,
+    ) -> None:
+        config = host.config
+        self.reader = Reader(
+            Outbox(config.client_queue_limit or config.client_budget),
+            control=control,
+            telnet=telnet,
+            stamped=not control and config.logstamp is not None,
+        )
+        self._host = host
+        self._supervisor = supervisor
+        self._sessions = sessions
+        self._stream = stream
+        self._codec = TelnetConnection() if telnet else None
+        self._pending_size: tuple[int, int] | None = None  # rule 3
+        # Rule 2: True from a handler ends the session (the client logged out).
+        self.handlers: dict[type, Callable[[object], bool]] = {
+            Data: self._on_data,
+            WindowSize: self._on_window_size,
+        }
+
+    async def run(self) -> None:
+        """Greet, attach to the console, serve until either side ends; then let go of everything."""
+        host = self._host
+        console = host.console
+        reader = self.reader
+        first = host.greeting(control=reader.control)
+        if self._codec is not None:
+            first += self._codec.initiate()
+        reader.outbox.put(first, bounded=False)
+        history = console.history.replay()
+        if history:  # counted as this client's own: clients that attach at different times hold different ones
+            reader.outbox.put(TelnetConnection.encode(history) if reader.telnet else history, bounded=False)
+        console.attach(reader)
+        self._sessions.opened(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send, nursery.cancel_scope)
+                await self._receive()
+                nursery.cancel_scope.cancel()
+        except Exception:
+            logger.exception("pyprocserv: a client session failed")  # our own bug: keep serving everyone else
+        finally:
+            console.detach(reader)
+            if reader.window_size is not None:  # the pty follows the newest client still here
+                self.resize()
+            self._sessions.closed(self)
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(FLUSH_MAX):
+                    await self._stream.aclose()
+
+    async def _send(self, session: trio.CancelScope) -> None:
+        outbox = self.reader.outbox
+        stream = self._stream
+        try:
+            if isinstance(stream, trio.SocketStream):
+                # Gathering writes straight from the shared chunks: no copy for this client.
+                sock = stream.socket
+                outbox.writev = functools.partial(os.writev, sock.fileno())
+                while await outbox.wait():
+                    if not outbox.flush():
+                        await trio.lowlevel.wait_writable(sock)
+            else:
+                while (data := await outbox.get()) is not None:
+                    await stream.send_all(data)
+        except _GONE:
+            pass
+        finally:
+            outbox.writev = None  # never write to a closed (and maybe reused) descriptor
+        session.cancel()
+
+    async def _receive(self) -> None:
+        try:
+            await self._receive_until_done()
+        except _GONE:
+            pass  # the peer went away (reset, timeout): that ends its session and nothing else
+
+    async def _receive_until_done(self) -> None:
+        reader = self.reader
+        codec = self._codec
+        while data := await self._stream.receive_some(INPUT_READ_SIZE):
+            if not reader.control:
+                continue  # log clients: input is read and dropped, as procServ does
+            if codec is None:
+                if self._typed(data):
+                    return
+                continue
+            codec.receive_data(data)
+            reply = codec.data_to_send()
+            if reply:
+                reader.outbox.put(reply)
+            for event in codec.events():
+                if type(event) is not WindowSize:
+                    self._apply_pending_size()  # before the keys typed after it reach the child
+                handler = self.handlers.get(type(event))
+                if handler is not None and handler(event):
+                    return
+            self._apply_pending_size()
+
+    def _on_data(self, event: object) -> bool:
+        assert isinstance(event, Data)
+        return self._typed(event.data)
+
+    def _on_window_size(self, event: object) -> bool:
+        assert isinstance(event, WindowSize)
+        self._pending_size = (event.rows, event.columns)  # a burst costs one resize: the last size
+        return False
+
+    def _apply_pending_size(self) -> None:
+        if self._pending_size is not None:
+            self._host.console.report_window_size(self.reader, self._pending_size)
+            self._pending_size = None
+            self.resize()
+
+    def resize(self) -> None:
+        """Size the pty as the console says (the newest control client's report)."""
+        self._supervisor.resize(self._host.console.newest_window_size())
+
+    def _typed(self, data: bytes) -> bool:
+        """Act on a control client's keys; True when it logged out."""
+        host = self._host
+        reader = self.reader
+        supervisor = self._supervisor
+        running = supervisor.running
+        keys, to_child = host.config.keys.scan(data, running)
+        logout = False
+        for key in keys:
+            if key is Key.START:
+                host.start()
+            elif key is Key.QUIT:
+                host.shutdown()
+            elif key is Key.LOGOUT:
+                # Gone at once, as procServ closes it before anything else happens: not even
+                # the echo of what it typed before the logout key reaches it.
+                logout = True
+                host.console.detach(reader)
+            elif key is Key.TOGGLE:
+                host.toggle_autorestart()
+            elif key is Key.KILL and running:
+                supervisor.signal(host.config.kill_signal)
+        if to_child and running:
+            dropped = supervisor.offer_input(to_child)
+            if dropped and not reader.dropping_input:
+                reader.outbox.put(messages.input_dropped(dropped))
+            reader.dropping_input = bool(dropped)  # one notice per episode, not one per chunk
+        return logout
