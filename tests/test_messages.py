@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from pyprocserv._core import messages as m
 from pyprocserv._core.policy import RestartMode
+from pyprocserv._core.telnet import TelnetConnection
 
 # Local times, so the expected strings do not depend on the machine's time zone.
 SERVER_START = time.mktime((2026, 11, 21, 23, 14, 39, 0, 0, -1))
@@ -33,7 +34,7 @@ CTRL_R, CTRL_X, CTRL_Q, CTRL_T, CTRL_B = 0x12, 0x18, 0x11, 0x14, 0x02
 
 def test_separator_and_telnet_offer_are_procservs_bytes():
     assert m.SEPARATOR == b"@@@ @@@ @@@ @@@ @@@\r\n"
-    assert m.TELNET_OFFER == b"\xff\xfb\x01\xff\xfd\x22"
+    assert m.TELNET_OFFER == TelnetConnection().initiate() == b"\xff\xfb\x01\xff\xfd\x22"  # what a session sends
     assert m.NL == b"\r\n"
 
 

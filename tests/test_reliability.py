@@ -51,9 +51,10 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (
-    OFFER, PY, FakeSpawner, fd_count, rss_kib, ServerProcess, attach, children_of, close_at_end, connect, proc_state, short_tmpdir,
-)
+from support.client import OFFER, attach, close_at_end, connect, tcp_address
+from support.fakes import FakeSpawner
+from support.launch import PY, ServerProcess, short_tmpdir
+from support.proc import children_of, fd_count, proc_state, rss_kib
 from pyprocserv import ProcessServer
 from pyprocserv._core.keys import KeyMap
 from pyprocserv._apps.main import CliExit, _check_owners, check_command, read_command_line
@@ -71,11 +72,6 @@ SKIPPED = re.compile(rb"\r\n@@@ pyprocserv: (\d+) bytes of output skipped: this 
 def zombies_of(pid: int) -> list[int]:
     """The server's own children in state Z (PID 1 here reaps nobody: look nowhere else)."""
     return [child for child in children_of(pid) if proc_state(child) == "Z"]
-
-
-def tcp_address(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint[4:].rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 async def settle(measure, expected, timeout: float = 10.0) -> object:
