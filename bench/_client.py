@@ -24,7 +24,8 @@ import socket
 import sys
 import time
 
-TAIL = b"\xff\xfb\x01\xff\xfd\x22"
+from pyprocserv._core.messages import TELNET_OFFER
+
 SKIP = b"of output skipped"
 
 
@@ -131,7 +132,7 @@ def main() -> None:
                     pending.discard(fd)
                     continue
                 greet[fd] += d
-                if TAIL in greet[fd]:
+                if TELNET_OFFER in greet[fd]:
                     greeted.add(fd)
                     pending.discard(fd)
         open_more()

@@ -1,22 +1,9 @@
-"""Free TCP ports for the bench scripts' servers and CA servers."""
+"""Kept only for compare.py and soak.py until they import tests/support directly; then delete."""
 
-from __future__ import annotations
+import os
+import sys
 
-import socket
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from support.ports import free_port  # noqa: E402
 
-_issued: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 that this process has not handed out before.
-
-    A closed probe socket's port can come straight back from the kernel, so
-    two calls in a row (CA server and repeater ports) could otherwise collide.
-    """
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _issued:
-            _issued.add(port)
-            return port
+__all__ = ["free_port"]

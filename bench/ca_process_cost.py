@@ -29,10 +29,11 @@ import sys
 import tempfile
 import time
 
-from _ports import free_port  # bench/ is on sys.path when a script here runs
-from _proc import rss_kib
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # tests/support: the helpers tests/ and bench/ share
+from support.ports import free_port  # noqa: E402
+from support.proc import rss_kib  # noqa: E402
+
 HELLO = struct.pack(">HHHHII", 0, 0, 0, 13, 0, 0)  # VERSION, priority 0, protocol 13
 
 BARE_SERVER = """\

@@ -29,10 +29,11 @@ import subprocess
 import sys
 import time
 
-from _ports import free_port  # bench/ is on sys.path when a script here runs
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TAIL = b"\xff\xfb\x01\xff\xfd\x22"  # IAC WILL ECHO, IAC DO LINEMODE: the end of every greeting
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # tests/support: the helpers tests/ and bench/ share
+from support.client import OFFER  # noqa: E402  (IAC WILL ECHO, IAC DO LINEMODE: the end of every greeting)
+from support.ports import free_port  # noqa: E402
+
 ECHO_CHILD = ["/bin/sh", "-c", "stty -icanon; exec cat >/dev/null"]
 IAC, SB, SE, WILL, DO, NAWS = 255, 250, 240, 251, 253, 31
 
@@ -92,7 +93,7 @@ def flood(kind: str, port: int) -> None:
 
 def recv_greeting(s: socket.socket) -> None:
     got = b""
-    while TAIL not in got:
+    while OFFER not in got:
         data = s.recv(4096)
         if not data:
             raise SystemExit("connection closed before the greeting ended")

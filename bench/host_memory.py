@@ -23,10 +23,10 @@ import sys
 import tempfile
 import time
 
-from _proc import cpu_seconds, rss_kib  # bench/ is on sys.path when a script here runs
-from _ports import free_port
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # tests/support: the helpers tests/ and bench/ share
+from support.ports import free_port  # noqa: E402
+from support.proc import cpu_seconds, rss_kib  # noqa: E402
 
 
 def main() -> int:

@@ -36,10 +36,11 @@ import sys
 import tempfile
 import time
 
-from _ports import free_port  # bench/ is on sys.path when a script here runs
-from _proc import children_of, proc_state, rss_kib
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # tests/support: the helpers tests/ and bench/ share
+from support.ports import free_port  # noqa: E402
+from support.proc import children_of, proc_state, rss_kib  # noqa: E402
+
 HOST = "127.0.0.1"
 MIB = 1 << 20
 PEAK_TARGET = 250 * MIB

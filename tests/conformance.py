@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from helpers import OFFER, free_port
+from support.client import DEFAULT_TIMEOUT, OFFER, Client, ExpectTimeout
+from support.ports import free_port
+from support.proc import alive, all_pids, children_of, descendants, listening_tcp_ports, pids_with_cwd_under, start_time
 
 PROCSERV = shutil.which("procServ") or "/usr/bin/procServ"
 
@@ -56,8 +58,6 @@ START_BLOCK_END = re.compile(
 SIGCHILD_MSG = re.compile(rb"@@@ Received a sigChild for process \d+\.[^\r\n]*\r\n")
 SHUTDOWN_MSG = re.compile(rb"@@@ Child process is shutting down, [^\r\n]*\r\n")
 
-DEFAULT_TIMEOUT = 15.0  # generous: a loaded 2-core CI machine, and procServ waits for idle ticks
-QUIET = 0.3  # seconds of silence that end a capture
 
 
 # --------------------------------------------------------------------------
@@ -204,83 +204,6 @@ def diff_transcripts(want: dict[str, bytes], got: dict[str, bytes]) -> str:
 
 
 # --------------------------------------------------------------------------
-# /proc helpers
-# --------------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, starttime) of a pid, or None if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1]), int(fields[19])
-
-
-def _alive(pid: int, starttime: int | None = None) -> bool:
-    st = _proc_stat(pid)
-    if st is None or st[0] in ("Z", "X"):
-        return False
-    return starttime is None or st[2] == starttime
-
-
-def _all_pids() -> list[int]:
-    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
-
-
-def _children_of(ppid: int) -> list[int]:
-    out = []
-    for pid in _all_pids():
-        st = _proc_stat(pid)
-        if st and st[1] == ppid and st[0] not in ("Z", "X"):
-            out.append(pid)
-    return out
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in _children_of(todo.pop()):
-            if c not in found:
-                found.add(c)
-                todo.append(c)
-    return found
-
-
-def _pids_with_cwd_under(directory: str) -> set[int]:
-    found = set()
-    real = os.path.realpath(directory)
-    for pid in _all_pids():
-        if pid == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if (cwd == real or cwd.startswith(real + "/")) and _alive(pid):
-            found.add(pid)
-    return found
-
-
-def _listening_tcp_ports() -> set[int]:
-    ports = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A":  # TCP_LISTEN
-                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
-        except FileNotFoundError:
-            pass
-    return ports
-
-
-# --------------------------------------------------------------------------
 # Client
 # --------------------------------------------------------------------------
 
@@ -301,132 +224,6 @@ def _lost_port_race(result: LaunchResult) -> bool:
 
 class LeakError(AssertionError):
     """The server ignored SIGTERM or left processes behind."""
-
-
-class ExpectTimeout(AssertionError):
-    """``Client.expect`` did not see its pattern in time (or saw EOF)."""
-
-
-@dataclass
-class Client:
-    """A raw socket client that records every byte it receives.
-
-    It never answers telnet negotiation (like ``socat``).  ``expect`` consumes
-    the buffer from a cursor; ``transcript`` is always everything received.
-    """
-
-    stream: trio.abc.Stream
-    name: str = "client"
-    buf: bytearray = field(default_factory=bytearray)
-    pos: int = 0
-    eof: bool = False
-    # (arrival time, buffer length after the chunk), for timing measurements
-    arrivals: list[tuple[float, int]] = field(default_factory=list)
-    closed: bool = False
-    last_match_time: float = 0.0
-
-    @classmethod
-    async def connect_tcp(cls, port: int, name: str = "client") -> Client:
-        return cls(await trio.open_tcp_stream("127.0.0.1", port), name)
-
-    @classmethod
-    async def connect_unix(cls, path: str, name: str = "client") -> Client:
-        return cls(await trio.open_unix_socket(path), name)
-
-    async def _receive(self) -> None:
-        try:
-            data = await self.stream.receive_some(65536)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
-        if not data:
-            self.eof = True
-            return
-        self.buf += data
-        self.arrivals.append((trio.current_time(), len(self.buf)))
-
-    def arrival_time(self, offset: int) -> float:
-        """trio time at which the byte just before ``offset`` arrived."""
-        for t, end in self.arrivals:
-            if end >= offset:
-                return t
-        raise ValueError(offset)
-
-    async def wait_until(
-        self, done: Callable[[], bool], timeout: float, what: object
-    ) -> None:
-        """Receive until ``done()`` is true; ExpectTimeout on timeout or EOF."""
-        try:
-            with trio.fail_after(timeout):
-                while not done():
-                    if self.eof:
-                        raise ExpectTimeout(self._failure(what, "EOF"))
-                    await self._receive()
-        except trio.TooSlowError:
-            raise ExpectTimeout(self._failure(what, f"{timeout} s")) from None
-
-    def _search(self, pattern: bytes | re.Pattern[bytes], start: int) -> int | None:
-        """End offset of the first match at or after ``start``, or None."""
-        if isinstance(pattern, bytes):
-            i = self.buf.find(pattern, start)
-            return None if i < 0 else i + len(pattern)
-        m = pattern.search(self.buf, start)
-        return None if m is None else m.end()
-
-    async def expect(
-        self, pattern: bytes | re.Pattern[bytes], timeout: float = DEFAULT_TIMEOUT
-    ) -> bytes:
-        """Wait for ``pattern`` after the cursor; return the bytes up to its end."""
-        await self.wait_until(lambda: self._search(pattern, self.pos) is not None, timeout, pattern)
-        end = self._search(pattern, self.pos)
-        assert end is not None
-        out = bytes(self.buf[self.pos : end])
-        self.pos = end
-        self.last_match_time = self.arrival_time(end)
-        return out
-
-    def _failure(self, pattern: object, why: str) -> str:
-        return (
-            f"{self.name}: no {pattern!r} after {why}; "
-            f"unconsumed: {bytes(self.buf[self.pos:])!r}; all: {bytes(self.buf)!r}"
-        )
-
-    async def read_until_quiet(
-        self, quiet: float = QUIET, max_time: float = DEFAULT_TIMEOUT
-    ) -> bytes:
-        """Read until nothing arrives for ``quiet`` s (or EOF); consume it all."""
-        with trio.move_on_after(max_time):
-            while not self.eof:
-                with trio.move_on_after(quiet) as scope:
-                    await self._receive()
-                if scope.cancelled_caught:
-                    break
-        out = bytes(self.buf[self.pos :])
-        self.pos = len(self.buf)
-        return out
-
-    async def expect_eof(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        """Wait until the server closes the connection; return the rest."""
-        try:
-            with trio.fail_after(timeout):
-                while not self.eof:
-                    await self._receive()
-        except trio.TooSlowError:
-            raise ExpectTimeout(self._failure("EOF", f"{timeout} s")) from None
-        out = bytes(self.buf[self.pos :])
-        self.pos = len(self.buf)
-        return out
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    def transcript(self) -> bytes:
-        return bytes(self.buf)
-
-    async def aclose(self) -> None:
-        if not self.closed:
-            self.closed = True
-            with trio.CancelScope(shield=True):
-                await self.stream.aclose()
 
 
 # --------------------------------------------------------------------------
@@ -654,7 +451,7 @@ class ServerUnderTest:
         except trio.TooSlowError:
             raise ExpectTimeout(
                 f"server not ready after 10 s: pid file {_read_or_empty(self.pid_file)!r}, "
-                f"listening {sorted(_listening_tcp_ports())}, launch {self.launch}"
+                f"listening {sorted(listening_tcp_ports())}, launch {self.launch}"
             ) from None
 
     async def _wait_ready(self, timeout: float) -> None:
@@ -669,11 +466,10 @@ class ServerUnderTest:
                     self.server_pid = int(raw)
                     break
                 await trio.sleep(0.01)
-            st = _proc_stat(self.server_pid)
-            self._server_start = st[2] if st else None
+            self._server_start = start_time(self.server_pid)
             self.ctx.pid_token(self.server_pid)  # the server is always <PID1>
             want = {self.ctl_port} | ({self.log_port} if self.want_log_port else set())
-            while not want <= _listening_tcp_ports() or (
+            while not want <= listening_tcp_ports() or (
                 self.want_unix and not os.path.exists(self.unix_path)
             ):
                 await trio.sleep(0.01)
@@ -691,13 +487,13 @@ class ServerUnderTest:
         if self.leaks and exc_type is None:
             raise LeakError("; ".join(self.leaks))
 
-    def server_alive(self) -> bool:
-        return self.server_pid is not None and _alive(self.server_pid, self._server_start)
+    def serveralive(self) -> bool:
+        return self.server_pid is not None and alive(self.server_pid, self._server_start)
 
     async def wait_server_gone(self, timeout: float) -> bool:
         """True once the daemon has exited (a zombie counts as gone)."""
         with trio.move_on_after(timeout):
-            while self.server_alive():
+            while self.serveralive():
                 await trio.sleep(0.02)
             return True
         return False
@@ -706,7 +502,7 @@ class ServerUnderTest:
         found = set()
         for c in self.clients:
             for rx in _PID_RES[:3]:
-                found |= {int(m.group(1)) for m in rx.finditer(c.buf)}
+                found |= {int(m.group(1)) for m in rx.finditer(c.received)}
         return found
 
     async def stop(self) -> None:
@@ -723,11 +519,11 @@ class ServerUnderTest:
         with trio.CancelScope(shield=True):
             suspects = dict(self.known_children)
             if self.server_pid is not None:
-                for p in _descendants(self.server_pid):
-                    st = _proc_stat(p)
-                    if st:
-                        suspects[p] = st[2]
-            if self.server_alive():
+                for p in descendants(self.server_pid):
+                    started = start_time(p)
+                    if started is not None:
+                        suspects[p] = started
+            if self.serveralive():
                 assert self.server_pid is not None
                 os.kill(self.server_pid, signal.SIGTERM)
                 if not await self.wait_server_gone(5):
@@ -736,8 +532,8 @@ class ServerUnderTest:
                     await self.wait_server_gone(2)
 
             def leftovers() -> set[int]:
-                left = {p for p, st in suspects.items() if _alive(p, st)}
-                in_dir = _pids_with_cwd_under(self.dir)
+                left = {p for p, st in suspects.items() if alive(p, st)}
+                in_dir = pids_with_cwd_under(self.dir)
                 left |= in_dir
                 left |= {p for p in self._pids_in_transcripts() if p in in_dir}
                 left.discard(os.getpid())
@@ -773,11 +569,11 @@ class ServerUnderTest:
     def child_pids(self) -> list[int]:
         if self.server_pid is None:
             return []
-        kids = _children_of(self.server_pid)
+        kids = children_of(self.server_pid, zombies=False)
         for p in kids:
-            st = _proc_stat(p)
-            if st:
-                self.known_children[p] = st[2]
+            started = start_time(p)
+            if started is not None:
+                self.known_children[p] = started
         return kids
 
     async def wait_for_child(self, timeout: float = 5.0) -> bool:
@@ -836,15 +632,15 @@ async def expect_exit(client: Client, timeout: float = DEFAULT_TIMEOUT) -> bytes
     """
     start = client.pos
     await client.wait_until(
-        lambda: bool(SIGCHILD_MSG.search(client.buf, start) and SHUTDOWN_MSG.search(client.buf, start)),
+        lambda: bool(SIGCHILD_MSG.search(client.received, start) and SHUTDOWN_MSG.search(client.received, start)),
         timeout,
         "child exit messages",
     )
-    m1 = SIGCHILD_MSG.search(client.buf, start)
-    m2 = SHUTDOWN_MSG.search(client.buf, start)
+    m1 = SIGCHILD_MSG.search(client.received, start)
+    m2 = SHUTDOWN_MSG.search(client.received, start)
     assert m1 and m2
     client.pos = max(m1.end(), m2.end())
-    return bytes(client.buf[start : client.pos])
+    return bytes(client.received[start : client.pos])
 
 
 # --------------------------------------------------------------------------
@@ -873,8 +669,8 @@ async def _greeting_variant(
             await ctl.expect(OFFER)
         log = await srv.connect("log")
         await log.expect(OFFER)
-        await ctl.read_until_quiet()
-        await log.read_until_quiet()
+        await ctl.quiet()
+        await log.quiet()
         out[f"{key}_control"] = srv.norm(ctl.transcript())
         out[f"{key}_log"] = srv.norm(log.transcript())
 
@@ -981,7 +777,7 @@ async def scenario_kill_restart(server_cmd: Sequence[str], is_procserv: bool) ->
                 await c.expect(START_BLOCK_END, 5)
                 await srv.wait_for_child()
             for c in (ctl, log):
-                await c.read_until_quiet()
+                await c.quiet()
                 await c.aclose()
         return {
             "control": srv.norm_exit(ctl.transcript()),
@@ -1012,7 +808,7 @@ async def scenario_toggle(server_cmd: Sequence[str], is_procserv: bool) -> dict[
             for c in (c1, c2, log):
                 await c.expect(b"Toggled auto restart to ON\r\n")
             for c in (c1, c2, log):
-                await c.read_until_quiet()
+                await c.quiet()
         return {
             "control1": srv.norm(c1.transcript()),
             "control2": srv.norm(c2.transcript()),
@@ -1044,7 +840,7 @@ async def scenario_noautorestart_then_R_then_Q(
             files_before = srv.listing()
             await c1.send(b"\x18")
             await expect_exit(c1)
-            await c1.read_until_quiet(1.0)
+            await c1.quiet(1.0)
             no_restart = not srv.child_pids()
             c2 = await srv.connect("unix", "c2")
             await c2.expect(OFFER)
@@ -1055,7 +851,7 @@ async def scenario_noautorestart_then_R_then_Q(
             await c2.send(b"\x18")
             for c in (c1, c2):
                 await expect_exit(c)
-                await c.read_until_quiet()
+                await c.quiet()
             await c2.send(b"\x11")
             for c in (c1, c2):
                 await c.expect_eof()
@@ -1087,12 +883,12 @@ async def scenario_wait_mode(server_cmd: Sequence[str], is_procserv: bool) -> di
         async with ServerUnderTest(server_cmd, is_procserv, options=["-w"]) as srv:
             c = await srv.connect("control")
             await c.expect(OFFER)
-            idle = await c.read_until_quiet(1.2)
+            idle = await c.quiet(1.2)
             nothing = idle == b"" and not srv.child_pids()
             await c.send(b"\x12")
             await c.expect(START_BLOCK_END)
             started = await srv.wait_for_child()
-            await c.read_until_quiet()
+            await c.quiet()
         checks = (
             f"quiet and no child for 1.2 s with -w: {nothing}\n"
             f"child runs after ^R: {started}\n"
@@ -1111,7 +907,7 @@ async def _type_into_cat(
         c = await srv.connect_when_running("control")
         await c.send(data)
         await c.expect(until)
-        await c.read_until_quiet()
+        await c.quiet()
     return srv.norm(c.transcript())
 
 
@@ -1179,7 +975,7 @@ async def scenario_two_controls_and_logger(
             await c1.send(b"hello\r")
             for c in (c1, log, c2):
                 await c.expect(re.compile(rb"hello\r\n.*hello\r\n", re.S))
-                await c.read_until_quiet()
+                await c.quiet()
         return {
             "control1": srv.norm(c1.transcript()),
             "log_client": srv.norm(log.transcript()),
@@ -1207,7 +1003,7 @@ async def _logfile_session(
             await cl.expect(START_BLOCK_END)
         await srv.wait_for_child()
         for cl in (c, log):
-            await cl.read_until_quiet()
+            await cl.quiet()
             await cl.aclose()
     out[f"{key}_logfile"] = srv.norm_exit(srv.saved["log.txt"])
     out[f"{key}_log_client"] = srv.norm_exit(log.transcript())
@@ -1260,7 +1056,7 @@ async def scenario_info_file(server_cmd: Sequence[str], is_procserv: bool) -> di
             info = await wait_for_file(srv.info_file, rb"tcp:127\.0\.0\.1:\d+\n\Z")
             files = srv.listing()
             c = await srv.connect_when_running("unix")
-            await c.read_until_quiet()
+            await c.quiet()
         return {
             "info": srv.norm(info),
             "files": srv.norm(files),
@@ -1318,7 +1114,7 @@ async def scenario_logout(server_cmd: Sequence[str], is_procserv: bool) -> dict[
             await c1.send(b"\r")
             for c in (c1, log, c3):
                 await c.expect(b"z\r\n")
-                await c.read_until_quiet()
+                await c.quiet()
             log_open = not log.eof
         return {
             "control1": srv.norm(c1.transcript()),
@@ -1366,11 +1162,11 @@ async def scenario_holdoff_timing(server_cmd: Sequence[str], is_procserv: bool) 
             exit_at = min(
                 c.arrival_time(m.end())
                 for rx in (SIGCHILD_MSG, SHUTDOWN_MSG)
-                if (m := rx.search(c.buf))
+                if (m := rx.search(c.received))
             )
             await c.expect(START_BLOCK_END, HOLDOFF + 3)
             t_start2 = c.last_match_time
-            await c.read_until_quiet()
+            await c.quiet()
         s2s = t_start2 - t_start1
         e2s = t_start2 - exit_at
         timing = (
@@ -1451,7 +1247,7 @@ async def scenario_cli_errors(server_cmd: Sequence[str], is_procserv: bool) -> d
             try:
                 res = await _run_captured([*server_cmd, *args], d, env, 10)
             finally:
-                for pid in _pids_with_cwd_under(d):
+                for pid in pids_with_cwd_under(d):
                     os.kill(pid, signal.SIGKILL)
                     out[f"{key}__LEAK"] = b"a daemon was left running and was killed\n"
                 shutil.rmtree(d, ignore_errors=True)
@@ -1509,13 +1305,13 @@ async def run_scenario(
 def procserv_pids() -> list[int]:
     """Running (non-zombie) processes named procServ, for leak checks."""
     out = []
-    for pid in _all_pids():
+    for pid in all_pids():
         try:
             with open(f"/proc/{pid}/comm") as f:
                 comm = f.read().strip()
         except OSError:
             continue
-        if comm == "procServ" and _alive(pid):
+        if comm == "procServ" and alive(pid):
             out.append(pid)
     return out
 
@@ -1544,7 +1340,7 @@ async def scenario_greeting_logfile(server_cmd: Sequence[str], is_procserv: bool
             log = await srv.connect("log")
             await log.expect(OFFER)
             for c in (ctl, log):
-                await c.read_until_quiet()
+                await c.quiet()
         return {"control": srv.norm(ctl.transcript()), "log_client": srv.norm(log.transcript())}
 
 
@@ -1566,7 +1362,7 @@ async def scenario_toggle_cycle(server_cmd: Sequence[str], is_procserv: bool) ->
                     await c.expect(b"Toggled auto restart mode to " + word + b"\r\n")
             await c2.expect(b"Toggled auto restart mode to ON\r\n")
             for c in (c1, c2, log):
-                await c.read_until_quiet()
+                await c.quiet()
         return {
             "control1": srv.norm(c1.transcript()),
             "control2": srv.norm(c2.transcript()),
@@ -1618,7 +1414,7 @@ async def _foreground_exit_code(server_cmd: Sequence[str], options: Sequence[str
         try:
             with trio.fail_after(DEFAULT_TIMEOUT):
                 if keys:
-                    while port not in _listening_tcp_ports():
+                    while port not in listening_tcp_ports():
                         await trio.sleep(0.02)
                     c = await Client.connect_tcp(port)
                     # Before its first start the child is SHUT DOWN too; and procServ starts it

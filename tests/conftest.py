@@ -13,7 +13,8 @@ import inspect
 import pytest
 import trio
 
-from helpers import free_port, remove_short_tmpdirs
+from support.launch import remove_short_tmpdirs
+from support.ports import free_port
 
 REAL_TEST_LIMIT = 60.0  # seconds; the slowest real test needs a few
 

@@ -30,7 +30,8 @@ from caproto.sync.client import read
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import PY, ServerProcess, children_of, rss_kib
+from support.launch import PY, ServerProcess
+from support.proc import children_of, rss_kib
 
 PREFIX = "H:"
 TICKER = (PY, "-u", "-c", "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.1)")

@@ -13,7 +13,9 @@ import signal
 
 import trio
 
-from helpers import OFFER, Client, child_script, close_at_end, connect, proc_state, serve_and_connect
+from support.client import OFFER, Client, close_at_end, connect
+from support.launch import child_script, serve_and_connect
+from support.proc import proc_state
 from pyprocserv import Config, ProcessServer, RestartMode
 
 

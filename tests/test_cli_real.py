@@ -24,7 +24,10 @@ import time
 import pytest
 import trio
 
-from helpers import OFFER, PY, ServerProcess, children_of, close_at_end, connect, free_port, proc_state, short_tmpdir
+from support.client import OFFER, close_at_end, connect
+from support.launch import PY, ServerProcess, short_tmpdir
+from support.ports import free_port
+from support.proc import children_of, proc_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

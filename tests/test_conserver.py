@@ -44,7 +44,8 @@ from typing import NamedTuple
 import pytest
 import trio
 
-from helpers import PY, free_port, short_tmpdir
+from support.launch import PY, short_tmpdir
+from support.ports import free_port
 
 ptyprocess = pytest.importorskip("ptyprocess")
 

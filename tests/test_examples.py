@@ -15,7 +15,9 @@ from pathlib import Path
 
 import trio
 
-from helpers import PY, free_port, proc_state, short_tmpdir
+from support.launch import PY, short_tmpdir
+from support.ports import free_port
+from support.proc import proc_state
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "two_iocs.py"

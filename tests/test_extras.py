@@ -17,7 +17,8 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import FakeSpawner, attach
+from support.client import attach
+from support.fakes import FakeSpawner
 from pyprocserv import Config, ProcessServer, RestartMode
 from pyprocserv._core.backoff import Backoff
 from pyprocserv._shell.extras import Supervisor

@@ -14,7 +14,9 @@ import random
 
 import trio
 
-from helpers import OFFER, Client, ServerProcess, close_at_end, connect, free_port, short_tmpdir
+from support.client import OFFER, Client, close_at_end, connect
+from support.launch import ServerProcess, short_tmpdir
+from support.ports import free_port
 
 OPTION_STORMS = 16
 NAWS_FLOODS = 4

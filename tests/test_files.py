@@ -23,7 +23,9 @@ import time
 import pytest
 import trio
 
-from helpers import PY, FakeSpawner, ServerProcess, proc_state, short_tmpdir
+from support.fakes import FakeSpawner
+from support.launch import PY, ServerProcess, short_tmpdir
+from support.proc import proc_state
 from pyprocserv import Config, ProcessServer
 from pyprocserv._core.endpoints import UnixEndpoint
 from pyprocserv._shell.listeners import BindError, bind

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import split_at
+from support.chunks import split_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

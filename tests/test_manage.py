@@ -29,7 +29,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import OFFER, PY, close_at_end, connect, short_tmpdir
+from support.client import OFFER, close_at_end, connect
+from support.launch import PY, short_tmpdir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -663,7 +664,7 @@ run(Child(prefix="TGTX:").pvdb, module_name="caproto.asyncio.server", interfaces
 
 
 async def test_manager_pvs_control_and_heartbeat_each_instance_as_the_supervisor_ioc_manager(ca_env):
-    from helpers import free_port
+    from support.ports import free_port
     from test_pvs import ca_read, ca_write
 
     conf = short_tmpdir()

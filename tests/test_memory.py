@@ -17,7 +17,9 @@ import socket
 
 import trio
 
-from helpers import ServerProcess, child_script, free_port, rss_kib
+from support.launch import ServerProcess, child_script
+from support.ports import free_port
+from support.proc import rss_kib
 from pyprocserv._core import messages
 from pyprocserv._shell.console import OWN_LIMIT, Console, Outbox, Reader
 from pyprocserv._core.telnet import TelnetConnection

@@ -26,7 +26,9 @@ import trio
 from caproto import ChannelType
 from caproto.sync.client import read, write
 
-from helpers import PY, Client, free_port, serve_and_connect, short_tmpdir
+from support.client import Client
+from support.launch import PY, serve_and_connect, short_tmpdir
+from support.ports import free_port
 from pyprocserv import Config, ProcessServer, RestartMode
 from pyprocserv._core.watchdog import WatchConfig
 

@@ -51,9 +51,10 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (
-    OFFER, PY, FakeSpawner, fd_count, rss_kib, ServerProcess, attach, children_of, close_at_end, connect, proc_state, short_tmpdir,
-)
+from support.client import OFFER, attach, close_at_end, connect
+from support.fakes import FakeSpawner
+from support.launch import PY, ServerProcess, short_tmpdir
+from support.proc import fd_count, rss_kib, children_of, proc_state
 from pyprocserv import ProcessServer
 from pyprocserv._core.cli import CliExit, parse_args
 from pyprocserv._core.keys import KeyMap

@@ -14,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from helpers import Client, FakeSpawner, attach
+from support.client import Client, attach
+from support.fakes import FakeSpawner
 from pyprocserv import Config, KeyMap, ProcessServer, RestartMode
 from pyprocserv._shell.console import Outbox
 

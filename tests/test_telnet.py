@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from helpers import split_at
+from support.chunks import split_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import ServerProcess
+from support.launch import ServerProcess
 
 ptyprocess = pytest.importorskip("ptyprocess")
 TELNET = shutil.which("telnet")
