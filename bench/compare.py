@@ -37,22 +37,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from _proc import cpu_ticks, proc_state, status_kib  # bench/ is on sys.path when a script here runs
-from _ports import free_port
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests"))  # the support layer that tests and bench share
+from support.client import OFFER  # noqa: E402
+from support.ports import free_port  # noqa: E402
+from support.proc import alive, cpu_ticks, descendants, status_kib  # noqa: E402
+
 WRITER = os.path.join(HERE, "_writer.py")
 CLIENT = os.path.join(HERE, "_client.py")
 OUT = os.path.join(HERE, "out")
 
-TAIL = b"\xff\xfb\x01\xff\xfd\x22"  # IAC WILL ECHO, IAC DO LINEMODE: the end of every greeting
 PAYLOAD = ord("#")  # in no @@@ message of either server, nor in the child's command line
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PS, PY = "procServ", "pyprocserv"
 ECHO_CHILD = ["/bin/sh", "-c", "stty -icanon; exec cat >/dev/null"]
 IDLE_CHILD = ["/bin/cat"]
+
 
 class BenchError(Exception):
     pass
@@ -63,31 +65,6 @@ def log(msg: str) -> None:
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def alive(pid: int) -> bool:
-    state = proc_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (scans /proc: works without CONFIG_PROC_CHILDREN)."""
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        for kid in parents.get(todo.pop(), []):
-            out.append(kid)
-            todo.append(kid)
-    return out
 
 
 def thread_cpu_ns(pid: int) -> dict[str, int]:
@@ -154,7 +131,7 @@ def cpu_busy(seconds: float = 0.3) -> float:
 
 def recv_greeting(sock: socket.socket, deadline: float) -> bytes:
     buf = b""
-    while TAIL not in buf:
+    while OFFER not in buf:  # IAC WILL ECHO, IAC DO LINEMODE: the end of every greeting
         left = deadline - time.monotonic()
         if left <= 0:
             raise BenchError("no greeting in time")
@@ -542,8 +519,8 @@ class Bench:
         env = None
         if pvs:  # a private CA port on loopback, so nothing else on the machine sees these PVs
             options = shlex.split(self.args.pv_options)
-            ca_port = str(free_port())
-            env = {"EPICS_CA_SERVER_PORT": ca_port, "EPICS_CA_REPEATER_PORT": str(free_port()),
+            ca_port = str(free_port(udp=True))  # TCP and UDP
+            env = {"EPICS_CA_SERVER_PORT": ca_port, "EPICS_CA_REPEATER_PORT": str(free_port(udp=True)),
                    "EPICS_CAS_SERVER_PORT": ca_port}
         with self.server(kind, IDLE_CHILD, options, env=env) as srv:
             assert srv.pid is not None
