@@ -1,13 +1,17 @@
 """The procServ command line (pyprocserv._core.cli), parsed without starting anything.
 
 These tests prove that :func:`parse_args` reads procServ's command lines as procServ 2.7.0
-does (reference §1.1-§1.2): both synopsis forms; glibc getopt_long with a leading ``+``
+does (behaviour §1.1-§1.2): both synopsis forms; glibc getopt_long with a leading ``+``
 (stop at the first non-option, ``--``, unambiguous long prefixes, clusters and attached
 values, ``--logstamp`` taking its format only attached); the ``-e`` argv quirk; glibc's error
 texts and exit codes; ``-h``/``-V``; ``PROCSERV_PID``/``PROCSERV_DEBUG``; restart modes and
 command characters. Where procServ silently turns bad numbers into 0, pyprocserv stops with a
 message that names the option (Rule 4 of the module). Finally, that any argv whatsoever either
 parses or ends in a :class:`CliExit` with a message and code 0 or 1.
+
+:func:`parse_args` raises :class:`CliError` or :class:`CliAnswer`; the program's wrapper
+(``read_command_line``) turns them into the exit code and the texts, which is what most of
+these tests check, as the user sees them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._core.cli import VERSION_LINE, CliExit, CliOptions, parse_args, usage
+from pyprocserv._apps.main import CliExit, read_command_line
+from pyprocserv._core.cli import OPTIONS, VERSION_LINE, Arity, CliAnswer, CliError, CliOptions, parse_args, usage
+from pyprocserv._core.errors import PyprocservError
 from pyprocserv._core.endpoints import TcpEndpoint, UnixEndpoint
 from pyprocserv._core.keys import KeyMap
 from pyprocserv._core.policy import RestartMode
@@ -35,7 +41,7 @@ def parse(*args: str, environ: dict[str, str] | None = None) -> CliOptions:
 
 def fails(*args: str, environ: dict[str, str] | None = None) -> CliExit:
     with pytest.raises(CliExit) as exit_:
-        parse(*args, environ=environ)
+        read_command_line([PROG, *args], environ={} if environ is None else environ, cwd="/srv/ioc")
     return exit_.value
 
 
@@ -565,7 +571,7 @@ _argvs = st.lists(st.one_of(_option_words, _value_words), max_size=10)
 @given(_argvs, st.dictionaries(st.sampled_from(["PROCSERV_PID", "PROCSERV_DEBUG", "HOME"]), st.text(max_size=5)))
 def test_any_argv_parses_or_exits_with_a_message_and_code_0_or_1(args, environ):
     try:
-        options = parse_args([PROG, *args], environ=environ, cwd="/")
+        options = read_command_line([PROG, *args], environ=environ, cwd="/")
     except CliExit as error:
         assert error.code in (0, 1)
         assert str(error)
@@ -579,7 +585,7 @@ def test_any_argv_parses_or_exits_with_a_message_and_code_0_or_1(args, environ):
 @given(st.lists(st.text(max_size=10), max_size=6))
 def test_any_argv_even_with_an_odd_argv0_parses_or_exits_cleanly(argv):
     try:
-        parse_args(argv, environ={}, cwd="/")
+        read_command_line(argv, environ={}, cwd="/")
     except CliExit as error:
         assert error.code in (0, 1) and str(error)
 
@@ -601,3 +607,29 @@ def test_an_unknown_procserv_version_is_refused_with_the_choices():
 
 def test_help_documents_the_procserv_version_option():
     assert "--procserv-version <v>" in fails("-h").stdout
+
+
+# -- the parser's errors, before the program turns them into texts and exit codes -------------
+
+
+def test_the_parser_raises_the_message_and_leaves_printing_to_the_program():
+    with pytest.raises(CliError) as error:
+        parse_args([PROG, "-r", "20000", "cmd"], environ={}, cwd="/")
+    assert error.value.message == f"{PROG}: invalid option -- 'r'\n"
+    assert error.value.show_usage
+    assert isinstance(error.value, PyprocservError) and isinstance(error.value, ValueError)
+    with pytest.raises(CliError) as error:
+        parse_args([PROG, "--holdoff", "abc", "20000", "cmd"], environ={}, cwd="/")
+    assert not error.value.show_usage and "--holdoff" in error.value.message
+    with pytest.raises(CliAnswer) as answer:
+        parse_args([PROG, "-r", "-V"], environ={}, cwd="/")
+    assert answer.value.text == VERSION_LINE + "\n"
+    assert answer.value.message == f"{PROG}: invalid option -- 'r'\n"
+
+
+def test_the_option_table_names_each_option_and_letter_once():
+    names = [option.name for option in OPTIONS]
+    letters = [option.short for option in OPTIONS if option.short]
+    assert len(names) == len(set(names)) and len(letters) == len(set(letters))
+    assert all(option.arity is Arity.NONE for option in OPTIONS if option.answer is not None)
+    assert {option.needs for option in OPTIONS if option.needs} <= set(names)

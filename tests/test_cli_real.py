@@ -24,8 +24,8 @@ import time
 import pytest
 import trio
 
-from support.client import OFFER, close_at_end, connect
-from support.launch import PY, ServerProcess, short_tmpdir
+from support.client import OFFER, close_at_end, connect, tcp_address
+from support.launch import PY, ServerProcess, read_info, short_tmpdir
 from support.ports import free_port
 from support.proc import children_of, proc_state
 
@@ -265,7 +265,8 @@ async def test_log_port_is_public_unless_restricted():
     async with ServerProcess(["-l", "0", "0", "/bin/cat"]) as server:
         assert any(a.startswith("0.0.0.0:") for a in listening(server.pid))
     async with ServerProcess(["--restrict", "-l", "0", "0", "/bin/cat"]) as server:
-        assert all(a.startswith("127.0.0.1:") for a in listening(server.pid))
+        addresses = listening(server.pid)
+        assert len(addresses) == 2 and all(a.startswith("127.0.0.1:") for a in addresses)  # control and log
 
 
 async def test_ipv6_endpoints_work(nursery):
@@ -401,10 +402,9 @@ async def test_a_stalled_client_does_not_slow_a_reading_client(nursery):
     total = 30_000_000
     code = f"import sys\nb = b'x' * 65535 + b'\\n'\nfor _ in range({total} // 65536): sys.stdout.buffer.write(b)\nsys.stdout.flush()\n"
     async with ServerProcess(["-w", "0", PY, "-c", code]) as server:
-        host, port = server.control()[4:].rsplit(":", 1)
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect((host, int(port)))  # never reads
+        stalled.connect(tcp_address(server.control()))  # never reads
         try:
             reader = await connect(server.control())
             close_at_end(nursery, reader)
@@ -499,7 +499,7 @@ async def test_daemon_mode_writes_no_pid_txt_by_default():
     d = short_tmpdir()
     result = run_cli("-I", "info", "0", "/bin/cat", cwd=d)
     assert result.returncode == 0
-    daemon = int(Path(f"{d}/info").read_text().split()[0][4:])
+    daemon, _ = read_info(f"{d}/info")
     try:
         assert "pid.txt" not in os.listdir(d)
     finally:

@@ -1,13 +1,13 @@
 """Conformance: each scenario runs on Debian's procServ 2.7.0 and on pyprocserv, same bytes.
 
-Every scenario (tests/conformance.py) starts the server in daemon mode, drives raw socket
+Every scenario (tests/support/conformance/) starts the server in daemon mode, drives raw socket
 clients and returns normalised transcripts (pids, times, ports, the temp dir and the version
 in the Welcome line are the only parts replaced). The two servers' transcripts must be equal
 byte for byte, except the deliberate differences listed in ``DIFFERENCES``, each of which is
 a fix named in the README and asserted on its own below.
 
 The procServ 2.8 dialect (``--procserv-version 2.8``) is compared with fixtures recorded from
-a procServ built from upstream's v2.8.0 tag (tests/fixtures/procserv-2.8.0, see conformance.py).
+a procServ built from upstream's v2.8.0 tag (tests/fixtures/procserv-2.8.0, see support/conformance/fixtures.py).
 
 Needs ``procServ`` on PATH: ``.ci/run`` installs Debian's package. Outside CI the procServ
 half is skipped when it is missing; in CI (``CI=true``) a missing procServ fails.
@@ -22,7 +22,7 @@ import sys
 import pytest
 import trio
 
-import conformance as C
+from support import conformance as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYPROCSERV = C.ServerCommand(
@@ -46,16 +46,16 @@ DIFFERENCES = {
 }
 
 
-def run(scenario: str, cmd, is_procserv: bool) -> dict[str, bytes]:
-    return trio.run(C.run_scenario, scenario, cmd, is_procserv)
+def run(scenario: str, cmd) -> dict[str, bytes]:
+    return trio.run(C.run_scenario, scenario, cmd)
 
 
 @needs_procserv
 @pytest.mark.parametrize("scenario", list(C.SCENARIOS))
 def test_pyprocserv_writes_procservs_bytes(scenario: str) -> None:
     assert HAVE_PROCSERV, "CI must install procserv (apt-get install procserv)"
-    want = C.comparable(run(scenario, [C.PROCSERV], True))
-    got = C.comparable(run(scenario, PYPROCSERV, False))
+    want = C.comparable(run(scenario, [C.PROCSERV]))
+    got = C.comparable(run(scenario, PYPROCSERV))
     known = {name for (s, name) in DIFFERENCES if s == scenario}
     assert known <= set(want) and known <= set(got), "a listed difference names no transcript"
     for name in known:
@@ -66,13 +66,13 @@ def test_pyprocserv_writes_procservs_bytes(scenario: str) -> None:
 
 
 def test_the_deliberate_differences_are_what_the_readme_says() -> None:
-    got = run("cli_errors", PYPROCSERV, False)
+    got = run("cli_errors", PYPROCSERV)
     assert b"invalid control port 70000 (must be <65536)" in got["port_70000"]
     assert b"exit: 1\n" in got["nonexistent_command"] and b"No such file or directory" in got["nonexistent_command"]
     assert b"exit: 0\n" in got["command_without_path"]  # `cat` is found in PATH: the server runs
     assert b"invalid --holdoff value 'abc'" in got["holdoff_abc"]
     assert b"--history" in got["help"] and b"--grace-period" in got["help"]
-    logs = run("logfile", PYPROCSERV, False)
+    logs = run("logfile", PYPROCSERV)
     assert b"[<TIME>] @@@ Restarting child" in logs["stamped_logfile"]
 
 
@@ -95,7 +95,7 @@ def test_pyprocserv_2_8_dialect_writes_procserv_2_8_0s_bytes(scenario: str) -> N
         if s == scenario:
             want.pop(name)
             got.pop(name)
-    assert want, "no fixtures: record them with tests/conformance.py record-2.8"
+    assert want, "no fixtures: record them with python -m support.conformance record-2.8 (in tests/)"
     assert got == want, C.diff_transcripts(want, got)
 
 
@@ -105,7 +105,7 @@ def test_the_2_8_dialects_deliberate_differences_are_what_the_readme_says() -> N
 
 
 def run_2_8(scenario: str) -> dict[str, bytes]:
-    return trio.run(C.SCENARIOS_2_8[scenario], PYPROCSERV_2_8, False)
+    return trio.run(C.SCENARIOS_2_8[scenario], PYPROCSERV_2_8)
 
 
 # -- the harness itself: normalisation keeps everything but the volatile parts --------------

@@ -1,6 +1,6 @@
 """conserver in front of pyprocserv, for real: the console server EPICS sites put before procServ.
 
-procServUtils' story (reference §8, ecosystem §1.2): ``manage-procs write-procs-cf`` lists every
+procServUtils' story (behaviour §8.4, §8.5): ``manage-procs write-procs-cf`` lists every
 instance for conserver, and ``console NAME`` reaches any IOC by its name. Here Debian's conserver
 and console (``conserver-server``, ``conserver-client``; ``.ci/run`` installs them) stand in front
 of ``pyprocserv-manage run`` (host mode), with the file ``pyprocserv-manage write-procs-cf`` wrote:

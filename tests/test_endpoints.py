@@ -1,7 +1,7 @@
 """Endpoint specs (pyprocserv._core.endpoints), parsed without a socket.
 
 These tests prove that every form procServ accepts for ``-P``, the compat endpoint and ``-l``
-parses (reference §1.4: ``PORT`` with whitespace, ``A.B.C.D:PORT``, ``unix:PATH``,
+parses (behaviour §1.4: ``PORT`` with whitespace, ``A.B.C.D:PORT``, ``unix:PATH``,
 ``unix:USER:GROUP:PERM:PATH`` with empty parts, ``unix:@NAME``), plus pyprocserv's
 ``[IPv6]:PORT``; that every error carries procServ's message text; that arbitrary text (argv
 is decoded with surrogateescape, so it may hold lone surrogates) never raises anything but

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from support.client import attach
 from support.fakes import FakeSpawner
 from pyprocserv import Config, ProcessServer, RestartMode
+from pyprocserv._apps.wiring import server_extras
 from pyprocserv._core.backoff import Backoff
 from pyprocserv._shell.extras import Supervisor
 from pyprocserv._core.policy import RestartPolicy
@@ -149,7 +150,8 @@ async def test_a_failing_watchdog_leaves_the_child_and_clients_alone(autojump_cl
 
     monkeypatch.setattr(_camonitor, "run_watchdog", broken_watchdog)
     spawner = FakeSpawner()
-    server = ProcessServer(Config(command=("/bin/cat",), name="ioc", watch=WatchConfig(pv="X:Y")), spawn=spawner)
+    config = Config(command=("/bin/cat",), name="ioc", watch=WatchConfig(pv="X:Y"))
+    server = ProcessServer(config, spawn=spawner, extras=server_extras(config))
     await nursery.start(server.run)
     child = await spawner.wait_for(1)
     client = attach(nursery, server)
@@ -240,3 +242,22 @@ async def test_restart_request_tries_a_failing_spawn_at_once(autojump_clock, nur
     await trio.sleep(0.1)
     assert len(spawner.tries) == before + 1
     server.shutdown()
+
+
+# -- the seam: what the programs hand the server, and what the server offers the extras ------------
+
+
+def test_the_programs_wire_the_pv_server_awaited_then_the_watchdog_beside_it():
+    from pyprocserv._core.watchdog import WatchConfig
+
+    config = Config(command=("/bin/cat",), pv_prefix="X:", watch=WatchConfig(pv="X:Y"))
+    assert [(e.name, e.awaited) for e in server_extras(config)] == [("PV server", True), ("watchdog", False)]
+    assert server_extras(Config(command=("/bin/cat",))) == []
+
+
+def test_the_process_server_offers_everything_root_promises():
+    from pyprocserv._shell.extras import Root
+
+    promised = {name for name in vars(Root) if not name.startswith("_")} | set(Root.__annotations__)
+    server = ProcessServer(Config(command=("/bin/cat",)), spawn=FakeSpawner())
+    assert promised and all(hasattr(server, name) for name in promised), sorted(promised)

@@ -24,7 +24,7 @@ import pytest
 import trio
 
 from support.fakes import FakeSpawner
-from support.launch import PY, ServerProcess, short_tmpdir
+from support.launch import PY, ServerProcess, read_info, short_tmpdir
 from support.proc import proc_state
 from pyprocserv import Config, ProcessServer
 from pyprocserv._core.endpoints import UnixEndpoint
@@ -178,7 +178,7 @@ async def test_a_pid_file_symlink_in_a_world_writable_directory_is_refused_with_
     os.symlink(victim, pidfile)
     d = short_tmpdir()
     result = run_cli("-q", "-p", pidfile, "-I", f"{d}/info", "0", "/bin/cat")
-    daemon = int(Path(f"{d}/info").read_text().splitlines()[0].split(":")[1])
+    daemon, _ = read_info(f"{d}/info")
     try:
         assert result.returncode == 0
         assert result.stderr == (

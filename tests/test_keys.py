@@ -2,9 +2,9 @@
 
 These tests prove that:
 * ``-k``/``--autorestartcmd``/``-x`` specs and ``--ignore`` strings are read exactly as procServ's
-  getOptionChar and ignore scan read them (reference §1.5), quirks included (``^a`` and ``^]``
+  getOptionChar and ignore scan read them (behaviour §1.5), quirks included (``^a`` and ``^]``
   mean ``^``; ``^D^C^]`` ignores ``^`` and ``]``, not 0x1d);
-* :meth:`KeyMap.scan` follows the state table of reference §4.4: ^R and ^Q reach a running
+* :meth:`KeyMap.scan` follows the state table of behaviour §4.4: ^R and ^Q reach a running
   child and are commands only while it is shut down; ^X kills a running child and starts a
   stopped one; ^T and the logout character act in every state and never reach the child;
   NUL is stripped whenever an ignore set exists; commands come out in byte order;
@@ -35,7 +35,7 @@ CTRL_R, CTRL_Q, CTRL_X, CTRL_T = b"\x12", b"\x11", b"\x18", b"\x14"
 CTRL_B, CTRL_D, CTRL_C = b"\x02", b"\x04", b"\x03"
 
 
-# -- parse_char: getOptionChar (reference §1.5) ---------------------------------------------
+# -- parse_char: getOptionChar (behaviour §1.5) ---------------------------------------------
 
 
 def test_the_fixed_and_default_command_characters_are_procservs():
@@ -179,7 +179,7 @@ def test_any_single_command_char_makes_nul_dropped(only):
     assert keys.scan(b"a\x00b", child_running=True)[1] == b"ab"
 
 
-# -- KeyMap.scan against the state table (reference §4.4) -------------------------------------
+# -- KeyMap.scan against the state table (behaviour §4.4) -------------------------------------
 
 
 def test_ctrl_r_reaches_a_running_child_and_is_no_command():

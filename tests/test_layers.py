@@ -81,3 +81,93 @@ def test_the_layer_check_sees_every_kind_of_import(tmp_path):
     inside, outside = imports("_core.sample", sample)
     assert {"trio", "caproto", "typing"} <= outside
     assert "_shell.server" in inside
+
+
+# -- every layer imports only itself and the layers before it ------------------------------------
+
+# Outside the order: the package's __init__ gathers the public names of every layer, __main__
+# runs a program, and _version imports nothing.
+ANY_LAYER = {"__init__", "__main__"}
+
+
+def layer_violations(name: str, inside: set[str]) -> list[str]:
+    """The modules ``name`` imports that its layer may not: a later layer, or the package's top."""
+    if name in ANY_LAYER:
+        return []
+    if name == "_version":
+        return sorted(inside)
+    layer = layer_of(name)
+    assert layer is not None, f"{name} is in no layer: put it in one of {LAYERS}"
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
+    return sorted(m for m in inside if layer_of(m) not in allowed and m != "_version")
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_each_layer_imports_only_itself_and_the_layers_before_it(name):
+    inside, _ = imports(name, ALL[name])
+    assert not layer_violations(name, inside), (
+        f"{name} ({layer_of(name)}) imports {layer_violations(name, inside)}; the order is {' < '.join(LAYERS)}")
+
+
+def test_the_layer_order_check_can_fail(tmp_path):
+    """A shell module that reaches up into the CA layer (lazily), or back to the package's top, is found."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("from .extras import Root\n"
+                      "def f():\n    from .._ca import pvs\n    from .. import _version, ProcessServer\n")
+    inside, _ = imports("_shell.sample", sample)
+    assert layer_violations("_shell.sample", inside) == ["__init__", "_ca.pvs"]
+    assert layer_violations("_apps.sample", inside) == ["__init__"]
+    assert layer_violations("__init__", inside) == []
+    assert layer_violations("_version", {"_core.log"}) == ["_core.log"]
+
+
+# -- no import cycle, lazy or not ------------------------------------------------------------------
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of this package it imports (anywhere in it: lazily, under TYPE_CHECKING)."""
+    return {name: imports(name, path)[0] - {name} for name, path in ALL.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as the path that closes it (``[a, b, a]``), or None."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        on_path.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in on_path:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in done:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        on_path.discard(node)
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        if start not in done:
+            found = visit(start)
+            if found:
+                return found
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_can_fail(tmp_path):
+    """A cycle through a TYPE_CHECKING import is found and named; a graph without one passes."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    sample = tmp_path / "extras.py"
+    sample.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .server import Status\n")
+    graph = {"_shell.extras": imports("_shell.extras", sample)[0], "_shell.server": {"_shell.extras"}}
+    assert find_cycle(graph) == ["_shell.extras", "_shell.server", "_shell.extras"]

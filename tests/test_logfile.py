@@ -2,7 +2,7 @@
 
 These tests prove that:
 * :class:`LineStamper` puts the stamp before the first byte of every line, across any chunk
-  boundaries, once per line, also before ``@@@`` lines (reference §5.2), so stamping a stream
+  boundaries, once per line, also before ``@@@`` lines (behaviour §5.2), so stamping a stream
   in pieces gives what stamping it whole gives;
 * :class:`History` replays exactly the last N lines (the line in progress counting as one),
   however the output was chunked, and stays bounded in bytes for output without newlines;
@@ -71,7 +71,7 @@ def test_stamp_goes_before_each_at_at_at_line():
 
 
 def test_partial_line_is_stamped_once_and_its_rest_follows_without_a_stamp():
-    # reference §5.2 [run]: "[23:06:47] partial" ... then "\r\n"
+    # behaviour §5.2 [run]: "[23:06:47] partial" ... then "\r\n"
     stamper = LineStamper()
     assert stamper.apply(b"partial", STAMP) == STAMP + b"partial"
     assert stamper.apply(b" more", b"[later] ") == b" more"

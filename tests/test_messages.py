@@ -1,7 +1,7 @@
 """Every console text (pyprocserv._core.messages), byte for byte against procServ 2.7.0.
 
 procServControl and site scripts scrape these lines with ``sscanf``, so these tests compare
-whole byte strings with reference §2 (greeting, lifecycle, command messages) and the captures
+whole byte strings with behaviour §2 (greeting, lifecycle, command messages) and the captures
 of §10.1 (the greeting of a real procServ 2.7.0) and §10.2 (^X with auto restart ON),
 including the quirks: ``-k ""`` cutting the "^R or ^X" line at the NUL, ``Current time: N/A``
 without a line end, an over-long greeting time coming out empty. The procServ 2.8 dialect's
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from pyprocserv._core import messages as m
 from pyprocserv._core.policy import RestartMode
+from pyprocserv._core.telnet import TelnetConnection
 
 # Local times, so the expected strings do not depend on the machine's time zone.
 SERVER_START = time.mktime((2026, 11, 21, 23, 14, 39, 0, 0, -1))
@@ -33,7 +34,7 @@ CTRL_R, CTRL_X, CTRL_Q, CTRL_T, CTRL_B = 0x12, 0x18, 0x11, 0x14, 0x02
 
 def test_separator_and_telnet_offer_are_procservs_bytes():
     assert m.SEPARATOR == b"@@@ @@@ @@@ @@@ @@@\r\n"
-    assert m.TELNET_OFFER == b"\xff\xfb\x01\xff\xfd\x22"
+    assert m.TELNET_OFFER == TelnetConnection().initiate() == b"\xff\xfb\x01\xff\xfd\x22"  # what a session sends
     assert m.NL == b"\r\n"
 
 
@@ -50,7 +51,7 @@ def test_c_locale_time_format():
     assert m.format_time("", SERVER_START) == ""
 
 
-# -- the greeting (reference §2.1, §10.1) ---------------------------------------------------------
+# -- the greeting (behaviour §2.1, §10.1) ---------------------------------------------------------
 
 
 def test_welcome_line():
@@ -159,7 +160,7 @@ def test_commands_line_with_a_logout_char():
 
 
 def test_commands_line_with_kill_disabled_is_cut_at_the_nul():
-    # reference §1.5 [run]: with -k "" the %c of 0 ends the C string
+    # behaviour §1.5 [run]: with -k "" the %c of 0 ends the C string
     assert m.commands(CTRL_R, 0, CTRL_Q, 0) == b"@@@ ^R or \r\n"
 
 
@@ -169,7 +170,7 @@ def test_commands_line_with_kill_disabled_and_logout_appends_after_the_cut():
 
 
 def test_whole_greeting_matches_the_procserv_2_7_0_capture():
-    # reference §10.1: `socat - TCP:...` against procServ 2.7.0, -n mychild ... /bin/cat
+    # behaviour §10.1: `socat - TCP:...` against procServ 2.7.0, -n mychild ... /bin/cat
     greeting = (
         m.welcome("procServ Process Server 2.7.0")
         + m.usage(CTRL_X, RestartMode.ON, CTRL_T, 0)
@@ -195,7 +196,7 @@ def test_whole_greeting_matches_the_procserv_2_7_0_capture():
     assert greeting.endswith(b"(plus you)\r\n\xff\xfb\x01\xff\xfd\x22")
 
 
-# -- child lifecycle (reference §2.2, §10.2) ---------------------------------------------------
+# -- child lifecycle (behaviour §2.2, §10.2) ---------------------------------------------------
 
 
 def test_restarting_lines_when_the_name_differs_from_argv0():
@@ -267,7 +268,7 @@ def test_shutting_down_line_per_mode(mode, text):
 
 
 def test_kill_with_auto_restart_on_matches_the_procserv_2_7_0_capture():
-    # reference §10.2, the lines after ^X (2.7.0 prints no "Got a kill command")
+    # behaviour §10.2, the lines after ^X (2.7.0 prints no "Got a kill command")
     shutdown = (
         m.child_exited(6034, -9)
         + m.current_time("%c", KILLED_AT)
@@ -290,7 +291,7 @@ def test_kill_with_auto_restart_on_matches_the_procserv_2_7_0_capture():
     )
 
 
-# -- commands (reference §2.3, §10.2) ----------------------------------------------------------
+# -- commands (behaviour §2.3, §10.2) ----------------------------------------------------------
 
 
 def test_toggled_messages_are_procserv_2_7_0s():
@@ -371,3 +372,39 @@ def test_every_message_ends_in_crlf():
     for message in messages:
         assert message.endswith(b"\r\n"), message
         assert b"\n" not in message.replace(b"\r\n", b""), message
+
+
+# -- the PV channel's and the watchdog's announcements -----------------------------------------
+
+
+def test_ca_command_announcements_name_the_pv_the_peer_and_what_it_does():
+    assert m.ca_command("CS:PS:IOC:STOP", "10.0.0.5", "STOP") == \
+        "CA put CS:PS:IOC:STOP=1 from 10.0.0.5: auto restart OFF, then kill"
+    assert m.ca_command("X:RESTART", None, "RESTART") == "CA put X:RESTART=1 from this host: auto restart ON, then kill or start"
+    assert [m.CA_COMMANDS[c] for c in ("START", "KILL", "TOGGLE")] == ["start", "kill", "toggle auto restart"]
+    assert m.announcement(m.ca_command("X:START", None, "START")) == b"@@@ pyprocserv: CA put X:START=1 from this host: start\r\n"
+
+
+def test_host_put_announcements():
+    assert m.ca_put("MAN:ioc_control", "Run") == "CA put MAN:ioc_control=Run"
+    assert m.ca_put_all("HOST:ALL", "Stop", 3) == "CA put HOST:ALL=Stop: 3 autostart instance(s)"
+
+
+def test_refused_put_announcements():
+    assert m.ca_put_refused("X:STOP", "10.1.2.3") == "refused CA put to X:STOP from 10.1.2.3: not an allowed host"
+    assert m.ca_puts_refused(4, "10.1.2.3", "X:KILL") == \
+        "refused 4 CA puts from 10.1.2.3 since the last report, the latest to X:KILL: not an allowed host"
+    assert m.ca_puts_refused_since(1, "h") == "refused 1 more CA put from h: not an allowed host"
+    assert m.ca_puts_refused_since(2, "h") == "refused 2 more CA puts from h: not an allowed host"
+
+
+def test_watchdog_announcements():
+    assert m.WATCHDOG == "Watchdog"
+    assert m.watch_good_again("A:B") == "A:B is good again"
+    assert m.watch_bad("A:B", "'GRUMPY'", 1.0) == "A:B is 'GRUMPY': restarting the child if it stays so for 1 s"
+    assert m.watch_budget_spent(4, "A:B", "INVALID") == \
+        "restart budget spent (4 per hour): not restarting the child while A:B is INVALID"
+    assert m.watch_backoff("A:B", "disconnected", 2.5) == \
+        "A:B is still disconnected: next restart 2.5 s after the last one (backoff)"
+    assert m.watch_restarting("A:B", "INVALID", 30.0, 1, 3) == \
+        "A:B has been INVALID for 30 s: restarting the child (1 of 3 per hour)"

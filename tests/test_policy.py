@@ -1,6 +1,6 @@
 """The restart policy (pyprocserv._core.policy) on a virtual clock made of plain floats.
 
-These tests prove procServ's restart rules (reference §4.3-§4.4): the first start is due at
+These tests prove procServ's restart rules (behaviour §4.3-§4.4): the first start is due at
 once (even with ``--noautorestart``), the holdoff counts from the previous *start*, OFF holds
 every later start until ^R/^X, ``-w`` holds even the first one, a restart request bypasses the
 holdoff, OFF and ``-w`` once, ^T cycles ON/OFF (and through ONESHOT only when the server was
@@ -80,7 +80,7 @@ def test_nothing_is_due_while_the_child_runs():
 
 
 def test_holdoff_counts_from_the_previous_start_not_the_exit():
-    # reference §4.3 [run]: holdoff 4, the child lived 1 s, next start 4 s after the previous start
+    # behaviour §4.3 [run]: holdoff 4, the child lived 1 s, next start 4 s after the previous start
     policy = RestartPolicy(holdoff=4)
     policy.child_started(100.0)
     policy.child_exited()  # at 101.0
@@ -97,7 +97,7 @@ def test_child_that_outlived_the_holdoff_is_restarted_at_once():
 
 
 def test_default_holdoff_is_15_seconds():
-    # reference §10.2: ^X 3 s after the start, the restart comes 12 s later
+    # behaviour §10.2: ^X 3 s after the start, the restart comes 12 s later
     policy = RestartPolicy()
     policy.child_started(0.0)
     policy.child_exited()

@@ -30,6 +30,7 @@ from support.client import Client
 from support.launch import PY, serve_and_connect, short_tmpdir
 from support.ports import free_port
 from pyprocserv import Config, ProcessServer, RestartMode
+from pyprocserv._apps.wiring import server_extras
 from pyprocserv._core.watchdog import WatchConfig
 
 HERE = Path(__file__).parent
@@ -50,7 +51,8 @@ async def ca_write(name: str, value, notify: bool = True):
 
 async def serve(nursery, prefix: str, command: tuple[str, ...], **options) -> tuple[ProcessServer, Client]:
     options.setdefault("holdoff", 0)
-    return await serve_and_connect(nursery, Config(command=command, control=("0",), pv_prefix=prefix, **options))
+    config = Config(command=command, control=("0",), pv_prefix=prefix, **options)
+    return await serve_and_connect(nursery, config, extras=server_extras(config))
 
 
 async def test_procservcontrol_pvs_read_the_status_model(nursery, ca_env):
@@ -566,7 +568,8 @@ async def test_host_mode_pvs_have_the_same_fields_and_alarms(ca_env):
         assert await ca_read("HF:lamp:STATUS.SEVR", as_string=True) == "MAJOR"
 
 
-async def test_a_search_that_fails_is_reported_and_the_ca_server_keeps_serving(nursery, ca_env, monkeypatch, capsys):
+async def test_a_search_that_fails_is_reported_and_the_ca_server_keeps_serving(nursery, ca_env, monkeypatch, capsys,
+                                                                               caplog):
     from pyprocserv._ca import pvs as _pvs
 
     def broken_field(record, name, field):
@@ -578,7 +581,7 @@ async def test_a_search_that_fails_is_reported_and_the_ca_server_keeps_serving(n
     with pytest.raises(ca.CaprotoTimeoutError):
         await trio.to_thread.run_sync(functools.partial(read, "SE:STATUS.DESC", timeout=0.5, repeater=False))
     assert await ca_read("SE:PID") == server.status.pid
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err + caplog.text  # stderr, and the log (which goes to stderr)
     assert "PV server failed" not in err  # the same CA server goes on (caproto's loop ended it)
     assert "search not answered: RuntimeError('a bug in a field')" in err
     server.shutdown()

@@ -51,14 +51,13 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.client import OFFER, attach, close_at_end, connect
+from support.client import OFFER, attach, close_at_end, connect, tcp_address
 from support.fakes import FakeSpawner
 from support.launch import PY, ServerProcess, short_tmpdir
-from support.proc import fd_count, rss_kib, children_of, proc_state
+from support.proc import children_of, fd_count, proc_state, rss_kib
 from pyprocserv import ProcessServer
-from pyprocserv._core.cli import CliExit, parse_args
 from pyprocserv._core.keys import KeyMap
-from pyprocserv._apps.main import _check_owners, check_command
+from pyprocserv._apps.main import CliExit, _check_owners, check_command, read_command_line
 from pyprocserv._core.telnet import Data, TelnetConnection, WindowSize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,11 +72,6 @@ SKIPPED = re.compile(rb"\r\n@@@ pyprocserv: (\d+) bytes of output skipped: this 
 def zombies_of(pid: int) -> list[int]:
     """The server's own children in state Z (PID 1 here reaps nobody: look nowhere else)."""
     return [child for child in children_of(pid) if proc_state(child) == "Z"]
-
-
-def tcp_address(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint[4:].rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 async def settle(measure, expected, timeout: float = 10.0) -> object:
@@ -841,7 +835,7 @@ def test_malformed_option_values_end_in_a_message_or_a_working_server(options, f
         argv += [option + value] if option.endswith("=") else [option, value]
     argv += ["0", "/bin/true"]
     try:
-        parsed = parse_args(argv, environ={}, cwd="/")
+        parsed = read_command_line(argv, environ={}, cwd="/")
         problem = _check_owners(parsed) or check_command(parsed)
     except CliExit as error:
         assert error.code in (0, 1) and (error.stdout or error.stderr)

@@ -1,7 +1,7 @@
 """The sans-IO telnet codec (pyprocserv._core.telnet), proved without a socket.
 
 These tests prove that:
-* the opening offer and every reply are procServ's bytes (reference §3.1): WILL ECHO + DO
+* the opening offer and every reply are procServ's bytes (behaviour §3.1): WILL ECHO + DO
   LINEMODE, silence for the answers to our own offer, WONT/DONT for every option we do not
   support, AYT and friends ignored;
 * the one deliberate difference, NAWS, is accepted (WILL NAWS -> DO NAWS -> WindowSize) and
@@ -53,9 +53,9 @@ NOP = 241
 IP = 244
 BRK = 243
 
-# procServ's opening, reference §3.1 and §10.1.
+# procServ's opening, behaviour §3.1 and §10.1.
 PROCSERV_OFFER = bytes.fromhex("fffb01fffd22")
-# The netkit/inetutils telnet client's first bytes after our offer (reference §10.5).
+# The netkit/inetutils telnet client's first bytes after our offer (behaviour §10.5).
 NETKIT_OPENING = bytes.fromhex(
     "fffd01fffd03fffb22fffa22030100000362030402"
     "0f05000007621c08020409421a0a027f0b02150c02170d02120e02160f0211100213110000120000fff0"
@@ -106,7 +106,7 @@ telnet_streams = st.lists(_pieces, max_size=25).map(b"".join)
 
 
 
-# -- the opening and procServ's replies (reference §3.1) ------------------------------------
+# -- the opening and procServ's replies (behaviour §3.1) ------------------------------------
 
 
 def test_initiate_offers_will_echo_and_do_linemode_like_procserv():

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from support.client import tcp_address
 from support.launch import ServerProcess
 
 ptyprocess = pytest.importorskip("ptyprocess")
@@ -53,8 +54,8 @@ class Terminal:
 async def test_a_person_attaches_types_restarts_and_leaves_with_telnet():
     assert TELNET, "CI must install telnet"
     async with ServerProcess(["--holdoff", "0", "-n", "catioc", "0", "/bin/cat"]) as server:
-        host, port = server.control()[4:].rsplit(":", 1)
-        term = Terminal([TELNET, host, port])
+        host, port = tcp_address(server.control())
+        term = Terminal([TELNET, host, str(port)])
         try:
             term.wait_for(b"@@@ Welcome to procServ")
             term.wait_for(b"connected (plus you)\r\n")
@@ -85,8 +86,8 @@ async def test_the_real_telnet_client_sends_its_window_size_to_the_child():
     # telnet client's 101x33 must reach it.
     script = "stty size; trap 'stty size' WINCH; while :; do sleep 0.1; done"
     async with ServerProcess(["0", "/bin/sh", "-c", script]) as server:
-        host, port = server.control()[4:].rsplit(":", 1)
-        term = Terminal([TELNET, host, port], rows=33, columns=101)
+        host, port = tcp_address(server.control())
+        term = Terminal([TELNET, host, str(port)], rows=33, columns=101)
         try:
             term.wait_for(b"connected (plus you)\r\n")
             term.wait_for(b"33 101\r\n")

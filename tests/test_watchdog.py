@@ -1,6 +1,6 @@
 """The watchdog's decisions on a virtual clock, and the PV options of the command line.
 
-Proves the rules of pyprocserv/_watchdog.py: a bad PV restarts a running child only after the
+Proves the rules of pyprocserv/_core/watchdog.py: a bad PV restarts a running child only after the
 hold time, never a healthy or a stopped one; consecutive restarts back off exponentially and
 the streak ends after a healthy spell; the hourly budget stops restarts and frees up as the
 window moves; every decision is a console line. Also the write-host policy and the CLI.
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyprocserv._core.cli import CliExit, parse_args
+from pyprocserv._apps.main import CliExit, read_command_line
+from pyprocserv._core.cli import parse_args
 from pyprocserv._core.watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
 
 CONFIG = WatchConfig(pv="IOC:HEALTH", hold=30, max_per_hour=3)
@@ -190,7 +191,7 @@ def test_pv_options_reach_the_config():
 ])
 def test_bad_pv_options_are_refused_by_name(args, message):
     with pytest.raises(CliExit) as exc:
-        parse_args(["pyprocserv", *args, "20000", "/bin/cat"])
+        read_command_line(["pyprocserv", *args, "20000", "/bin/cat"])
     assert exc.value.code == 1 and message in exc.value.stderr
 
 
@@ -199,5 +200,21 @@ def test_procservs_own_prefixes_keep_their_meaning_next_to_the_new_options():
     assert parse_args(["pyprocserv", "--w", "20000", "/bin/cat"]).config.wait
     assert parse_args(["pyprocserv", "--wa", "20000", "/bin/cat"]).config.wait
     with pytest.raises(CliExit) as exc:
-        parse_args(["pyprocserv", "--p", "20000", "/bin/cat"])
+        read_command_line(["pyprocserv", "--p", "20000", "/bin/cat"])
     assert "'--pidfile' '--port'" in exc.value.stderr  # procServ's own list, as procServ prints it
+
+
+def test_the_watch_state_crosses_modules_as_the_enum_and_shows_as_its_word():
+    """The status snapshot holds the enum; its dict (the status file) and the PV show the words."""
+    import json
+
+    from pyprocserv import RestartMode, Status
+
+    status = Status(name="ioc", running=True, pid=1, restart_mode=RestartMode.ON, waiting_for_start=False,
+                    start_count=1, child_started_at=None, last_exit_code=None, last_exit_at=None, server_pid=2,
+                    server_started_at=0.0, users=0, loggers=0, endpoints=(), watchdog=WatchState.BUDGET_SPENT)
+    assert status.watchdog is WatchState.BUDGET_SPENT
+    values = status.as_dict()
+    assert type(values["watchdog"]) is str and values["watchdog"] == "Budget spent"
+    assert json.loads(json.dumps(values))["watchdog"] == "Budget spent"
+    assert [s.value for s in WatchState] == ["Waiting", "OK", "Bad", "Restarting", "Backoff", "Budget spent"]

@@ -12,11 +12,11 @@ Rules:
    reason goes to stderr and the host's SUMMARY PV, and the next good reload applies.
    SIGTERM and SIGINT stop everything in order.
 4. ``autostart = 0`` instances listen but start their child only on ^R, START or ``ALL Run``.
-5. The CA server and reload are supervised extras (see ``_extras``): a failure in either is
+5. The CA server and reload are supervised extras (see ``_shell.extras``): a failure in either is
    reported and retried, and no instance notices.
-6. ``--manager-pvs PREFIX`` adds the supervisor IOC manager's names (see ``_hostpvs``).
+6. ``--manager-pvs PREFIX`` adds the supervisor IOC manager's names (see ``_ca.hostpvs``).
 7. Each instance's log is rotated by size (``--log-max-bytes``, ``--log-backups``, or its own
-   ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_logfile``).
+   ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_shell.logfile``).
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._core.cli import CliExit, parse_args
+from .._core.cli import CliStop, parse_args
 from .._shell.extras import Supervisor
 from .instances import ConfigError, Instance, Layout, instances
 from .._core.log import parse_size
 from .._shell.logfile import LogFile
 from .main import explain
+from . import wiring
 from .._shell.server import ProcessServer
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ class Host:
                     try:
                         config = self.config_for(instance)
                         log = self.log_for(instance, config.logfile)
-                        server = managed.server = ProcessServer(config, log=log)
+                        server = managed.server = ProcessServer(config, log=log, extras=wiring.server_extras(config))
                         async with trio.open_nursery() as nursery:
 
                             async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
@@ -152,8 +153,8 @@ class Host:
                             self.changed.unpark_all()
                             nursery.start_soon(self._watch, server)
                         return  # ^Q or oneshot: the instance has ended
-                    except CliExit as exc:
-                        print(f"pyprocserv-manage: {instance.name}: {exc.stderr.strip()}; retrying in "
+                    except CliStop as exc:
+                        print(f"pyprocserv-manage: {instance.name}: {exc.message.strip()}; retrying in "
                               f"{RETRY_AFTER:g} s", file=sys.stderr)
                     except Exception as exc:
                         expected = all(isinstance(e, OSError) for e in _leaves(exc))
@@ -207,20 +208,15 @@ class Host:
         prefix = self.pv_prefix(managed.instance)
         if self.pvs is None or prefix is None or managed.server is None or managed.group is not None:
             return
-        from .._ca.pvs import ProcessPVs, WritePolicy
-
-        managed.group = ProcessPVs(managed.server, prefix, WritePolicy(self.write_hosts))
+        managed.group = wiring.process_pvs(managed.server, prefix, self.write_hosts)
         self.pvs.add(managed.group)
 
     def _add_manager_pvs(self, managed: Managed) -> None:
         prefix = self.args.manager_pvs
         if self.pvs is None or not prefix or managed.server is None or managed.manager is not None:
             return
-        from .._ca.hostpvs import ManagerPVs
-        from .._ca.pvs import WritePolicy
-
-        managed.manager = ManagerPVs(managed.server, prefix, managed.instance.name, WritePolicy(self.write_hosts),
-                                     time_pv=managed.instance.time_pv)
+        managed.manager = wiring.manager_pvs(managed.server, prefix, managed.instance.name, self.write_hosts,
+                                             managed.instance.time_pv)
         self.pvs.add(managed.manager)
 
     def _remove_pvs(self, managed: Managed) -> None:
@@ -243,13 +239,8 @@ class Host:
 
     async def _serve_pvs(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One CA server for the host's PVs and every instance's (a supervised extra)."""
-        from .._ca.hostpvs import HostPVs, ManagerAllPVs
-        from .._ca.pvs import PVServer, WritePolicy
-
-        pvs = PVServer((self.args.pv_interface,))
-        groups = [HostPVs(self, self.args.pv_prefix, WritePolicy(self.write_hosts))] if self.args.pv_prefix else []
-        if self.args.manager_pvs:
-            groups.append(ManagerAllPVs(self, self.args.manager_pvs, WritePolicy(self.write_hosts)))
+        pvs = wiring.pv_server(self.args.pv_interface)
+        groups = wiring.host_groups(self, self.args.pv_prefix, self.args.manager_pvs, self.write_hosts)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(pvs.run, groups)
@@ -318,4 +309,4 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def run_host(layout: Layout, args: argparse.Namespace) -> int:
-    return trio.run(Host(layout, args).main)  # a ConfigError at start: _manage.main says it
+    return trio.run(Host(layout, args).main)  # a ConfigError at start: manage.main says it

@@ -11,8 +11,8 @@ Rules:
 3. pyprocserv's own keys (all optional): ``logfile``, ``pv_prefix``, ``holdoff``, ``autostart``,
    ``options`` (more pyprocserv options, shell words), ``watchdog_sec``, ``socket_activation``,
    ``procserv_version`` (``2.8`` for sites whose tools expect procServ 2.8.0's console), and
-   for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_logfile``) and
-   ``time_pv`` (the child's liveness PV, epoch seconds, for ``MAN:{name}_hb``; ``_hostpvs``).
+   for host mode ``log_max_bytes`` / ``log_backups`` (size-based rotation, ``_shell.logfile``) and
+   ``time_pv`` (the child's liveness PV, epoch seconds, for ``MAN:{name}_hb``; ``_ca.hostpvs``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
+from .._core.errors import PyprocservError
 from .._core.log import parse_size
 
 DEFAULTS = {"user": "nobody", "group": "nogroup", "chdir": "/", "port": "0", "instance": "1"}
@@ -78,8 +79,12 @@ class Layout:
         return flags
 
 
-class ConfigError(ValueError):
-    """The configuration cannot be read; the text names the file or section and the problem."""
+class ConfigError(PyprocservError, ValueError):
+    """The configuration cannot be read; the text names the file or section and the problem.
+
+    The programs' own error (manage, the launcher, host mode), not the library's: it shares
+    the base so that every error pyprocserv raises does, but it is not exported.
+    """
 
 
 def read_config(layout: Layout) -> configparser.ConfigParser:

@@ -16,6 +16,7 @@ import sys
 from typing import Sequence
 
 from .instances import ConfigError, Instance, Layout, read_config
+from .logs import log_to_stderr
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
+    log_to_stderr()
     sys.exit(main())
 
 

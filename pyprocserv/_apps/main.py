@@ -13,7 +13,7 @@ Rules:
    ``main()``, before any file exists, until trio's receiver takes them, and again from when it
    closes until ``main()`` returns. What arrives while they are held is delivered to the
    receiver once it is open, or, during the last clean-up, dropped: the shutdown it asks for is
-   under way. The child still starts with an empty mask (``_child``).
+   under way. The child still starts with an empty mask (``_shell.child``).
 """
 
 from __future__ import annotations
@@ -26,21 +26,50 @@ import signal
 import socket
 import stat
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import trio
 
-from .._core.cli import CliExit, CliOptions, parse_args
+from .._core.cli import CliAnswer, CliError, CliOptions, parse_args, program_name, usage
 from .._core.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
 from .._shell.files import UnsafeFile, write_owned_file
 from .._shell.listeners import BindError, BoundEndpoint, bind_all, owner_ids
 from .._shell.logfile import LogFile
 from .._shell.server import ProcessServer
 from .._shell.stdio import RawTerminal, TerminalStream
+from . import wiring
+from .logs import log_to_stderr
 from .systemd import address_of, listen_fds, notify, watchdog_interval
 
 READY_TIMEOUT = 10.0
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # rule 4
+
+
+class CliExit(Exception):
+    """The program stops before it serves: print ``stdout``/``stderr`` and exit with ``code``."""
+
+    def __init__(self, code: int, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(stderr or stdout)
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def read_command_line(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, cwd: str | None = None
+) -> CliOptions:
+    """:func:`parse_args`, with what ends the program there as a :class:`CliExit`.
+
+    ``-h``/``-V``: the answer on stdout, exit 0; an error: its message on stderr (after the
+    synopsis on stdout for getopt's errors, as procServ), exit 1.
+    """
+    try:
+        return parse_args(argv, environ, cwd)
+    except CliAnswer as answer:
+        raise CliExit(0, stdout=answer.text, stderr=answer.message) from None
+    except CliError as error:
+        shown = usage(program_name(argv)) if error.show_usage else ""
+        raise CliExit(1, stdout=shown, stderr=error.message) from None
 
 
 def _write(stream: object, text: str) -> None:
@@ -73,22 +102,6 @@ def check_command(options: CliOptions) -> str | None:
     search = (config.environment or {}).get("PATH", os.environ.get("PATH", os.defpath))
     if shutil.which(program, path=search) is None:
         return f"{program}: command not found in PATH"
-    return None
-
-
-def _check_pv_support(options: CliOptions) -> str | None:
-    """The PV channel and the watchdog need caproto, and the write hosts must resolve."""
-    config = options.config
-    if config.pv_prefix is None and config.watch is None:
-        return None
-    try:
-        from .._ca import pvs as _pvs
-    except ImportError as exc:
-        return f"the PV channel needs caproto ({exc}): pip install 'pyprocserv[pv]'"
-    try:
-        _pvs.WritePolicy(config.pv_write_hosts)
-    except ValueError as exc:
-        return str(exc)
     return None
 
 
@@ -278,7 +291,7 @@ def _signals_let_through() -> Iterator[None]:
 async def _serve(options: CliOptions, bound: list[BoundEndpoint], log: LogFile | None, notes: str) -> int:
     """Serve until the end; ``notes`` go to the parent with the report that we serve."""
     config = options.config
-    server = ProcessServer(config, bound_endpoints=bound, log=log)
+    server = ProcessServer(config, bound_endpoints=bound, log=log, extras=wiring.server_extras(config))
     codes: list[int] = []
     with trio.open_signal_receiver(*HELD_SIGNALS) as signals, _signals_let_through():
         async with trio.open_nursery() as nursery:
@@ -341,13 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
     try:
-        options = parse_args(argv)
+        options = read_command_line(argv)
         config = options.config
         prog = config.program_name
         problem = _check_owners(options)
         if problem:
             raise CliExit(1, stderr=problem + "\n")
-        problem = _check_pv_support(options)
+        problem = wiring.check_pv_support(options.config)
         if problem:
             raise CliExit(1, stderr=f"{prog}: {problem}\n")
         problem = check_command(options)
@@ -412,4 +425,5 @@ def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
 
 
 def entrypoint() -> None:
+    log_to_stderr()
     sys.exit(main())

@@ -1,7 +1,7 @@
 """``pyprocserv-manage``: a drop-in for procServUtils' ``manage-procs``, and host mode.
 
 Same configuration files, subcommands and outputs as manage-procs, without its known defects
-(reference §8, §9): ``add``'s own options may also follow NAME COMMAND (everything after
+(behaviour §8, §9): ``add``'s own options may also follow NAME COMMAND (everything after
 ``--`` is the command's), a bare command stays a PATH lookup instead of becoming CHDIR/cmd,
 generated units never say ``ExecStart=None``, ``write-procs-cf`` lists instances only, and
 ``remove`` works on Python 3.12. ``status --table`` adds pid, uptime, starts and clients;
@@ -35,6 +35,7 @@ from typing import Sequence
 
 from .._shell.files import replace_file
 from .instances import ConfigError, Layout, instances
+from .logs import log_to_stderr
 from .units import conserver_config, write_file, write_units
 
 log = logging.getLogger("pyprocserv.manage")
@@ -639,8 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.words = words
     args.explicit_no_systemd = args.no_systemd
     args.no_systemd = args.no_systemd or (args.conf_dir is not None and not args.systemd)  # rule 1
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(message)s")
+    log_to_stderr([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
     if not hasattr(args, "func"):
         parser().print_help()
         return 1
@@ -670,6 +670,7 @@ def generator_entrypoint() -> None:
     """``pyprocserv-systemd-generator NORMAL_DIR [EARLY_DIR LATE_DIR]`` (systemd.generator(7))."""
     if len(sys.argv) < 2:
         sys.exit("usage: pyprocserv-systemd-generator NORMAL_DIR [EARLY_DIR LATE_DIR]")
+    log_to_stderr()
     user = "user-generators" in sys.argv[0]
     layout = Layout(user=user)
     write_units(sys.argv[1], instances(layout), layout)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import caproto as ca
 import trio
 
+from .._core import messages
 from .._core.watchdog import WatchConfig, WatchdogPolicy, WatchState, bad_reason
 
 if TYPE_CHECKING:
@@ -138,11 +139,11 @@ async def run_watchdog(server: Root, config: WatchConfig) -> None:
     policy = WatchdogPolicy(config)
 
     def report() -> None:
-        server.set_watch_state(policy.state.value, policy.restarts)
+        server.set_watch_state(policy.state, policy.restarts)
 
     def act(decision: Any) -> None:
         if decision is not None:
-            server.announce(decision.message, who="Watchdog")
+            server.announce(decision.message, who=messages.WATCHDOG)
             if decision.restart:
                 server.respawn()
 

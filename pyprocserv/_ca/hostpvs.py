@@ -18,7 +18,8 @@ screens and scripts work unchanged:
 * ``PREFIX:MAN:all``: Stop/Run/Reset for every instance marked ``autostart``.
 
 Rules:
-1. These PVs see an instance's server only as a :class:`Root` (an extra, ``_extras``).
+1. These PVs see an instance's server only as a :class:`Root` (an extra, ``_shell.extras``),
+   and host mode only as a :class:`HostView`: this layer never imports the programs.
 2. Run undoes Stop: the instance's configured restart mode (ON unless its options say
    ``--noautorestart`` or ``--oneshot``) comes back, then the child starts. Stop turns auto
    restart OFF (procServControl's STOP), so a Run that left it OFF would leave a crashed IOC down.
@@ -27,18 +28,18 @@ Rules:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 import trio
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from .pvs import REPORT_PERIOD, GuardedEnum, WritePolicy, _update, report_refusals
+from .._core import messages
 from .._core.reports import ReportLimiter
 
 if TYPE_CHECKING:
     from .._shell.extras import Root
-    from .._apps.host import Host
 
 ALL_TIMEOUT = 60.0
 CONTROL_STATES = ["Stop", "Run", "Reset"]  # the supervisor IOC manager's 0, 1, 2
@@ -46,10 +47,34 @@ NOT_RUNNING_HB = 999  # that manager's _hb while the process is not running
 HB_PERIOD = 1.0
 
 
+class Instance(Protocol):
+    """One host-mode instance as the host's PVs see it: its server, None while it is down."""
+
+    @property
+    def server(self) -> Root | None: ...
+
+
+class HostView(Protocol):
+    """What the host's PVs need of host mode (``_apps.host.Host`` is one)."""
+
+    @property
+    def managed(self) -> Mapping[str, Instance]: ...
+
+    @property
+    def changed(self) -> trio.lowlevel.ParkingLot: ...  # unparked on every change of any instance
+
+    @property
+    def config_problem(self) -> str | None: ...  # why the last reload was not applied
+
+    def autostart_servers(self) -> Sequence[Root]: ...
+
+    def announce(self, text: str) -> None: ...
+
+
 class _HostGroup(PVGroup):
     """A group of the host's own PVs: its commands act on the host's instances."""
 
-    def __init__(self, host: Host, prefix: str, policy: WritePolicy) -> None:
+    def __init__(self, host: HostView, prefix: str, policy: WritePolicy) -> None:
         super().__init__(prefix=prefix)
         self.host = host
         self.policy = policy
@@ -104,7 +129,7 @@ class HostPVs(_HostGroup):
     @ALL.putter
     async def ALL(self, instance, value):  # type: ignore[no-untyped-def]
         servers = self.host.autostart_servers()
-        self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")
+        self.say(messages.ca_put_all(instance.pvname, value, len(servers)))
         before = {id(s): s.status.start_count for s in servers}
         for server in servers:
             command(server, value)
@@ -128,7 +153,7 @@ class ManagerAllPVs(_HostGroup):
     all_ = pvproperty(value="Run", dtype=GuardedEnum, enum_strings=CONTROL_STATES, name="all",
                      doc="Control all IOCs with autostart")
 
-    def __init__(self, host: Host, prefix: str, policy: WritePolicy) -> None:
+    def __init__(self, host: HostView, prefix: str, policy: WritePolicy) -> None:
         super().__init__(host, f"{prefix}:MAN:", policy)
 
     async def follow(self) -> None:
@@ -139,7 +164,7 @@ class ManagerAllPVs(_HostGroup):
     @all_.putter
     async def all_(self, instance, value):  # type: ignore[no-untyped-def]
         servers = self.host.autostart_servers()
-        self.say(f"CA put {instance.pvname}={value}: {len(servers)} autostart instance(s)")
+        self.say(messages.ca_put_all(instance.pvname, value, len(servers)))
         async with trio.open_nursery() as nursery:
             for server in servers:
                 nursery.start_soon(control, server, value, self.host.changed)
@@ -229,7 +254,7 @@ class ManagerPVs(PVGroup):
 
     @control.putter
     async def control(self, instance, value):  # type: ignore[no-untyped-def]
-        self.say(f"CA put {instance.pvname}={value}")
+        self.say(messages.ca_put(instance.pvname, value))
         self._busy = True
         try:
             changed = trio.lowlevel.ParkingLot()
@@ -283,4 +308,4 @@ def command(server: Root, value: str) -> None:
     {"Stop": server.stop, "Run": lambda: run(server), "Restart": server.restart}[value]()
 
 
-__all__ = ["HostPVs", "ManagerAllPVs", "ManagerPVs"]
+__all__ = ["HostPVs", "HostView", "ManagerAllPVs", "ManagerPVs"]

@@ -39,7 +39,6 @@ import ipaddress
 import logging
 import operator
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -53,6 +52,7 @@ from caproto.server import PVGroup, PvpropertyEnum, pvproperty
 from caproto.server.common import DisconnectedCircuit
 from caproto.trio.util import open_memory_channel
 
+from .._core import messages
 from .._core.log import History
 from .._core.policy import RestartMode
 from .._core.reports import ReportLimiter
@@ -76,6 +76,8 @@ REPORT_PERIOD = 60.0  # refused puts and failed circuits: at most one report a m
 
 # The peer address of the Channel Access request being handled (set per circuit command).
 _PEER: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyprocserv_ca_peer", default=None)
+
+log = logging.getLogger(__name__)
 
 for _name in ("caproto.circ", "caproto.ctx", "caproto.trio.server"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)  # refused writes and resets are ours to report
@@ -363,11 +365,11 @@ class _Context(ca_trio.Context):
             self.report(addr[0], f"search not answered: {exc!r}"[:200])
 
     def report(self, peer: str, what: str) -> None:
-        """One line on stderr, at most once a minute per peer (a hostile peer could fill it)."""
+        """One line in the log (stderr), at most once a minute per peer (a hostile peer could fill it)."""
         count = self.failures.note(peer, time.monotonic())
         if count is not None:
             since = f" ({count} times since the last report)" if count > 1 else ""
-            print(f"pyprocserv: Channel Access from {peer}: {what}{since}", file=sys.stderr)
+            log.warning("pyprocserv: Channel Access from %s: %s%s", peer, what, since)
 
 
 class GuardedEnum(PvpropertyEnum):
@@ -384,10 +386,9 @@ class GuardedEnum(PvpropertyEnum):
             peer = address or hostname
             count = self.group.refusals.note(peer, time.monotonic())
             if count == 1:
-                self.group.say(f"refused CA put to {self.pvname} from {peer}: not an allowed host")
+                self.group.say(messages.ca_put_refused(self.pvname, peer))
             elif count:
-                self.group.say(f"refused {count} CA puts from {peer} since the last report, the latest to "
-                               f"{self.pvname}: not an allowed host")
+                self.group.say(messages.ca_puts_refused(count, peer, self.pvname))
             raise Forbidden(f"{peer} may not write {self.pvname}")
         return await super().auth_write(
             hostname, username, data, data_type, metadata, flags=flags, user_address=user_address
@@ -419,7 +420,7 @@ def _is_state(value: object, strings: tuple[str, ...]) -> bool:
 def report_refusals(group: PVGroup) -> None:
     """Announce the refused puts counted but not yet reported, once their minute is over."""
     for peer, count in group.refusals.due(time.monotonic()):
-        group.say(f"refused {count} more CA put{'s' if count > 1 else ''} from {peer}: not an allowed host")
+        group.say(messages.ca_puts_refused_since(count, peer))
 
 
 def _busy(doc: str) -> pvproperty:
@@ -532,7 +533,7 @@ class ProcessPVs(PVGroup):
             await _update(self.EXIT_TIME, _when(status.last_exit_at))
         await _update(self.CLIENTS, status.users)
         await _update(self.LOGGERS, status.loggers)
-        await _update(self.WD_STATE, status.watchdog or "Off")
+        await _update(self.WD_STATE, status.watchdog.value if status.watchdog is not None else "Off")
         await _update(self.WD_COUNT, status.watchdog_restarts)
 
     async def _tick(self) -> None:
@@ -562,10 +563,10 @@ class ProcessPVs(PVGroup):
 
     # -- commands ------------------------------------------------------------------------------
 
-    async def _command(self, instance, value: str, action: Callable[[], None], done: Callable[[], bool], what: str):  # type: ignore[no-untyped-def]
+    async def _command(self, instance, value: str, action: Callable[[], None], done: Callable[[], bool], command: str):  # type: ignore[no-untyped-def]
         if value != "Busy":
             return "Done"
-        self.say(f"CA put {instance.pvname}=1 from {_PEER.get() or 'this host'}: {what}")
+        self.say(messages.ca_command(instance.pvname, _PEER.get(), command))
         cleared = {}
         if instance.alarm.severity:  # a timeout's alarm ends with the next command
             cleared = {"severity": AlarmSeverity.NO_ALARM, "status": AlarmStatus.NO_ALARM}
@@ -584,12 +585,12 @@ class ProcessPVs(PVGroup):
 
     @START.putter
     async def START(self, instance, value):  # type: ignore[no-untyped-def]
-        return await self._command(instance, value, self.server.start, lambda: self.server.status.running, "start")
+        return await self._command(instance, value, self.server.start, lambda: self.server.status.running, "START")
 
     @STOP.putter
     async def STOP(self, instance, value):  # type: ignore[no-untyped-def]
         return await self._command(instance, value, self.server.stop, lambda: not self.server.status.running,
-                                   "auto restart OFF, then kill")
+                                   "STOP")
 
     @RESTART.putter
     async def RESTART(self, instance, value):  # type: ignore[no-untyped-def]
@@ -597,19 +598,19 @@ class ProcessPVs(PVGroup):
         return await self._command(
             instance, value, self.server.restart,
             lambda: self.server.status.running and self.server.status.start_count > before,
-            "auto restart ON, then kill or start",
+            "RESTART",
         )
 
     @KILL.putter
     async def KILL(self, instance, value):  # type: ignore[no-untyped-def]
         pid = self.server.status.pid
         return await self._command(instance, value, self.server.kill,
-                                   lambda: self.server.status.pid != pid, "kill")
+                                   lambda: self.server.status.pid != pid, "KILL")
 
     @TOGGLE.putter
     async def TOGGLE(self, instance, value):  # type: ignore[no-untyped-def]
         return await self._command(instance, value, self.server.toggle_autorestart, lambda: True,
-                                   "toggle auto restart")
+                                   "TOGGLE")
 
     @SHOWOUT.putter
     async def SHOWOUT(self, instance, value):  # type: ignore[no-untyped-def]

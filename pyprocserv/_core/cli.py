@@ -1,6 +1,13 @@
 """The procServ command line, parsed into a :class:`Config` (no I/O but the environment).
 
-Rules (procServ 2.7.0, reference §1):
+Every option is described once, in :data:`OPTIONS`: its long and short name, its
+:class:`Arity`, how its value is converted and checked, and where it is stored.
+:func:`parse_args` reads the options with :func:`getopt_long`, converts them in the table's
+order and adds the checks that span options. A command line that cannot be run is a
+:class:`CliError` carrying the message; ``-h`` and ``-V`` are a :class:`CliAnswer`. Printing
+them and the exit code are the program's business (``_apps/main.py``).
+
+Rules (procServ 2.7.0, behaviour §1):
 1. getopt_long semantics: parsing stops at the first non-option, long options may be shortened
    to any unambiguous prefix, ``--logstamp`` takes its format only attached (``--logstamp=FMT``).
    Every option is read before errors end the run, and glibc's messages are reproduced.
@@ -15,84 +22,49 @@ Rules (procServ 2.7.0, reference §1):
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import resource
 import signal
 from dataclasses import dataclass
-from typing import Mapping, NoReturn, Sequence
+from typing import Callable, Mapping, Sequence
 
 from .._version import __version__
 from .config import Config
 from .endpoints import Endpoint, EndpointError, parse_endpoint
+from .errors import PyprocservError
 from .keys import KeyMap, parse_char, parse_ignore
-from .policy import PROCSERV_VERSIONS, RestartMode
+from .policy import DEFAULT_PROCSERV_VERSION, PROCSERV_VERSIONS, RestartMode
 from .watchdog import WatchConfig
-
-SHORT_OPTIONS = "c:de:fG:hi:I:k:l:L:n:op:P:qVwx:"
-# name -> (takes an argument: 0 no, 1 yes, 2 optional and attached, short letter or None)
-LONG_OPTIONS: dict[str, tuple[int, str | None]] = {
-    "allow": (0, None),
-    "autorestartcmd": (1, None),
-    "coresize": (1, None),
-    "chdir": (1, "c"),
-    "debug": (0, "d"),
-    "exec": (1, "e"),
-    "foreground": (0, "f"),
-    "grace-period": (1, "G"),
-    "help": (0, "h"),
-    "history": (1, None),
-    "holdoff": (1, None),
-    "ignore": (1, "i"),
-    "info-file": (1, "I"),
-    "killcmd": (1, "k"),
-    "killsig": (1, None),
-    "logport": (1, "l"),
-    "logfile": (1, "L"),
-    "logstamp": (2, None),
-    "name": (1, "n"),
-    "noautorestart": (0, None),
-    "oneshot": (0, "o"),
-    "pidfile": (1, "p"),
-    "port": (1, "P"),
-    "quiet": (0, "q"),
-    "restrict": (0, None),
-    "timefmt": (1, None),
-    "version": (0, "V"),
-    "wait": (0, "w"),
-    "logoutcmd": (1, "x"),
-    "status-file": (1, None),
-    "pv-prefix": (1, None),
-    "pv-interface": (1, None),
-    "pv-description": (1, None),
-    "pv-write-hosts": (1, None),
-    "watch-pv": (1, None),
-    "watch-values": (1, None),
-    "watch-for": (1, None),
-    "watch-max": (1, None),
-    "client-budget": (1, None),
-    "procserv-version": (1, None),
-}
-# procServ 2.7.0's own long options: a prefix that was unambiguous among these keeps its
-# meaning (``--wa`` is --wait), whatever options pyprocserv adds.
-PROCSERV_LONG_OPTIONS = frozenset(
-    "allow autorestartcmd coresize chdir debug exec foreground help holdoff ignore info-file "
-    "killcmd killsig logport logfile logstamp name noautorestart pidfile port quiet restrict "
-    "timefmt version wait logoutcmd".split()
-)
-_SHORT_TO_LONG = {short: name for name, (_, short) in LONG_OPTIONS.items() if short}
 
 VERSION_LINE = f"pyprocserv {__version__} (a drop-in for procServ Process Server 2.7.0)"
 
 
-class CliExit(Exception):
-    """The command line asks to stop: print ``stdout``/``stderr`` and exit with ``code``."""
+class CliStop(Exception):
+    """The command line ends the run before a server starts; ``message`` is for stderr."""
 
-    def __init__(self, code: int, stdout: str = "", stderr: str = "") -> None:
-        super().__init__(stderr or stdout)
-        self.code = code
-        self.stdout = stdout
-        self.stderr = stderr
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CliError(CliStop, PyprocservError, ValueError):
+    """The command line cannot be run: ``message`` says why (glibc's words, or ours naming the
+    option), one or more lines; ``show_usage``: the synopsis belongs with it (getopt's errors)."""
+
+    def __init__(self, message: str, *, show_usage: bool = False) -> None:
+        super().__init__(message)
+        self.show_usage = show_usage
+
+
+class CliAnswer(CliStop):
+    """``-h`` or ``-V``: the answer is ``text``; ``message`` holds getopt's complaints about
+    options read before it (as procServ, they are printed and the answer still given)."""
+
+    def __init__(self, text: str, message: str = "") -> None:
+        super().__init__(message)
+        self.text = text
 
 
 @dataclass(frozen=True)
@@ -172,107 +144,44 @@ Environment: PROCSERV_PID (PID file name), PROCSERV_DEBUG (any value: -d).
 """
 
 
-def _fail(prog: str, errors: list[str]) -> NoReturn:
-    raise CliExit(1, stdout=usage(prog), stderr="".join(errors))
+class Arity(enum.Enum):
+    """What an option takes after it (glibc's ``has_arg``)."""
+
+    NONE = "none"  # --wait, -w
+    REQUIRED = "required"  # --name X, --name=X, -n X, -nX
+    ATTACHED_OPTIONAL = "attached optional"  # --logstamp, or --logstamp=FMT (never the next word)
 
 
-def getopt_long(
-    argv: Sequence[str], errors: list[str], prog: str
-) -> tuple[list[tuple[str, str | None]], int]:
-    """glibc getopt_long with a leading ``+``: options up to the first non-option.
-
-    Returns ``(name, value)`` pairs (long names) and the index of the first non-option.
-    Errors are appended to ``errors`` in glibc's words; parsing goes on after them.
-    """
-    found: list[tuple[str, str | None]] = []
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            return found, i + 1
-        if not arg.startswith("-") or arg == "-":
-            return found, i
-        i += 1
-        if arg.startswith("--"):
-            body = arg[2:]
-            name, eq, value = body.partition("=")
-            if name in LONG_OPTIONS:
-                matches = [name]
-            else:
-                matches = [n for n in LONG_OPTIONS if n.startswith(name)]
-            if not matches:
-                errors.append(f"{prog}: unrecognized option '{arg}'\n")
-                continue
-            own = [m for m in matches if m in PROCSERV_LONG_OPTIONS]
-            if len(matches) > 1 and own:
-                matches = own
-            if len(matches) > 1:
-                choices = "".join(f" '--{m}'" for m in matches)
-                errors.append(f"{prog}: option '{arg}' is ambiguous; possibilities:{choices}\n")
-                continue
-            full = matches[0]
-            takes, _ = LONG_OPTIONS[full]
-            if takes == 0:
-                if eq:
-                    errors.append(f"{prog}: option '--{full}' doesn't allow an argument\n")
-                    continue
-                found.append((full, None))
-            elif takes == 2:
-                found.append((full, value if eq else None))
-            elif eq:
-                found.append((full, value))
-            elif i < len(argv):
-                found.append((full, argv[i]))
-                i += 1
-            else:
-                errors.append(f"{prog}: option '--{full}' requires an argument\n")
-            if full in ("help", "version") and found and found[-1][0] == full:
-                return found, i
-            continue
-        # a cluster of short options: -fd, -P20000, -P 20000
-        pos = 1
-        while pos < len(arg):
-            letter = arg[pos]
-            pos += 1
-            index = SHORT_OPTIONS.find(letter)
-            if index < 0 or letter == ":":
-                errors.append(f"{prog}: invalid option -- '{letter}'\n")
-                continue
-            full = _SHORT_TO_LONG[letter]
-            if SHORT_OPTIONS[index + 1 : index + 2] == ":":
-                if pos < len(arg):
-                    found.append((full, arg[pos:]))
-                elif i < len(argv):
-                    found.append((full, argv[i]))
-                    i += 1
-                else:
-                    errors.append(f"{prog}: option requires an argument -- '{letter}'\n")
-                break
-            found.append((full, None))
-            if full in ("help", "version"):
-                return found, i
-    return found, i
+class _Verbatim(ValueError):
+    """procServ's own message: printed as it is, without the program's name before it."""
 
 
-def _number(prog: str, option: str, text: str, *, integer: bool = False) -> float:
+def _text(text: str, option: str) -> str:
+    return text
+
+
+def _number(text: str, option: str, *, integer: bool = False) -> float:
     try:
         value = int(text, 10) if integer else float(text)
     except ValueError:
         value = math.nan
     if math.isnan(value) or value < 0 or math.isinf(value):
         kind = "a whole number" if integer else "a number of seconds"
-        raise CliExit(1, stderr=f"{prog}: invalid {option} value '{text}': expected {kind}, 0 or more\n")
+        raise ValueError(f"invalid {option} value '{text}': expected {kind}, 0 or more")
     return value
 
 
-def _size(prog: str, option: str, text: str) -> int:
+def _count(text: str, option: str) -> int:
+    return int(_number(text, option, integer=True))
+
+
+def _size(text: str, option: str) -> int:
     """Bytes: a whole number, or one with K, M or G (powers of 1024); more than 0."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     digits, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
     if digits.isascii() and digits.isdigit() and int(digits) > 0:
         return int(digits) * unit
-    raise CliExit(1, stderr=f"{prog}: invalid {option} value '{text}': expected a size in bytes "
-                  "such as 65536, 512K or 64M\n")
+    raise ValueError(f"invalid {option} value '{text}': expected a size in bytes such as 65536, 512K or 64M")
 
 
 def parse_signal(text: str) -> int:
@@ -289,173 +198,316 @@ def parse_signal(text: str) -> int:
     return int(signal.Signals[name])
 
 
+def _signal(text: str, option: str) -> int:
+    try:
+        return parse_signal(text)
+    except (ValueError, KeyError):
+        raise ValueError(f"invalid {option} '{text}': expected a signal number or name such as 15 or TERM") from None
+
+
+def _coresize(text: str, option: str) -> int:
+    if text.strip().lower() in ("unlimited", "infinity"):
+        return resource.RLIM_INFINITY
+    size = _count(text, option)
+    if size > 2**63 - 1:
+        raise ValueError(f"invalid {option} value '{text}': too large; give a size in bytes or 'unlimited'")
+    return size
+
+
+def _procserv_version(text: str, option: str) -> str:
+    version = text or DEFAULT_PROCSERV_VERSION
+    if version not in PROCSERV_VERSIONS:
+        raise ValueError(f"invalid {option} '{version}': expected {' or '.join(PROCSERV_VERSIONS)}")
+    return version
+
+
+def _endpoint(role: str) -> Callable[[str, str], Endpoint]:
+    def convert(text: str, option: str) -> Endpoint:
+        try:
+            return parse_endpoint(text, role)
+        except EndpointError as exc:
+            message = str(exc)  # ours name the option's problem; procServ's are printed bare
+            raise (ValueError if message.startswith("invalid") else _Verbatim)(message) from None
+
+    return convert
+
+
+def _words(default: tuple[str, ...]) -> Callable[[str, str], tuple[str, ...]]:
+    """Comma or space separated words; none: ``default``."""
+    return lambda text, option: tuple(w for w in text.replace(",", " ").split() if w) or default
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of the command line: its spellings, what it takes, what becomes of its value.
+
+    ``field`` names where the value is stored: a :class:`Config` field (``"holdoff"``) or a field
+    of one of its parts (``"keys.kill"``, ``"watch.hold"``); None: :func:`parse_args` reads it
+    itself. ``convert(text, "--name")`` turns the text into the value or raises ValueError
+    with the message. ``needs``: the option this one means nothing without. ``answer``: the
+    option asks a question instead of naming a server (``-h``, ``-V``); getopt stops there.
+    Given twice, the last value counts (``repeat``: every value, in order).
+    """
+
+    name: str
+    short: str | None = None
+    arity: Arity = Arity.REQUIRED
+    field: str | None = None
+    convert: Callable[[str, str], object] = _text
+    needs: str | None = None
+    repeat: bool = False
+    answer: Callable[[str], str] | None = None
+
+
+def _char(text: str, option: str) -> int:
+    return parse_char(text)
+
+
+# Values are converted in this order, so the first bad one is the one reported.
+OPTIONS: tuple[Option, ...] = (
+    Option("help", "h", Arity.NONE, answer=help_text),
+    Option("version", "V", Arity.NONE, answer=lambda prog: VERSION_LINE + "\n"),
+    Option("port", "P", field="control", convert=_endpoint("control"), repeat=True),
+    Option("logport", "l", field="log_endpoint", convert=_endpoint("log")),
+    Option("holdoff", field="holdoff", convert=_number),
+    Option("grace-period", "G", field="grace_period", convert=_number),
+    Option("history", field="history", convert=_count),
+    Option("client-budget", field="client_budget", convert=_size),
+    Option("killsig", field="kill_signal", convert=_signal),
+    Option("coresize", field="coresize", convert=_coresize),
+    Option("killcmd", "k", field="keys.kill", convert=_char),
+    Option("autorestartcmd", field="keys.toggle", convert=_char),
+    Option("logoutcmd", "x", field="keys.logout", convert=_char),
+    Option("ignore", "i", field="keys.ignore", convert=lambda text, option: parse_ignore(text)),
+    Option("procserv-version", field="procserv_version", convert=_procserv_version),
+    Option("pv-prefix", field="pv_prefix"),
+    Option("pv-interface", field="pv_interfaces", convert=_words(("0.0.0.0",)), needs="pv-prefix"),
+    Option("pv-description", field="pv_description", needs="pv-prefix"),
+    Option("pv-write-hosts", field="pv_write_hosts", convert=_words(("localhost",)), needs="pv-prefix"),
+    Option("watch-pv", field="watch.pv"),
+    Option("watch-values", field="watch.bad_values", needs="watch-pv",
+           convert=lambda text, option: tuple(v for v in text.split("|") if v)),
+    Option("watch-for", field="watch.hold", convert=_number, needs="watch-pv"),
+    Option("watch-max", field="watch.max_per_hour", convert=_count, needs="watch-pv"),
+    Option("allow", arity=Arity.NONE, field="allow_remote_control"),
+    Option("chdir", "c"),
+    Option("debug", "d", Arity.NONE),
+    Option("exec", "e", field="executable"),
+    Option("foreground", "f", Arity.NONE),
+    Option("info-file", "I", field="info_file"),
+    Option("logfile", "L", field="logfile"),
+    Option("logstamp", arity=Arity.ATTACHED_OPTIONAL),
+    Option("name", "n", field="name"),
+    Option("noautorestart", arity=Arity.NONE),
+    Option("oneshot", "o", Arity.NONE),
+    Option("pidfile", "p"),
+    Option("quiet", "q", Arity.NONE),
+    Option("restrict", arity=Arity.NONE, field="restrict_log"),
+    Option("status-file", field="status_file"),
+    Option("timefmt", field="timefmt"),
+    Option("wait", "w", Arity.NONE, field="wait"),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+_BY_SHORT = {option.short: option for option in OPTIONS if option.short}
+# procServ 2.7.0's own long options, in the order of its table (glibc lists ambiguous matches
+# in that order). A prefix that was unambiguous among these keeps its meaning (``--wa`` is
+# --wait), whatever options pyprocserv adds.
+PROCSERV_LONG_OPTIONS = (
+    "allow autorestartcmd coresize chdir debug exec foreground help holdoff ignore info-file "
+    "killcmd killsig logport logfile logstamp name noautorestart pidfile port quiet restrict "
+    "timefmt version wait logoutcmd"
+).split()
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """The name messages start with: ``argv[0]`` as given (procServ prints it as is)."""
+    return argv[0] if argv else "pyprocserv"
+
+
+def _long_matches(name: str) -> list[Option]:
+    """The options ``--name`` may mean: itself, else every one it is a prefix of, procServ's first."""
+    if name in _BY_NAME:
+        return [_BY_NAME[name]]
+    own = [n for n in PROCSERV_LONG_OPTIONS if n.startswith(name)]
+    if own:
+        return [_BY_NAME[n] for n in own]
+    return [option for option in OPTIONS if option.name.startswith(name)]
+
+
+def getopt_long(
+    argv: Sequence[str], errors: list[str], prog: str
+) -> tuple[list[tuple[Option, str | None]], int]:
+    """glibc getopt_long with a leading ``+``: options up to the first non-option.
+
+    Returns ``(option, value)`` pairs and the index of the first non-option. Errors are
+    appended to ``errors`` in glibc's words; parsing goes on after them.
+    """
+    found: list[tuple[Option, str | None]] = []
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return found, i + 1
+        if not arg.startswith("-") or arg == "-":
+            return found, i
+        i += 1
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            matches = _long_matches(name)
+            if not matches:
+                errors.append(f"{prog}: unrecognized option '{arg}'\n")
+                continue
+            if len(matches) > 1:
+                choices = "".join(f" '--{m.name}'" for m in matches)
+                errors.append(f"{prog}: option '{arg}' is ambiguous; possibilities:{choices}\n")
+                continue
+            option = matches[0]
+            if option.arity is Arity.NONE:
+                if eq:
+                    errors.append(f"{prog}: option '--{option.name}' doesn't allow an argument\n")
+                    continue
+                found.append((option, None))
+            elif option.arity is Arity.ATTACHED_OPTIONAL:
+                found.append((option, value if eq else None))
+            elif eq:
+                found.append((option, value))
+            elif i < len(argv):
+                found.append((option, argv[i]))
+                i += 1
+            else:
+                errors.append(f"{prog}: option '--{option.name}' requires an argument\n")
+                continue
+            if option.answer is not None:
+                return found, i
+            continue
+        # a cluster of short options: -fd, -P20000, -P 20000
+        pos = 1
+        while pos < len(arg):
+            letter = arg[pos]
+            pos += 1
+            option = _BY_SHORT.get(letter)
+            if option is None:
+                errors.append(f"{prog}: invalid option -- '{letter}'\n")
+                continue
+            if option.arity is Arity.REQUIRED:
+                if pos < len(arg):
+                    found.append((option, arg[pos:]))
+                elif i < len(argv):
+                    found.append((option, argv[i]))
+                    i += 1
+                else:
+                    errors.append(f"{prog}: option requires an argument -- '{letter}'\n")
+                break
+            found.append((option, None))
+            if option.answer is not None:
+                return found, i
+    return found, i
+
+
+def _convert(given: dict[str, list[str | None]], prog: str) -> dict[str, object]:
+    """Each given option's value, converted, by option name; the first bad one is a CliError."""
+    values: dict[str, object] = {}
+    for option in OPTIONS:
+        if option.name not in given:
+            continue
+        if option.needs is not None and option.needs not in given:
+            raise CliError(f"{prog}: --{option.name} needs --{option.needs}\n")
+        texts = given[option.name]
+        try:
+            if option.arity is Arity.NONE:
+                values[option.name] = True
+            elif option.repeat:
+                values[option.name] = tuple(option.convert(text or "", f"--{option.name}") for text in texts)
+            elif texts[-1] is None:  # an optional value, not given
+                values[option.name] = None
+            else:
+                values[option.name] = option.convert(texts[-1], f"--{option.name}")
+        except _Verbatim as exc:
+            raise CliError(f"{exc}\n") from None
+        except ValueError as exc:
+            raise CliError(f"{prog}: {exc}\n") from None
+    return values
+
+
+def _fields(values: Mapping[str, object]) -> dict[str, dict[str, object]]:
+    """The values by where they are stored: ``{"": Config fields, "keys": ..., "watch": ...}``."""
+    out: dict[str, dict[str, object]] = {"": {}, "keys": {}, "watch": {}}
+    for option in OPTIONS:
+        if option.field is not None and option.name in values:
+            part, _, name = option.field.rpartition(".")
+            out[part][name] = values[option.name]
+    return out
+
+
 def parse_args(
     argv: Sequence[str], environ: Mapping[str, str] | None = None, cwd: str | None = None
 ) -> CliOptions:
-    """Turn ``argv`` (with ``argv[0]``) into :class:`CliOptions`, or raise :class:`CliExit`."""
+    """Turn ``argv`` (with ``argv[0]``) into :class:`CliOptions`.
+
+    Raises :class:`CliAnswer` for ``-h``/``-V`` and :class:`CliError` for a command line that
+    cannot be run; what the program prints and how it exits is its wrapper's business.
+    """
     environ = os.environ if environ is None else environ
-    prog = argv[0] if argv else "pyprocserv"
+    prog = program_name(argv)
     errors: list[str] = []
     found, optind = getopt_long(argv, errors, prog)
+    given: dict[str, list[str | None]] = {}
+    for option, value in found:
+        if option.answer is not None:
+            raise CliAnswer(option.answer(prog), "".join(errors))
+        given.setdefault(option.name, []).append(value)
 
-    values: dict[str, str | None] = {}
-    control_specs: list[str] = []
-    for name, value in found:
-        if name == "help":
-            raise CliExit(0, stdout=help_text(prog), stderr="".join(errors))
-        if name == "version":
-            raise CliExit(0, stdout=VERSION_LINE + "\n", stderr="".join(errors))
-        if name == "port":
-            control_specs.append(value or "")
-        else:
-            values[name] = value
-    compat = not control_specs
-    rest = list(argv[optind:])
-    if len(rest) < (2 if compat else 1):
+    compat = "port" not in given  # rule 2
+    if len(argv) - optind < (2 if compat else 1):
         errors.append(f"{prog}: missing argument\n")
     if errors:
-        _fail(prog, errors)
-
+        raise CliError("".join(errors), show_usage=True)
     if compat:
-        control_specs.append(rest.pop(0))
+        given["port"] = [argv[optind]]
         optind += 1
-    command_word = argv[optind]
-    executable = values.get("exec")
-    child_argv = tuple(argv[optind - 1 :]) if executable is not None else tuple(argv[optind:])
-
-    def endpoint(spec: str, role: str) -> Endpoint:
-        try:
-            return parse_endpoint(spec, role)
-        except EndpointError as exc:
-            message = str(exc)
-            prefix = f"{prog}: " if message.startswith("invalid") else ""
-            raise CliExit(1, stderr=f"{prefix}{message}\n") from None
-
-    control = tuple(endpoint(spec, "control") for spec in control_specs)
-    log_endpoint = endpoint(values["logport"] or "", "log") if "logport" in values else None
-
-    holdoff = 15.0
-    if "holdoff" in values:
-        holdoff = _number(prog, "--holdoff", values["holdoff"] or "")
-    grace = _number(prog, "--grace-period", values["grace-period"] or "") if "grace-period" in values else 0.0
-    history = int(_number(prog, "--history", values["history"] or "", integer=True)) if "history" in values else 0
-
-    client_budget = Config.client_budget
-    if "client-budget" in values:
-        client_budget = _size(prog, "--client-budget", values["client-budget"] or "")
-
-    kill_signal = signal.SIGKILL
-    if "killsig" in values:
-        try:
-            kill_signal = parse_signal(values["killsig"] or "")
-        except (ValueError, KeyError):
-            raise CliExit(
-                1,
-                stderr=f"{prog}: invalid --killsig '{values['killsig']}': "
-                "expected a signal number or name such as 15 or TERM\n",
-            ) from None
-
-    coresize: int | None = None
-    if "coresize" in values:
-        text = values["coresize"] or ""
-        if text.strip().lower() in ("unlimited", "infinity"):
-            coresize = resource.RLIM_INFINITY
-        else:
-            coresize = int(_number(prog, "--coresize", text, integer=True))
-            if coresize > 2**63 - 1:
-                raise CliExit(1, stderr=f"{prog}: invalid --coresize value '{text}': too large; "
-                              "give a size in bytes or 'unlimited'\n")
-
-    keys = KeyMap(
-        kill=parse_char(values["killcmd"]) if "killcmd" in values else KeyMap.kill,
-        toggle=parse_char(values["autorestartcmd"]) if "autorestartcmd" in values else KeyMap.toggle,
-        logout=parse_char(values["logoutcmd"]) if "logoutcmd" in values else 0,
-        ignore=parse_ignore(values["ignore"] or "") if "ignore" in values else None,
-    )
-
-    mode = RestartMode.ON
-    if "noautorestart" in values:
-        mode = RestartMode.OFF
-    if "oneshot" in values:
-        mode = RestartMode.ONESHOT
-
-    procserv_version = values.get("procserv-version") or "2.7"
-    if procserv_version not in PROCSERV_VERSIONS:
-        raise CliExit(1, stderr=f"{prog}: invalid --procserv-version '{procserv_version}': "
-                      f"expected {' or '.join(PROCSERV_VERSIONS)}\n")
-
-    logstamp: str | None = None
-    timefmt = values["timefmt"] or "" if "timefmt" in values else "%c"
-    if "logstamp" in values:
-        # procServ 2.8's default stamp; 2.7.0's logic bug (the bare time, no brackets) is fixed.
-        logstamp = values["logstamp"] if values["logstamp"] is not None else f"[{timefmt}] "
-
-    warnings: list[str] = []
-    allow = "allow" in values
-    if allow:
+    values = _convert(given, prog)
+    if "watch-pv" in values and not values["watch-pv"]:
+        raise CliError(f"{prog}: --watch-pv needs a PV name\n")
+    debug = "debug" in values or "PROCSERV_DEBUG" in environ
+    config = _config(values, argv, optind, cwd, prog, debug=debug)
+    warnings = []
+    if config.allow_remote_control:
         warnings.append(
             f"{prog}: --allow: control endpoints accept connections from any host that can "
             "reach them, and whoever connects can type into the child\n"
         )
-
-    pv_options = [name for name in ("pv-interface", "pv-description", "pv-write-hosts") if name in values]
-    if pv_options and "pv-prefix" not in values:
-        raise CliExit(1, stderr=f"{prog}: --{pv_options[0]} needs --pv-prefix\n")
-    watch_options = [name for name in ("watch-values", "watch-for", "watch-max") if name in values]
-    if watch_options and "watch-pv" not in values:
-        raise CliExit(1, stderr=f"{prog}: --{watch_options[0]} needs --watch-pv\n")
-    watch = None
-    if "watch-pv" in values:
-        hold = _number(prog, "--watch-for", values["watch-for"] or "") if "watch-for" in values else 30.0
-        budget = int(_number(prog, "--watch-max", values["watch-max"] or "", integer=True)) if "watch-max" in values else 3
-        bad = tuple(v for v in (values.get("watch-values") or "").split("|") if v)
-        if not values["watch-pv"]:
-            raise CliExit(1, stderr=f"{prog}: --watch-pv needs a PV name\n")
-        watch = WatchConfig(pv=values["watch-pv"] or "", bad_values=bad, hold=hold, max_per_hour=budget)
-
-    def words(text: str | None) -> tuple[str, ...]:
-        return tuple(w for w in (text or "").replace(",", " ").split() if w)
-
-    pidfile = values.get("pidfile") or environ.get("PROCSERV_PID") or None
-    debug = "debug" in values or "PROCSERV_DEBUG" in environ
-    config = Config(
-        command=child_argv,
-        control=control,
-        log_endpoint=log_endpoint,
-        name=values.get("name"),
-        executable=executable,
-        command_word=command_word,
-        chdir=values.get("chdir") or cwd or os.getcwd(),
-        restart_mode=mode,
-        holdoff=holdoff,
-        wait="wait" in values,
-        keys=keys,
-        kill_signal=kill_signal,
-        grace_period=grace,
-        coresize=coresize,
-        allow_remote_control=allow,
-        restrict_log="restrict" in values,
-        logfile=values.get("logfile"),
-        logstamp=logstamp,
-        timefmt=timefmt,
-        info_file=values.get("info-file"),
-        status_file=values.get("status-file"),
-        history=history,
-        client_budget=client_budget,
-        echo_to_stdout=debug and "foreground" not in values,
-        pv_prefix=values.get("pv-prefix"),
-        pv_interfaces=words(values.get("pv-interface")) or ("0.0.0.0",),
-        pv_description=values.get("pv-description") or "",
-        pv_write_hosts=words(values.get("pv-write-hosts")) or ("localhost",),
-        watch=watch,
-        program_name=prog,
-        procserv_version=procserv_version,
-    )
     return CliOptions(
         config=config,
         foreground="foreground" in values,
         debug=debug,
         quiet="quiet" in values,
-        pidfile=pidfile,
+        pidfile=str(values.get("pidfile") or environ.get("PROCSERV_PID") or "") or None,
         warnings=tuple(warnings),
+    )
+
+
+def _config(
+    values: Mapping[str, object], argv: Sequence[str], optind: int, cwd: str | None, prog: str, *, debug: bool
+) -> Config:
+    """The :class:`Config` of converted ``values``; the command starts at ``argv[optind]``."""
+    fields = _fields(values)
+    timefmt = str(values.get("timefmt", Config.timefmt))
+    if "logstamp" in values:
+        # procServ 2.8's default stamp; 2.7.0's logic bug (the bare time, no brackets) is fixed.
+        fields[""]["logstamp"] = values["logstamp"] if values["logstamp"] is not None else f"[{timefmt}] "
+    mode = RestartMode.ON
+    if "noautorestart" in values:
+        mode = RestartMode.OFF
+    if "oneshot" in values:
+        mode = RestartMode.ONESHOT
+    return Config(
+        **fields[""],  # type: ignore[arg-type]
+        command=tuple(argv[optind - 1 :]) if "exec" in values else tuple(argv[optind:]),  # rule 3
+        command_word=argv[optind],
+        chdir=str(values.get("chdir") or cwd or os.getcwd()),
+        restart_mode=mode,
+        keys=KeyMap(**fields["keys"]),  # type: ignore[arg-type]
+        watch=WatchConfig(**fields["watch"]) if "watch-pv" in values else None,  # type: ignore[arg-type]
+        echo_to_stdout=debug and "foreground" not in values,
+        program_name=prog,
     )

@@ -14,10 +14,12 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
+from .errors import PyprocservError
+
 UNIX_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path) on Linux
 
 
-class EndpointError(ValueError):
+class EndpointError(PyprocservError, ValueError):
     """An endpoint spec that cannot be used; str() is the message for the user."""
 
 

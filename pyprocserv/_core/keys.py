@@ -1,6 +1,6 @@
 """Key handling: what a control client's typed bytes command, and what reaches the child.
 
-Rules (procServ 2.7.0, reference §3.2 and §4.4):
+Rules (procServ 2.7.0, behaviour §3.2 and §4.4):
 1. Commands are acted on byte by byte, in arrival order, and a chunk sees one state: whether a
    child runs is fixed for the whole chunk (a kill is only reaped later).
 2. While no child runs, ^R or the kill character request a start and ^Q quits the server.

@@ -230,3 +230,72 @@ def spawn_retry(reason: str, delay: float) -> bytes:
 
 def log_resumed(path: str) -> bytes:
     return b"@@@ pyprocserv: log file " + _b(path) + b" is written again" + NL
+
+
+# -- what the PV channel says (announcements: the text after ``@@@ pyprocserv: ``) ------------
+
+# What each procServControl command PV does, as its put's announcement says it.
+CA_COMMANDS = {
+    "START": "start",
+    "STOP": "auto restart OFF, then kill",
+    "RESTART": "auto restart ON, then kill or start",
+    "KILL": "kill",
+    "TOGGLE": "toggle auto restart",
+}
+
+
+def ca_command(pvname: str, peer: str | None, command: str) -> str:
+    """A put to one of procServControl's command PVs (``command``: a key of :data:`CA_COMMANDS`)."""
+    return f"CA put {pvname}=1 from {peer or 'this host'}: {CA_COMMANDS[command]}"
+
+
+def ca_put(pvname: str, value: object) -> str:
+    """A put to a host-mode control PV (``MAN:{ioc}_control``)."""
+    return f"CA put {pvname}={value}"
+
+
+def ca_put_all(pvname: str, value: object, instances: int) -> str:
+    """A put to a PV that commands every autostart instance (``ALL``, ``MAN:all``)."""
+    return f"{ca_put(pvname, value)}: {instances} autostart instance(s)"
+
+
+def ca_put_refused(pvname: str, peer: str) -> str:
+    """The first put refused from a peer in its minute."""
+    return f"refused CA put to {pvname} from {peer}: not an allowed host"
+
+
+def ca_puts_refused(count: int, peer: str, pvname: str) -> str:
+    """A refused put that ends a peer's quiet minute: the count since the last report, this one's PV."""
+    return (f"refused {count} CA puts from {peer} since the last report, the latest to "
+            f"{pvname}: not an allowed host")
+
+
+def ca_puts_refused_since(count: int, peer: str) -> str:
+    """The refused puts counted but not yet reported, once their minute is over."""
+    return f"refused {count} more CA put{'s' if count > 1 else ''} from {peer}: not an allowed host"
+
+
+# -- what the PV watchdog says (announcements: the text after ``@@@ Watchdog: ``) ----------------
+
+WATCHDOG = "Watchdog"  # who says it
+
+
+def watch_good_again(pv: str) -> str:
+    return f"{pv} is good again"
+
+
+def watch_bad(pv: str, reason: str, hold: float) -> str:
+    return f"{pv} is {reason}: restarting the child if it stays so for {hold:g} s"
+
+
+def watch_budget_spent(max_per_hour: int, pv: str, reason: str) -> str:
+    return f"restart budget spent ({max_per_hour} per hour): not restarting the child while {pv} is {reason}"
+
+
+def watch_backoff(pv: str, reason: str, backoff: float) -> str:
+    return f"{pv} is still {reason}: next restart {backoff:g} s after the last one (backoff)"
+
+
+def watch_restarting(pv: str, reason: str, hold: float, restarts: int, max_per_hour: int) -> str:
+    return (f"{pv} has been {reason} for {hold:g} s: restarting the child "
+            f"({restarts} of {max_per_hour} per hour)")

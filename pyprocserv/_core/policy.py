@@ -4,7 +4,7 @@ Rules:
 1. Everything that decides *when* a child starts lives here; the supervisor only asks
    :meth:`RestartPolicy.due_at` and reports what happened. No I/O, no clock: callers pass
    ``now`` (trio's clock), so holdoff, wait and oneshot are tested without waiting.
-2. The semantics are procServ 2.7.0's (reference §4.3, §4.4):
+2. The semantics are procServ 2.7.0's (behaviour §4.3, §4.4):
    * the holdoff is measured from the previous child *start*, not from its exit;
    * the first start is due at once, even with auto restart OFF (``--noautorestart`` starts once);
    * ``-w`` holds every start until a restart request (^R, or ^X while shut down);

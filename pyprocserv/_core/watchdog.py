@@ -22,12 +22,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import final
 
+from . import messages
+
 WINDOW = 3600.0
 MAX_BACKOFF = 3600.0
 
 
-class WatchState(enum.Enum):
-    """What ``WD_STATE`` shows. The values are the PV's enum strings (< 26 characters)."""
+class WatchState(enum.StrEnum):
+    """What ``WD_STATE`` shows. The values are the PV's enum strings (< 26 characters), and
+    what the status snapshot and the status file say."""
 
     WAITING = "Waiting"  # no child running, or the PV not seen since the start
     OK = "OK"
@@ -94,7 +97,7 @@ class WatchdogPolicy:
                 self.state = WatchState.OK
                 self._told_backoff = False
                 if recovered:
-                    return Decision(f"{self.config.pv} is good again")
+                    return Decision(messages.watch_good_again(self.config.pv))
             return None
         self._good_since = None
         self._reason = bad_reason
@@ -104,10 +107,7 @@ class WatchdogPolicy:
             self._bad_since = now
             if self.state is not WatchState.RESTARTING:
                 self.state = WatchState.BAD
-                return Decision(
-                    f"{self.config.pv} is {bad_reason}: restarting the child if it stays so "
-                    f"for {self.config.hold:g} s"
-                )
+                return Decision(messages.watch_bad(self.config.pv, bad_reason, self.config.hold))
         return None
 
     # -- time --------------------------------------------------------------------------------
@@ -153,19 +153,13 @@ class WatchdogPolicy:
             self.state = WatchState.BUDGET_SPENT
             if not self._told_budget:
                 self._told_budget = True
-                return Decision(
-                    f"restart budget spent ({self.config.max_per_hour} per hour): "
-                    f"not restarting the child while {self.config.pv} is {self._reason}"
-                )
+                return Decision(messages.watch_budget_spent(self.config.max_per_hour, self.config.pv, self._reason))
             return None
         if self._last_restart is not None and now - self._last_restart < self.backoff():
             self.state = WatchState.BACKOFF
             if not self._told_backoff:
                 self._told_backoff = True
-                return Decision(
-                    f"{self.config.pv} is still {self._reason}: next restart "
-                    f"{self.backoff():g} s after the last one (backoff)"
-                )
+                return Decision(messages.watch_backoff(self.config.pv, self._reason, self.backoff()))
             return None
         self._recent.append(now)
         self._last_restart = now
@@ -175,8 +169,8 @@ class WatchdogPolicy:
         self._told_backoff = False
         self.state = WatchState.RESTARTING
         return Decision(
-            f"{self.config.pv} has been {self._reason} for {self.config.hold:g} s: restarting "
-            f"the child ({len(self._recent)} of {self.config.max_per_hour} per hour)",
+            messages.watch_restarting(self.config.pv, self._reason, self.config.hold, len(self._recent),
+                                      self.config.max_per_hour),
             restart=True,
         )
 

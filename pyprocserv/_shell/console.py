@@ -1,6 +1,6 @@
 """The console hub: one broadcast of everything the child and the server say, to every reader.
 
-Rules (design.md §3, §7):
+Rules (architecture §3, §4):
 1. :meth:`Console.broadcast` never waits. It writes the log file, feeds the history, and
    queues the chunk for each reader; each reader's task sends what has queued up.
 2. No reader gets a copy of console output. Each chunk is made once in each form readers need
@@ -28,7 +28,7 @@ Rules (design.md §3, §7):
 7. Memory comes back: a reader that leaves lets go of its queue at once, and when the queues
    have shrunk well below their peak the freed pages are returned to the system.
 8. The log file gets every byte, in order, whatever the readers do.
-9. Routing is procServ's (reference §2): control clients get the bytes with 0xFF doubled; log
+9. Routing is procServ's (behaviour §2): control clients get the bytes with 0xFF doubled; log
    clients the same with per-line stamps when ``--logstamp`` is on; nobody gets stamps but them
    and the log file.
 """

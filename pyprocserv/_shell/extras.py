@@ -1,6 +1,6 @@
 """Supervised extras: the optional parts beside the IOC, which can never take it down.
 
-Rules (design.md §7):
+Rules (architecture §4):
 1. The IOC's core (child, pty, console fan-out, log file, control endpoints) is the root.
    Everything else is an extra: the CA server, the watchdog's monitor, the status file, host
    PVs, host-mode reload.
@@ -13,12 +13,16 @@ Rules (design.md §7):
    after a back-off (1 s, doubling to 60 s; from 1 s again after a minute of good running).
 4. Cancellation is not a failure: when the root stops, its extras stop with it, and an error
    that races with the cancellation is still reported, never passed up.
+5. The root does not know which extras exist: the programs (``_apps``) choose them and hand
+   each to the server as an :class:`ExtraSpec` (``ProcessServer(config, extras=[...])``), so the
+   shell never imports the optional Channel Access layer.
 """
 
 from __future__ import annotations
 
 import sys
 import traceback
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, final
 
 import trio
@@ -29,7 +33,8 @@ from .._core.backoff import Backoff
 if TYPE_CHECKING:
     from .._core.config import Config
     from .._core.policy import RestartMode
-    from .server import Status
+    from .._core.watchdog import WatchState
+    from .status import Status
 
 Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
 FIRST_RETRY = 1.0
@@ -60,13 +65,27 @@ class Root(Protocol):
 
     def set_restart_mode(self, mode: RestartMode) -> None: ...
 
-    def set_watch_state(self, state: str, restarts: int) -> None: ...
+    def set_watch_state(self, state: WatchState, restarts: int) -> None: ...
 
     def announce(self, text: str, *, who: str = "pyprocserv") -> None: ...
 
     def add_output_listener(self, listener: Callable[[bytes], None]) -> None: ...
 
     def remove_output_listener(self, listener: Callable[[bytes], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExtraSpec:
+    """One extra a program asks a server to run: ``await run(root, task_status=...)``.
+
+    ``name`` is what its failures and the status snapshot call it. With ``awaited`` the server
+    reports itself started only once the extra is (a PV server: its port is bound); otherwise
+    the extra starts beside the server, which does not wait for it.
+    """
+
+    name: str
+    run: Callable[..., Awaitable[object]]  # async def run(root: Root, *, task_status=...)
+    awaited: bool = False
 
 
 def reason(exc: BaseException) -> str:

@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from typing import final
 
 from .._core.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
+from .._core.errors import PyprocservError
 
 BACKLOG = 1024
 SUN_PATH_MAX = 107  # bytes of a UNIX socket path, without the final NUL
 
 
-class BindError(OSError):
-    """An endpoint could not be bound; ``str()`` says which and why."""
+class BindError(PyprocservError, OSError):
+    """An endpoint could not be bound; ``strerror`` says which and why, ``errno`` the cause."""
 
 
 @final

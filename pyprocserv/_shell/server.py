@@ -4,7 +4,7 @@ Rules:
 1. One :class:`ProcessServer` is one child and its console. It owns the listeners, the child,
    the log and the info file; :meth:`ProcessServer.run` serves until ^Q, :meth:`shutdown`
    or (oneshot) the child's exit, then cleans up and returns the exit code, which depends on
-   the procServ version spoken (``Config.procserv_version``; ``_policy.exit_code_after``).
+   the procServ version spoken (``Config.procserv_version``; ``_core.policy.exit_code_after``).
 2. Decisions are made by the pure modules (restart policy, key map, telnet codec, messages);
    this module only carries bytes and events between them.
 3. Nothing a client or the child does may stop the server: every session catches its own
@@ -13,16 +13,15 @@ Rules:
 4. All state the console shows lives here once and is read by the greeting, the
    :class:`Status` snapshot and the info file alike.
 5. The optional parts (PV server, watchdog, status file) are extras under a
-   :class:`~pyprocserv._extras.Supervisor`: they see this server only as a ``Root`` (status,
+   :class:`~pyprocserv._shell.extras.Supervisor`: they see this server only as a ``Root`` (status,
    change events, commands, :meth:`ProcessServer.announce`, output listeners), and whatever
-   they raise ends them, not the child (design.md §7).
+   they raise ends them, not the child (architecture §4).
 6. Client input is read 1 KiB at a time: each read ends that client's turn, so one client's
    flood cannot hold the loop that every other console and the child's output share.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -32,8 +31,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Awaitable, Callable, final
+from typing import Awaitable, Callable, Sequence, final
 
 import trio
 
@@ -41,14 +39,16 @@ from .._core import messages
 from .child import Child, spawn_pty_child
 from .._core.config import Config
 from .console import Console, InputQueue, Outbox, Reader
-from .extras import Supervisor
+from .extras import ExtraSpec, Supervisor
 from .files import replace_file, write_owned_file
 from .._core.keys import Key
 from .listeners import BoundEndpoint, bind_all, info_lines, procserv_info
 from .logfile import LogFile
 from .._core.policy import RestartMode, RestartPolicy, exit_code_after, kill_sequence, toggle_cycle
+from .status import Status
 from .stdio import StdoutWriter
 from .._core.telnet import Data, TelnetConnection, WindowSize
+from .._core.watchdog import WatchState
 from .._version import __version__
 
 READ_SIZE = 1 << 16
@@ -68,37 +68,6 @@ FLUSH_MAX = 1.0
 SpawnFn = Callable[..., Awaitable[Child]]
 
 
-@dataclass(frozen=True)
-class Status:
-    """A snapshot of one server and its child, from the one place the console also reads."""
-
-    name: str
-    running: bool
-    pid: int | None
-    restart_mode: RestartMode
-    waiting_for_start: bool  # -w, or no start due (auto restart OFF after an exit)
-    start_count: int
-    child_started_at: float | None  # wall clock (time.time())
-    last_exit_code: int | None  # >= 0 exit status, -N killed by signal N
-    last_exit_at: float | None
-    server_pid: int
-    server_started_at: float
-    users: int
-    loggers: int
-    endpoints: tuple[str, ...]
-    watchdog: str | None = None  # WatchState value, None without --watch-pv
-    watchdog_restarts: int = 0
-    extras: tuple[tuple[str, str], ...] = ()  # (extra, "running" or its last failure)
-
-    def as_dict(self) -> dict[str, object]:
-        """Plain values (for JSON): the mode as its word, endpoints as a list, extras as a map."""
-        values = dataclasses.asdict(self)
-        values["restart_mode"] = self.restart_mode.value
-        values["endpoints"] = list(self.endpoints)
-        values["extras"] = dict(self.extras)
-        return values
-
-
 @final
 class ProcessServer:
     """Runs one child under a pty and serves its console. See the README for embedding."""
@@ -110,8 +79,10 @@ class ProcessServer:
         spawn: SpawnFn | None = None,
         bound_endpoints: list[BoundEndpoint] | None = None,
         log: LogFile | None = None,
+        extras: Sequence[ExtraSpec] = (),
     ) -> None:
         self.config = config
+        self._wanted_extras = tuple(extras)  # the PVs, the watchdog: what the program chose
         self._spawn = spawn or spawn_pty_child
         self._bound = bound_endpoints
         self._log = log
@@ -142,7 +113,7 @@ class ProcessServer:
         self._sessions = 0
         self._sessions_done = trio.Event()
         self._settled = trio.Event()  # the first start has happened, or none is due (-w)
-        self._watch_state: tuple[str, int] | None = None
+        self._watch_state: tuple[WatchState, int] | None = None
         self.extras = Supervisor(self.announce, self._poke)
 
     # -- public API ----------------------------------------------------------------------
@@ -243,7 +214,7 @@ class ProcessServer:
             self._quit.set()
             self._poke()
 
-    def set_watch_state(self, state: str, restarts: int) -> None:
+    def set_watch_state(self, state: WatchState, restarts: int) -> None:
         """The watchdog reports its state here, so the PVs and status snapshot show it."""
         if self._watch_state != (state, restarts):
             self._watch_state = (state, restarts)
@@ -273,7 +244,19 @@ class ProcessServer:
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[ProcessServer] = trio.TASK_STATUS_IGNORED) -> int:
-        """Serve until the end; returns the exit code (the child's, in oneshot mode)."""
+        """Serve until the end; returns the exit code (the child's, in oneshot mode).
+
+        Raises, before ``task_status.started()`` (so ``nursery.start`` raises them):
+
+        * :class:`~pyprocserv.BindError` (an ``OSError``): an endpoint cannot be bound (in
+          use, no permission, an unknown user or group, a path that is not a socket). Nothing
+          bound is left open.
+        * ``ImportError``: ``pv_prefix`` or ``watch`` is set but caproto is not installed.
+        * ``ValueError``: ``pv_write_hosts`` names a host that does not resolve.
+
+        Once it serves, nothing a client, the child, the log or an extra does is raised: it is
+        handled and shown on the console or logged, and the child is restarted as configured.
+        """
         config = self.config
         self.server_pid = os.getpid()
         self.server_started_at = time.time()
@@ -348,33 +331,13 @@ class ProcessServer:
             await trio.sleep(0.2)
 
     async def _start_extras(self, nursery: trio.Nursery) -> None:
-        """The PV channel, the watchdog and the status file, each under the supervisor.
-
-        The PV parts are imported only when configured (they need caproto).
-        """
-        config = self.config
-        if config.pv_prefix is not None:
-            from .._ca import pvs as _pvs
-            policy = _pvs.WritePolicy(config.pv_write_hosts)
-
-            async def pvs(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                group = _pvs.ProcessPVs(self, config.pv_prefix, policy, config.pv_description)
-                try:
-                    await _pvs.serve([group], config.pv_interfaces, task_status=task_status)
-                finally:
-                    group.close()
-
-            await nursery.start(self.extras.run, "PV server", pvs)
-        if config.watch is not None:
-            from .._ca.camonitor import run_watchdog
-
-            watch = config.watch
-
-            async def watchdog(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                task_status.started()
-                await run_watchdog(self, watch)
-
-            nursery.start_soon(self.extras.run, "watchdog", watchdog)
+        """The extras the program asked for, in its order, each under the supervisor."""
+        for extra in self._wanted_extras:
+            run = functools.partial(extra.run, self)
+            if extra.awaited:
+                await nursery.start(self.extras.run, extra.name, run)
+            else:
+                nursery.start_soon(self.extras.run, extra.name, run)
 
     async def _start_status_file(self, nursery: trio.Nursery) -> None:
         if self.config.status_file:

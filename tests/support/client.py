@@ -140,11 +140,16 @@ class Client:
                 await self.stream.aclose()
 
 
+def tcp_address(endpoint: str) -> tuple[str, int]:
+    """(host, port) of an endpoint as the info file names it: tcp:HOST:PORT, tcp:[V6]:PORT."""
+    host, _, port = endpoint[4:].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 async def connect(address: str, name: str = "client") -> Client:
     """Connect to an endpoint as the info file names it: tcp:HOST:PORT or unix:PATH (@ abstract)."""
     if address.startswith("tcp:"):
-        host, _, port = address[4:].rpartition(":")
-        stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+        stream = await trio.open_tcp_stream(*tcp_address(address))
     else:
         path = address[5:]
         stream = await trio.open_unix_socket("\0" + path[1:] if path.startswith("@") else path)

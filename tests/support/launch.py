@@ -39,14 +39,29 @@ def remove_short_tmpdirs() -> None:
         shutil.rmtree(_SHORT_TMPDIRS.pop(), ignore_errors=True)
 
 
+async def reap(process: trio.Process) -> None:
+    """Kill ``process`` if it still runs and wait for it, even while being cancelled."""
+    if process.poll() is None:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
+def read_info(path: str) -> tuple[int, list[str]]:
+    """The server's pid and endpoints from its info file (``pid:N``, then one endpoint a line)."""
+    lines = Path(path).read_text().splitlines()
+    return int(lines[0].split(":")[1]), lines[1:]
+
+
 def child_script(code: str) -> tuple[str, ...]:
     """A Python child running ``code`` (unbuffered, so output reaches the pty at once)."""
     return (PY, "-u", "-c", code)
 
 
-async def serve_and_connect(nursery: trio.Nursery, config: Config) -> tuple[ProcessServer, Client]:
-    """An in-process server on ``config`` and one client on its first endpoint, past the greeting."""
-    server = ProcessServer(config)
+async def serve_and_connect(nursery: trio.Nursery, config: Config, **options) -> tuple[ProcessServer, Client]:
+    """An in-process server on ``config`` (and ``ProcessServer``'s ``options``, e.g. ``extras``)
+    and one client on its first endpoint, past the greeting."""
+    server = ProcessServer(config, **options)
     await nursery.start(server.run)
     client = await connect(server.endpoints[0])
     close_at_end(nursery, client)
@@ -97,13 +112,9 @@ class ServerProcess:
                         raise AssertionError("server exited: " + Path(self.stderr).read_text())
                     await trio.sleep(0.02)
         except BaseException:
-            if self.process.poll() is None:  # a server that never got ready must not outlive its test
-                self.process.kill()
-                with trio.CancelScope(shield=True):
-                    await self.process.wait()
+            await reap(self.process)  # a server that never got ready must not outlive its test
             raise
-        self.pid = int(lines[0].split(":")[1])
-        self.endpoints = lines[1:]
+        self.pid, self.endpoints = read_info(self.info)
         return self
 
     def control(self) -> str:

@@ -1,0 +1,116 @@
+"""The one place the programs meet the optional Channel Access layer (``_ca``).
+
+Rules:
+1. The programs choose a server's extras here, from its configuration, and hand them to the
+   server (``ProcessServer(config, extras=server_extras(config))``): the single server
+   (``main``) and every host-mode instance (``host``) alike. The server only runs what it is
+   given, in the order given, each under its supervisor; it never imports ``_ca``.
+2. Host mode's own CA server and the PV groups it adds per instance are made here too, so a
+   PV group is built in one place whichever program serves it.
+3. ``_ca`` (and so caproto) is imported only when a configuration asks for PVs or the
+   watchdog: a server without them never imports caproto.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._shell.extras import ExtraSpec, Root
+
+if TYPE_CHECKING:
+    from .._ca.hostpvs import HostView, ManagerPVs
+    from .._ca.pvs import ProcessPVs, PVServer
+    from .._core.config import Config
+
+
+def check_pv_support(config: Config) -> str | None:
+    """What stops the PV channel or the watchdog from working (caproto, the write hosts), or None."""
+    if config.pv_prefix is None and config.watch is None:
+        return None
+    try:
+        from .._ca import pvs
+    except ImportError as exc:
+        return f"the PV channel needs caproto ({exc}): pip install 'pyprocserv[pv]'"
+    try:
+        pvs.WritePolicy(config.pv_write_hosts)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def server_extras(config: Config) -> list[ExtraSpec]:
+    """The extras ``config`` asks for, in start order: the PV server (the server reports itself
+    started once its port is bound), then the watchdog (started beside it)."""
+    extras = []
+    if config.pv_prefix is not None:
+        extras.append(_pv_server(config))
+    if config.watch is not None:
+        extras.append(_watchdog())
+    return extras
+
+
+def _pv_server(config: Config) -> ExtraSpec:
+    from .._ca import pvs
+
+    policy = pvs.WritePolicy(config.pv_write_hosts)
+
+    async def serve(root: Root, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        assert root.config.pv_prefix is not None
+        group = pvs.ProcessPVs(root, root.config.pv_prefix, policy, root.config.pv_description)
+        try:
+            await pvs.serve([group], root.config.pv_interfaces, task_status=task_status)
+        finally:
+            group.close()
+
+    return ExtraSpec("PV server", serve, awaited=True)
+
+
+def _watchdog() -> ExtraSpec:
+    from .._ca import camonitor
+
+    async def watch(root: Root, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        assert root.config.watch is not None
+        task_status.started()
+        await camonitor.run_watchdog(root, root.config.watch)
+
+    return ExtraSpec("watchdog", watch)
+
+
+# -- host mode ------------------------------------------------------------------------------------
+
+
+def pv_server(interface: str) -> PVServer:
+    """Host mode's one CA server, for the host's PVs and every instance's."""
+    from .._ca.pvs import PVServer
+
+    return PVServer((interface,))
+
+
+def host_groups(host: HostView, pv_prefix: str | None, manager_prefix: str | None,
+                write_hosts: tuple[str, ...]) -> list:
+    """The host's own PV groups: ``HOST:`` (``--pv-prefix``) and ``PREFIX:MAN:all`` (``--manager-pvs``)."""
+    from .._ca.hostpvs import HostPVs, ManagerAllPVs
+    from .._ca.pvs import WritePolicy
+
+    groups: list = [HostPVs(host, pv_prefix, WritePolicy(write_hosts))] if pv_prefix else []
+    if manager_prefix:
+        groups.append(ManagerAllPVs(host, manager_prefix, WritePolicy(write_hosts)))
+    return groups
+
+
+def process_pvs(server: Root, prefix: str, write_hosts: tuple[str, ...]) -> ProcessPVs:
+    """One instance's procServControl PVs, for host mode's CA server."""
+    from .._ca.pvs import ProcessPVs, WritePolicy
+
+    return ProcessPVs(server, prefix, WritePolicy(write_hosts))
+
+
+def manager_pvs(server: Root, prefix: str, name: str, write_hosts: tuple[str, ...],
+                time_pv: str | None) -> ManagerPVs:
+    """One instance's ``PREFIX:MAN:{name}_control`` and ``_hb`` (``--manager-pvs``)."""
+    from .._ca.hostpvs import ManagerPVs
+    from .._ca.pvs import WritePolicy
+
+    return ManagerPVs(server, prefix, name, WritePolicy(write_hosts), time_pv=time_pv)
