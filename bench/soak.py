@@ -55,7 +55,7 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the support layer that tests and bench share
-from support.client import OFFER, Client, connect  # noqa: E402
+from support.client import OFFER, Client, connect, tcp_address  # noqa: E402
 from support.launch import ServerProcess, remove_short_tmpdirs  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.proc import children_of, fd_count, proc_state, rss_kib  # noqa: E402
@@ -377,11 +377,10 @@ async def churn(servers: list[Server], figures: Figures, stop: trio.Event, pause
         action = rng.random()
         try:
             if action < 0.15:  # reset mid-greeting
-                host, _, port = server.control()[4:].rpartition(":")
                 sock = socket.socket()
                 sock.setblocking(False)
                 try:
-                    sock.connect((host, int(port)))
+                    sock.connect(tcp_address(server.control()))
                 except BlockingIOError:
                     pass
                 await trio.lowlevel.wait_writable(sock)
@@ -630,10 +629,9 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
     clients = {"reader": await connect(stream.control()), "log client": await connect(stream.log_port),
                "slow client": await connect(stream.control())}
-    host, _, port = stream.control()[4:].rpartition(":")
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.connect((host, int(port)))  # never reads
+    stalled.connect(tcp_address(stream.control()))  # never reads
     recorded: dict[str, Recording] = {}
     for name, client in clients.items():
         await client.expect(OFFER)
