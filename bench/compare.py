@@ -37,24 +37,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from _proc import cpu_ticks, proc_state, status_kib  # bench/ is on sys.path when a script here runs
-from _ports import free_port
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests"))  # the support layer that tests and bench share
+from support.client import OFFER  # noqa: E402
+from support.ports import free_port  # noqa: E402
+from support.proc import alive, cpu_ticks, descendants, status_kib  # noqa: E402
+
 WRITER = os.path.join(HERE, "_writer.py")
 CLIENT = os.path.join(HERE, "_client.py")
 OUT = os.path.join(HERE, "out")
 
-TAIL = b"\xff\xfb\x01\xff\xfd\x22"  # IAC WILL ECHO, IAC DO LINEMODE: the end of every greeting
 PAYLOAD = ord("#")  # in no @@@ message of either server, nor in the child's command line
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PS, PY = "procServ", "pyprocserv"
 ECHO_CHILD = ["/bin/sh", "-c", "stty -icanon; exec cat >/dev/null"]
 IDLE_CHILD = ["/bin/cat"]
-
-FIGURES = ("ceiling", "tput1", "tput20", "scaling", "stalled", "echo", "greeting", "startup", "idle", "idlepv", "many")
 
 
 class BenchError(Exception):
@@ -66,31 +65,6 @@ def log(msg: str) -> None:
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def alive(pid: int) -> bool:
-    state = proc_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (scans /proc: works without CONFIG_PROC_CHILDREN)."""
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        for kid in parents.get(todo.pop(), []):
-            out.append(kid)
-            todo.append(kid)
-    return out
 
 
 def thread_cpu_ns(pid: int) -> dict[str, int]:
@@ -157,7 +131,7 @@ def cpu_busy(seconds: float = 0.3) -> float:
 
 def recv_greeting(sock: socket.socket, deadline: float) -> bytes:
     buf = b""
-    while TAIL not in buf:
+    while OFFER not in buf:  # IAC WILL ECHO, IAC DO LINEMODE: the end of every greeting
         left = deadline - time.monotonic()
         if left <= 0:
             raise BenchError("no greeting in time")
@@ -545,8 +519,8 @@ class Bench:
         env = None
         if pvs:  # a private CA port on loopback, so nothing else on the machine sees these PVs
             options = shlex.split(self.args.pv_options)
-            ca_port = str(free_port())
-            env = {"EPICS_CA_SERVER_PORT": ca_port, "EPICS_CA_REPEATER_PORT": str(free_port()),
+            ca_port = str(free_port(udp=True))  # TCP and UDP
+            env = {"EPICS_CA_SERVER_PORT": ca_port, "EPICS_CA_REPEATER_PORT": str(free_port(udp=True)),
                    "EPICS_CAS_SERVER_PORT": ca_port}
         with self.server(kind, IDLE_CHILD, options, env=env) as srv:
             assert srv.pid is not None
@@ -589,34 +563,67 @@ def pct(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
-# -- the table --------------------------------------------------------------------------------
+# -- the table of figures ---------------------------------------------------------------------
+#
+# Each figure is one entry: what it measures, how one run of it is made, which servers run it,
+# and the lines it adds to the printed table (each with its unit, format, target and check).
+# The main loop, the summary and --only all walk this table; adding a figure is adding an entry.
+
+Check = Callable[[float | None, float | None, dict[str, float | None], argparse.Namespace], bool | None]
 
 
-@dataclass
-class Row:
-    key: str
-    label: str
-    figure: str  # which measurement
+@dataclass(frozen=True)
+class Line:
+    """One line of the printed table: a value picked from each run of its figure, as a median."""
+
+    key: str  # in the JSON table; checks find other lines' pyprocserv medians by it
+    label: str  # may name options, e.g. "{a.idle_seconds:g}"
+    unit: str  # printed in parentheses after the label ("" for none)
     pick: Callable[[dict[str, Any]], float | None]
     fmt: str
-    better: str  # "higher" or "lower"
-    target: str
-    check: Callable[[float | None, float | None, dict[str, float | None]], bool | None] | None
+    target: str  # "reported": a figure without a target
+    check: Check | None = None
+
+    def title(self, args: argparse.Namespace) -> str:
+        label = self.label.format(a=args)
+        return f"{label} ({self.unit})" if self.unit else label
 
 
-def ratio_at_least(x: float) -> Callable[..., bool | None]:
-    return lambda ps, py, _: None if ps is None or py is None else py / ps >= x
+NO_SERVER = "-"  # the server column of a figure that measures no server (the pty ceiling)
 
 
-def ratio_at_most(x: float) -> Callable[..., bool | None]:
-    return lambda ps, py, _: None if ps is None or py is None else py / ps <= x
+@dataclass(frozen=True)
+class Figure:
+    name: str  # for --only, and the "figure" of each run in the JSON
+    what: str  # one line for --help
+    measure: Callable[["Bench", str, Any], dict[str, Any]]  # (bench, server, one of each(args)): one run
+    lines: tuple[Line, ...] = ()
+    servers: str = "both"  # "both", PY (pyprocserv only) or NO_SERVER
+    each: Callable[[argparse.Namespace], list[Any]] = lambda a: [None]  # one run per item, per server and round
+    curve: bool = False  # its runs are points of "throughput against clients" (and the chart)
+    skip: Callable[["Bench"], str | None] = lambda b: None  # why this figure cannot run here, if it cannot
+    quick: bool = True  # run by --quick (at its small sizes)
+
+    def kinds(self, order: list[str]) -> list[str]:
+        if self.servers == NO_SERVER:
+            return [NO_SERVER]
+        return [k for k in order if self.servers == "both" or k == self.servers]
 
 
-def at_most(x: float) -> Callable[..., bool | None]:
-    return lambda ps, py, _: None if py is None else py <= x
+def ratio_at_least(x: float) -> Check:
+    return lambda ps, py, med, args: None if ps is None or py is None else py / ps >= x
 
 
-def stalled_check(ps: float | None, py: float | None, med: dict[str, float | None]) -> bool | None:
+def ratio_at_most(x: float) -> Check:
+    return lambda ps, py, med, args: None if ps is None or py is None else py / ps <= x
+
+
+def at_most(x: float) -> Check:
+    return lambda ps, py, med, args: None if py is None else py <= x
+
+
+def stalled_check(ps: float | None, py: float | None, med: dict[str, float | None],
+                  args: argparse.Namespace) -> bool | None:
     own = med.get("tput1")  # None when tput1 was not measured: judge the ratio alone
     if py is None:
         return None
@@ -628,29 +635,75 @@ def stalled_check(ps: float | None, py: float | None, med: dict[str, float | Non
     return all(checks) if checks else None
 
 
-def rows(args: argparse.Namespace) -> list[Row]:
-    out = [
-        Row("ceiling", "pty ceiling: bare reader (MB/s)", "ceiling", lambda r: r["mbps"], "{:.0f}", "higher", "reported", None),
-        Row("tput1", "throughput, 1 client (MB/s)", "tput1", lambda r: r["mbps"], "{:.1f}", "higher", ">= 1.2x", ratio_at_least(1.2)),
-        Row("tput20", "throughput, 20 clients (MB/s each)", "tput20", lambda r: r["mbps"], "{:.1f}", "higher", ">= 1.5x", ratio_at_least(1.5)),
-        Row("stalled", "1 stalled + 1 reader (MB/s)", "stalled", lambda r: r["mbps"], "{:.1f}", "higher", ">= 10x, >= 0.7x own 1-client", stalled_check),
-        Row("echo_p50", "keystroke echo p50 (us)", "echo", lambda r: r["p50_us"], "{:.0f}", "lower", "<= 1.5x", ratio_at_most(1.5)),
-        Row("echo_p99", "keystroke echo p99 (us)", "echo", lambda r: r["p99_us"], "{:.0f}", "lower", "<= 2x", ratio_at_most(2.0)),
-        Row("greeting", "connect to full greeting, median (ms)", "greeting", lambda r: r["median_ms"], "{:.2f}", "lower", "<= 2 ms", at_most(2.0)),
-        Row("startup_listen", "start to listening: connect ok (ms)", "startup", lambda r: r["listen_ms"], "{:.0f}", "lower", "<= 400 ms", at_most(400)),
-        Row("startup_greet", "start to serving: first greeting (ms)", "startup", lambda r: r["greeting_ms"], "{:.0f}", "lower", "<= 400 ms", at_most(400)),
-        Row("idle_rss", "idle RSS, 1 client (MiB)", "idle", lambda r: r["rss_mib"], "{:.1f}", "lower", "<= 30 MiB", at_most(30)),
-        Row("idle_cpu", f"idle CPU over {args.idle_seconds:g} s (s)", "idle", lambda r: r["cpu_s"], "{:.4f}", "lower", "<= 0.01 s", at_most(0.01)),
-        Row("idlepv_rss", "idle RSS with PVs on (MiB)", "idlepv", lambda r: r["rss_mib"], "{:.1f}", "lower", "<= 45 MiB", at_most(45)),
-        Row("idlepv_cpu", f"idle CPU with PVs on, {args.idle_seconds:g} s (s)", "idlepv", lambda r: r["cpu_s"], "{:.4f}", "lower", "reported", None),
-        Row("many", f"{args.many} clients x {args.many_mb:g} MB: served", "many", lambda r: r["served"], "{:.0f}", "higher",
-            "all served", lambda ps, py, _: None if py is None else py >= args.many),
-    ]
-    return out
+def all_served(ps: float | None, py: float | None, med: dict[str, float | None],
+               args: argparse.Namespace) -> bool | None:
+    return None if py is None else py >= args.many
+
+
+def whole_lines(mb: float) -> int:
+    """``mb`` MB of the writer's 80-byte lines, in bytes."""
+    return int(mb * 1e6) // 80 * 80
 
 
 def scaling_counts(args: argparse.Namespace) -> list[int]:
     return sorted(set(args.clients) | {1, 20})
+
+
+def mbps(r: dict[str, Any]) -> float | None:
+    return r["mbps"]
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("ceiling", "a bare reader on the pty (os.openpty, the same child): the physical limit",
+           lambda b, kind, _: b.m_ceiling(whole_lines(b.args.mb)),
+           (Line("ceiling", "pty ceiling: bare reader", "MB/s", mbps, "{:.0f}", "reported"),),
+           servers=NO_SERVER),
+    Figure("tput1", "throughput, 1 client, --mb MB",
+           lambda b, kind, n: b.m_throughput(kind, n, whole_lines(b.args.mb)),
+           (Line("tput1", "throughput, 1 client", "MB/s", mbps, "{:.1f}", ">= 1.2x", ratio_at_least(1.2)),),
+           each=lambda a: [1], curve=True),
+    Figure("tput20", "throughput, 20 clients, each gets all --mb MB",
+           lambda b, kind, n: b.m_throughput(kind, n, whole_lines(b.args.mb)),
+           (Line("tput20", "throughput, 20 clients", "MB/s each", mbps, "{:.1f}", ">= 1.5x", ratio_at_least(1.5)),),
+           each=lambda a: [20], curve=True),
+    Figure("scaling", "the same for the other --clients counts, for the curve and the chart",
+           lambda b, kind, n: b.m_throughput(kind, n, whole_lines(b.args.mb)),
+           each=lambda a: [n for n in scaling_counts(a) if n not in (1, 20)], curve=True),
+    Figure("stalled", "one client connects first and never reads; another reads --stalled-mb MB",
+           lambda b, kind, _: b.m_throughput(kind, 1, whole_lines(b.args.stalled_mb), stalled=True),
+           (Line("stalled", "1 stalled + 1 reader", "MB/s", mbps, "{:.1f}", ">= 10x, >= 0.7x own 1-client",
+                 stalled_check),)),
+    Figure("echo", "keystroke echo through the pty, one byte at a time (--keys)",
+           lambda b, kind, _: b.m_echo(kind, b.args.keys),
+           (Line("echo_p50", "keystroke echo p50", "us", lambda r: r["p50_us"], "{:.0f}", "<= 1.5x", ratio_at_most(1.5)),
+            Line("echo_p99", "keystroke echo p99", "us", lambda r: r["p99_us"], "{:.0f}", "<= 2x", ratio_at_most(2.0)))),
+    Figure("greeting", "connect() to the end of the greeting, sequential connects (--connects)",
+           lambda b, kind, _: b.m_greeting(kind, b.args.connects),
+           (Line("greeting", "connect to full greeting, median", "ms", lambda r: r["median_ms"], "{:.2f}",
+                 "<= 2 ms", at_most(2.0)),)),
+    Figure("startup", "spawning the server to a connect() that succeeds and to a full greeting (--starts)",
+           lambda b, kind, _: b.m_startup(kind, b.args.starts),
+           (Line("startup_listen", "start to listening: connect ok", "ms", lambda r: r["listen_ms"], "{:.0f}",
+                 "<= 400 ms", at_most(400)),
+            Line("startup_greet", "start to serving: first greeting", "ms", lambda r: r["greeting_ms"], "{:.0f}",
+                 "<= 400 ms", at_most(400)))),
+    Figure("idle", "one client attached: the server's RSS, and its CPU over --idle-seconds",
+           lambda b, kind, _: b.m_idle(kind, b.args.idle_seconds),
+           (Line("idle_rss", "idle RSS, 1 client", "MiB", lambda r: r["rss_mib"], "{:.1f}", "<= 30 MiB", at_most(30)),
+            Line("idle_cpu", "idle CPU over {a.idle_seconds:g} s", "s", lambda r: r["cpu_s"], "{:.4f}", "<= 0.01 s",
+                 at_most(0.01)))),
+    Figure("idlepv", "the same with PVs on (--pv-options); pyprocserv only",
+           lambda b, kind, _: b.m_idle(kind, b.args.idle_seconds, pvs=True),
+           (Line("idlepv_rss", "idle RSS with PVs on", "MiB", lambda r: r["rss_mib"], "{:.1f}", "<= 45 MiB", at_most(45)),
+            Line("idlepv_cpu", "idle CPU with PVs on, {a.idle_seconds:g} s", "s", lambda r: r["cpu_s"], "{:.4f}",
+                 "reported")),
+           servers=PY, skip=lambda b: None if b.pv_supported() else "this pyprocserv has no --pv-prefix"),
+    Figure("many", "--many control clients, then a --many-mb MB burst: how many got all of it",
+           lambda b, kind, _: b.m_many(kind, b.args.many, whole_lines(b.args.many_mb)),
+           (Line("many", "{a.many} clients x {a.many_mb:g} MB: served", "", lambda r: r["served"], "{:.0f}",
+                 "all served", all_served),)),
+)
+BY_NAME = {f.name: f for f in FIGURES}
 
 
 def median_or_none(values: list[float | None]) -> float | None:
@@ -671,36 +724,37 @@ def summarize(args: argparse.Namespace, results: dict[str, Any], servers: list[s
 
     med: dict[str, float | None] = {}
     table = []
-    for row in rows(args):
-        if row.figure not in results["figures"]:
+    for fig in FIGURES:
+        if fig.name not in results["figures"]:
             continue
-        if row.figure == "ceiling":
-            ps_vals: list[float | None] = []
-            py_vals = values("ceiling", "-", row.pick)
-        else:
-            ps_vals = values(row.figure, PS, row.pick) if PS in servers else []
-            py_vals = values(row.figure, PY, row.pick)
-        ps_med, py_med = median_or_none(ps_vals), median_or_none(py_vals)
-        med[row.key] = py_med
-        ratio = py_med / ps_med if ps_med and py_med is not None else None
-        met = row.check(ps_med, py_med, med) if row.check else None
-        notes = []
-        for kind, vals in ((PS, ps_vals), (PY, py_vals)):
-            failed = sum(1 for v in vals if v is None)
-            if failed:
-                notes.append(f"{kind}: {failed} of {len(vals)} runs failed")
-        if any(v is None for v in py_vals) and row.check is not None:
-            met = False  # a run that lost bytes or broke does not meet any target
-        table.append({"key": row.key, "label": row.label, "procServ": ps_med, "pyprocserv": py_med, "ratio": ratio,
-                      "target": row.target, "met": met, "fmt": row.fmt, "notes": "; ".join(notes),
-                      "procServ_runs": ps_vals, "pyprocserv_runs": py_vals})
-    if "scaling" in results["figures"] or "tput1" in results["figures"] or "tput20" in results["figures"]:
+        for line in fig.lines:
+            if fig.servers == NO_SERVER:
+                ps_vals: list[float | None] = []
+                py_vals = values(fig.name, NO_SERVER, line.pick)
+            else:
+                ps_vals = values(fig.name, PS, line.pick) if PS in servers else []
+                py_vals = values(fig.name, PY, line.pick)
+            ps_med, py_med = median_or_none(ps_vals), median_or_none(py_vals)
+            med[line.key] = py_med
+            ratio = py_med / ps_med if ps_med and py_med is not None else None
+            met = line.check(ps_med, py_med, med, args) if line.check else None
+            notes = []
+            for kind, vals in ((PS, ps_vals), (PY, py_vals)):
+                failed = sum(1 for v in vals if v is None)
+                if failed:
+                    notes.append(f"{kind}: {failed} of {len(vals)} runs failed")
+            if any(v is None for v in py_vals) and line.check is not None:
+                met = False  # a run that lost bytes or broke does not meet any target
+            table.append({"key": line.key, "label": line.title(args), "procServ": ps_med, "pyprocserv": py_med,
+                          "ratio": ratio, "target": line.target, "met": met, "fmt": line.fmt,
+                          "notes": "; ".join(notes), "procServ_runs": ps_vals, "pyprocserv_runs": py_vals})
+    curve = {f.name for f in FIGURES if f.curve}
+    if curve & set(results["figures"]):
         for n in scaling_counts(args):
-            fig = {1: "tput1", 20: "tput20"}.get(n, "scaling")
-            ps_vals = [r["result"].get("mbps") for r in results["runs"]
-                       if r["figure"] == fig and r["server"] == PS and "result" in r and r["result"].get("clients") == n]
-            py_vals = [r["result"].get("mbps") for r in results["runs"]
-                       if r["figure"] == fig and r["server"] == PY and "result" in r and r["result"].get("clients") == n]
+            points = [r for r in results["runs"]
+                      if r["figure"] in curve and "result" in r and r["result"].get("clients") == n]
+            ps_vals = [r["result"].get("mbps") for r in points if r["server"] == PS]
+            py_vals = [r["result"].get("mbps") for r in points if r["server"] == PY]
             if not (ps_vals or py_vals):
                 continue
             ps_med, py_med = median_or_none(ps_vals), median_or_none(py_vals)
@@ -847,10 +901,13 @@ def chart(path: str, results: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    width = max(len(f.name) for f in FIGURES)
+    epilog = "figures (--only), in the order they run:\n" + "\n".join(f"  {f.name:<{width}}  {f.what}" for f in FIGURES)
+    p = argparse.ArgumentParser(description=__doc__, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=None, help="rounds, each server once per figure (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test under a minute")
-    p.add_argument("--only", nargs="+", choices=FIGURES, metavar="NAME", help=f"only these figures: {', '.join(FIGURES)}")
+    p.add_argument("--only", nargs="+", choices=list(BY_NAME), metavar="NAME",
+                   help=f"only these figures: {', '.join(BY_NAME)}")
     p.add_argument("--pyprocserv-cmd", default=f"{shlex.quote(sys.executable)} -m pyprocserv",
                    help="how to run pyprocserv (default: %(default)s)")
     p.add_argument("--procserv", default=shutil.which("procServ") or "",
@@ -940,21 +997,20 @@ def main(argv: list[str] | None = None) -> int:
     if soft != resource.RLIM_INFINITY and soft < need:  # the servers inherit it
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else min(need, hard), hard))
-    figures = list(args.only or FIGURES)
+    figures = [BY_NAME[name] for name in args.only or [f.name for f in FIGURES if f.quick or not args.quick]]
     bench = Bench(args)
     servers = list(bench.servers)
     if not args.procserv:
         log("procServ not found (or --procserv none): measuring pyprocserv alone")
-    mb = lambda x: int(x * 1e6) // 80 * 80  # noqa: E731
     results: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine(args), "rounds": args.rounds, "quick": args.quick, "figures": figures,
+        "machine": machine(args), "rounds": args.rounds, "quick": args.quick, "figures": [f.name for f in figures],
         "bytes_mb": args.mb, "options": {k: v for k, v in vars(args).items()}, "runs": [],
     }
     started = time.monotonic()
-    pv_ok = "idlepv" in figures and bench.pv_supported()
-    if "idlepv" in figures and not pv_ok:
-        log("idlepv: this pyprocserv has no --pv-prefix: skipped")
+    skipped = {f.name: why for f in figures if (why := f.skip(bench))}
+    for name, why in skipped.items():
+        log(f"{name}: {why}: skipped")
 
     def record(rnd: int, figure: str, kind: str, fn: Callable[[], dict[str, Any]]) -> None:
         entry: dict[str, Any] = {"round": rnd, "figure": figure, "server": kind,
@@ -975,34 +1031,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rnd in range(1, args.rounds + 1):
             order = servers if rnd % 2 else servers[::-1]
-            for figure in figures:
-                if figure == "ceiling":
-                    record(rnd, figure, "-", lambda: bench.m_ceiling(mb(args.mb)))
+            for fig in figures:
+                if fig.name in skipped:
                     continue
-                for kind in order:
-                    if figure == "tput1":
-                        record(rnd, figure, kind, lambda: bench.m_throughput(kind, 1, mb(args.mb)))
-                    elif figure == "tput20":
-                        record(rnd, figure, kind, lambda: bench.m_throughput(kind, 20, mb(args.mb)))
-                    elif figure == "scaling":
-                        for n in scaling_counts(args):
-                            if n not in (1, 20):
-                                record(rnd, figure, kind, lambda: bench.m_throughput(kind, n, mb(args.mb)))
-                    elif figure == "stalled":
-                        record(rnd, figure, kind, lambda: bench.m_throughput(kind, 1, mb(args.stalled_mb), stalled=True))
-                    elif figure == "echo":
-                        record(rnd, figure, kind, lambda: bench.m_echo(kind, args.keys))
-                    elif figure == "greeting":
-                        record(rnd, figure, kind, lambda: bench.m_greeting(kind, args.connects))
-                    elif figure == "startup":
-                        record(rnd, figure, kind, lambda: bench.m_startup(kind, args.starts))
-                    elif figure == "idle":
-                        record(rnd, figure, kind, lambda: bench.m_idle(kind, args.idle_seconds))
-                    elif figure == "idlepv":
-                        if kind == PY and pv_ok:
-                            record(rnd, figure, kind, lambda: bench.m_idle(kind, args.idle_seconds, pvs=True))
-                    elif figure == "many":
-                        record(rnd, figure, kind, lambda: bench.m_many(kind, args.many, mb(args.many_mb)))
+                for kind in fig.kinds(order):
+                    for item in fig.each(args):
+                        record(rnd, fig.name, kind, lambda: fig.measure(bench, kind, item))
     except KeyboardInterrupt:
         log("interrupted: summarizing what was measured")
     finally:

@@ -53,12 +53,14 @@ from typing import BinaryIO, Iterator
 
 import trio
 
-from _ports import free_port
-from _proc import children_of, fd_count, proc_state, rss_kib  # bench/ is on sys.path when a script here runs
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the support layer that tests and bench share
+from support.client import OFFER, Client, connect, tcp_address  # noqa: E402
+from support.launch import ServerProcess, remove_short_tmpdirs  # noqa: E402
+from support.ports import free_port  # noqa: E402
+from support.proc import children_of, fd_count, proc_state, rss_kib  # noqa: E402
+
 PY = sys.executable
-OFFER = b"\xff\xfb\x01\xff\xfd\x22"
 SEPARATOR = b"@@@ @@@ @@@ @@@ @@@\r\n"
 END_OF_RUN = b"@@@ ^R or ^X restarts the child, ^Q quits the server\r\n"
 SKIPPED = re.compile(rb"\r\n@@@ pyprocserv: (\d+) bytes of output skipped: this client could not keep up\r\n")
@@ -97,47 +99,26 @@ def zombies_of(pid: int) -> int:
     return sum(1 for child in children_of(pid) if proc_state(child) == "Z")
 
 
-# -- a console client -------------------------------------------------------------------------------
+# -- a reader that records to a file -----------------------------------------------------------------
 
 
-class Client:
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-        self.total = 0
-        self.record: BinaryIO | None = None  # once set, what arrives goes to this file, not to buf
+class Recording:
+    """What a client receives after its greeting, written to a file instead of kept in memory
+    (a long soak records gigabytes); ``total`` counts the greeting too."""
 
-    @classmethod
-    async def connect(cls, address: str) -> "Client":
-        if address.startswith("tcp:"):
-            host, _, port = address[4:].rpartition(":")
-            return cls(await trio.open_tcp_stream(host.strip("[]"), int(port)))
-        return cls(await trio.open_unix_socket(address[5:]))
+    def __init__(self, client: Client, path: str) -> None:
+        assert client.pos == len(client.received)  # the greeting is consumed, nothing else came
+        self.client = client
+        self.path = path
+        self.file = open(path, "wb")
+        self.total = len(client.received)
 
-    async def fill(self, size: int = 1 << 16) -> None:
-        data = await self.stream.receive_some(size)
+    async def read(self, size: int = 1 << 16) -> None:
+        data = await self.client.stream.receive_some(size)
         if not data:
             raise EOFError("connection closed")
-        if self.record is not None:
-            self.record.write(data)
-        else:
-            self.buf += data
+        self.file.write(data)
         self.total += len(data)
-
-    async def expect(self, pattern: bytes, timeout: float = 30) -> bytes:
-        with trio.fail_after(timeout):
-            while (index := self.buf.find(pattern)) < 0:
-                await self.fill()
-        out = bytes(self.buf[: index + len(pattern)])
-        del self.buf[: index + len(pattern)]
-        return out
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            await self.stream.aclose()
 
 
 # -- a server ---------------------------------------------------------------------------------------
@@ -147,49 +128,26 @@ STARTED: list["Server"] = []  # every server this run started: none may outlive 
 WORKERS: list[subprocess.Popen] = []
 
 
-@dataclass
-class Server:
-    name: str
-    args: list[str]
-    workdir: str
-    process: trio.Process | None = None
-    pid: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-    control: str = ""
-    log_port: str | None = None
-    controller: Client | None = None
-    measures: dict[str, dict[str, int]] = field(default_factory=dict)
+class Server(ServerProcess):
+    """A soak server: the support layer's ``ServerProcess`` with its log, info and stderr in the
+    work directory, a controller client connected all along, and the soak's measurements."""
 
-    @property
-    def log(self) -> str:
-        return os.path.join(self.workdir, f"{self.name}.log")
-
-    @property
-    def stderr_path(self) -> str:
-        return os.path.join(self.workdir, f"{self.name}.stderr")
+    def __init__(self, name: str, args: list[str], workdir: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = os.path.join(workdir, f"{name}.log")
+        super().__init__(["-q", "-L", self.log, *args], env={**os.environ, **(env or {})}, cwd=workdir)
+        self.info = os.path.join(workdir, f"{name}.info")
+        self.stdout = os.devnull
+        self.stderr = os.path.join(workdir, f"{name}.stderr")
+        self.controller: Client | None = None
+        self.log_port: str | None = None
+        self.measures: dict[str, dict[str, int]] = {}
 
     async def start(self) -> None:
-        info = os.path.join(self.workdir, f"{self.name}.info")
-        argv = [PY, "-m", "pyprocserv", "-f", "-q", "-I", info, "-L", self.log, *self.args]
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **self.env)
-        with open(self.stderr_path, "wb") as err:
-            self.process = await trio.lowlevel.open_process(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=self.workdir
-            )
         STARTED.append(self)
-        with trio.fail_after(20):
-            while True:
-                if os.path.exists(info):
-                    lines = Path(info).read_text().splitlines()
-                    if len(lines) >= 2:
-                        break
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: {Path(self.stderr_path).read_text()}")
-                await trio.sleep(0.02)
-        self.pid = int(lines[0].split(":")[1])
-        self.control = lines[-1]
-        self.log_port = lines[1] if len(lines) > 2 else None
-        self.controller = await Client.connect(self.control)
+        await self.__aenter__()
+        self.log_port = self.endpoints[0] if len(self.endpoints) > 1 else None
+        self.controller = await connect(self.control(), self.name)
         await self.controller.expect(OFFER)
 
     async def quiesce(self) -> None:
@@ -218,15 +176,12 @@ class Server:
         return self.measures[label]
 
     async def stop(self) -> int:
+        """SIGTERM; the exit code (an AssertionError when it does not exit within 15 s)."""
         assert self.process is not None
         if self.controller is not None:
             await self.controller.aclose()
-        self.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(15):
-            return await self.process.wait()
-
-    def stderr(self) -> str:
-        return Path(self.stderr_path).read_text(errors="replace")
+        await self.__aexit__(None, None, None)
+        return self.process.returncode
 
 
 # -- checks -----------------------------------------------------------------------------------------
@@ -422,11 +377,10 @@ async def churn(servers: list[Server], figures: Figures, stop: trio.Event, pause
         action = rng.random()
         try:
             if action < 0.15:  # reset mid-greeting
-                host, _, port = server.control[4:].rpartition(":")
                 sock = socket.socket()
                 sock.setblocking(False)
                 try:
-                    sock.connect((host, int(port)))
+                    sock.connect(tcp_address(server.control()))
                 except BlockingIOError:
                     pass
                 await trio.lowlevel.wait_writable(sock)
@@ -435,7 +389,7 @@ async def churn(servers: list[Server], figures: Figures, stop: trio.Event, pause
                 figures.resets += 1
                 figures.connections += 1
                 continue
-            client = await Client.connect(server.control)
+            client = await connect(server.control())
             figures.connections += 1
             try:
                 await client.expect(OFFER, timeout=30)
@@ -450,11 +404,11 @@ async def churn(servers: list[Server], figures: Figures, stop: trio.Event, pause
                     await client.send(b"\xff\xfd\x01\xff\xfb\x1f" + sizes)
                     figures.naws_floods += 1
                 elif action < 0.5:
-                    with trio.move_on_after(rng.random() * 0.3):
-                        while True:
-                            await client.fill()
+                    await client.quiet(seconds=1.0, max_time=rng.random() * 0.3)  # reads until the time is up
+                    if client.eof:
+                        raise EOFError("connection closed")
             finally:
-                figures.bytes_received += client.total
+                figures.bytes_received += len(client.received)
                 await client.aclose()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, EOFError, trio.TooSlowError) as exc:
             figures.churn_errors.append(f"{server.name}: {exc!r}")
@@ -597,18 +551,18 @@ async def ca_answers(port: int) -> bool:
     return False
 
 
-async def read_all(client: Client, piece: int = 1 << 20, pause: float = 0.0) -> None:
+async def read_all(client: Recording, piece: int = 1 << 20, pause: float = 0.0) -> None:
     while True:
-        await client.fill(piece)
+        await client.read(piece)
         if pause:
             await trio.sleep(pause)
 
 
-async def read_until_idle(client: Client, idle: float = 2.0, timeout: float = 120) -> None:
+async def read_until_idle(client: Recording, idle: float = 2.0, timeout: float = 120) -> None:
     with trio.fail_after(timeout):
         while True:
             with trio.move_on_after(idle):
-                await client.fill()
+                await client.read()
                 continue
             return
 
@@ -638,7 +592,7 @@ async def seq_runs(workdir: str, runs: int, result: dict) -> None:
     for body in run_bodies(seq.log):
         result["runs"] += 1
         result["complete"] += body == expected
-    result["traceback"] = "Traceback" in seq.stderr()
+    result["traceback"] = "Traceback" in seq.read_stderr()
     result["exit"] = await seq.stop()
 
 
@@ -654,7 +608,7 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
         stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     WORKERS.append(fuzz_process)
-    ca_port = free_port()
+    ca_port = free_port(udp=True)  # a CA server port is both TCP and UDP
     crash = Server("crash", ["--holdoff", "0", "--pv-prefix", CA_PREFIX, "0", "/bin/sh", "-c", "echo crash; exit 1"],
                    workdir, env=ca_env(ca_port))
     # The stalled client holds up to the client budget for as long as it stays: 8M (not the
@@ -673,19 +627,17 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
     await stream.start()
     assert stream.controller is not None and stream.log_port is not None
 
-    reader = await Client.connect(stream.control)
-    logger = await Client.connect(stream.log_port)
-    slow = await Client.connect(stream.control)
-    host, _, port = stream.control[4:].rpartition(":")
+    clients = {"reader": await connect(stream.control()), "log client": await connect(stream.log_port),
+               "slow client": await connect(stream.control())}
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.connect((host, int(port)))  # never reads
-    recordings = {}
-    for name, client in (("reader", reader), ("log client", logger), ("slow client", slow)):
+    stalled.connect(tcp_address(stream.control()))  # never reads
+    recorded: dict[str, Recording] = {}
+    for name, client in clients.items():
         await client.expect(OFFER)
-        assert not client.buf  # nothing was broadcast yet (-w)
-        recordings[name] = os.path.join(workdir, name.replace(" ", "-") + ".stream")
-        client.record = open(recordings[name], "wb")
+        # Recording asserts that nothing came after the greeting: nothing was broadcast yet (-w)
+        recorded[name] = Recording(client, os.path.join(workdir, name.replace(" ", "-") + ".stream"))
+    reader, logger, slow = recorded.values()
     await stream.controller.send(b"\x12")  # ^R: every reader was there before the first byte
     readers = trio.CancelScope()
 
@@ -737,10 +689,10 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
             nursery.cancel_scope.cancel()
     finally:
         stalled.close()
-        for client in (reader, logger, slow):
+        for client in clients.values():
             await client.aclose()
-            if client.record is not None:
-                client.record.close()
+        for recording in recorded.values():
+            recording.file.close()
 
     # -- the checks --
     complete = runs = lines = 0
@@ -758,10 +710,10 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 lines += count
     failures.check(runs >= 2 and complete == runs, f"stream runs intact: {complete} of {runs}")
     stream_checks = {}
-    for name, client in (("reader", reader), ("log client", logger), ("slow client", slow)):
-        ok, skipped, why = check_stream(recordings[name], stream.log)
+    for name, recording in recorded.items():
+        ok, skipped, why = check_stream(recording.path, stream.log)
         failures.check(ok, f"{name}'s stream equals the log but for announced skips: {why}")
-        stream_checks[name] = {"bytes": client.total, "skipped": skipped}
+        stream_checks[name] = {"bytes": recording.total, "skipped": skipped}
     for server in (crash, stream):
         start_m, end_m = server.measures["start"], server.measures["end"]
         failures.check(end_m["fds"] <= start_m["fds"] + FD_SLACK, f"{server.name}: fds {start_m['fds']} -> {end_m['fds']}")
@@ -778,8 +730,9 @@ async def soak(args: argparse.Namespace) -> tuple[dict, list[str]]:
     for server in (crash, stream):
         codes[server.name] = await server.stop()
         failures.check(codes[server.name] == 0, f"{server.name}: exit code {codes[server.name]} on SIGTERM")
-        failures.check("Traceback" not in server.stderr(), f"{server.name}: traceback on stderr:\n{server.stderr()[-2000:]}")
-        failures.check(not os.path.exists(os.path.join(workdir, f"{server.name}.info")), f"{server.name}: info file left")
+        failures.check("Traceback" not in server.read_stderr(),
+                       f"{server.name}: traceback on stderr:\n{server.read_stderr()[-2000:]}")
+        failures.check(not os.path.exists(server.info), f"{server.name}: info file left")
     failures.check(seq_result.get("runs", 0) >= args.seq_runs and seq_result.get("complete") == seq_result.get("runs"),
                    f"seq runs complete: {seq_result}")
     failures.check(not seq_result.get("traceback") and seq_result.get("exit") == 0, f"seq server: {seq_result}")
@@ -868,6 +821,7 @@ def main() -> int:
                     os.waitpid(server.process.pid, 0)
                 except (ProcessLookupError, ChildProcessError):
                     pass  # already gone and reaped
+        remove_short_tmpdirs()  # ServerProcess makes one each; its files are in the work directory
     print_report(report)
     if args.json:
         with open(args.json, "w") as f:
