@@ -446,6 +446,10 @@ class ServerUnderTest:
     def norm(self, data: bytes) -> bytes:
         return normalise(data, self.ctx)
 
+    def transcripts(self, **clients: Client) -> dict[str, bytes]:
+        """What each client received, normalised, under the name the scenario gives it."""
+        return {name: self.norm(client.transcript()) for name, client in clients.items()}
+
     def norm_exit(self, data: bytes) -> bytes:
         return canonical_exit_order(normalise(data, self.ctx))
 

@@ -86,11 +86,7 @@ async def scenario_two_controls_and_logger(
             for c in (c1, log, c2):
                 await c.expect(re.compile(rb"hello\r\n.*hello\r\n", re.S))
                 await c.quiet()
-        return {
-            "control1": srv.norm(c1.transcript()),
-            "log_client": srv.norm(log.transcript()),
-            "control2": srv.norm(c2.transcript()),
-        }
+        return srv.transcripts(control1=c1, log_client=log, control2=c2)
 
 
 async def scenario_logout(server_cmd: Sequence[str]) -> dict[str, bytes]:

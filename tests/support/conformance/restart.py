@@ -74,11 +74,7 @@ async def scenario_toggle(server_cmd: Sequence[str]) -> dict[str, bytes]:
                 await c.expect(b"Toggled auto restart to ON\r\n")
             for c in (c1, c2, log):
                 await c.quiet()
-        return {
-            "control1": srv.norm(c1.transcript()),
-            "control2": srv.norm(c2.transcript()),
-            "log_client": srv.norm(log.transcript()),
-        }
+        return srv.transcripts(control1=c1, control2=c2, log_client=log)
 
 
 async def scenario_noautorestart_then_R_then_Q(
@@ -237,11 +233,7 @@ async def scenario_toggle_cycle(server_cmd: Sequence[str]) -> dict[str, bytes]:
             await c2.expect(b"Toggled auto restart mode to ON\r\n")
             for c in (c1, c2, log):
                 await c.quiet()
-        return {
-            "control1": srv.norm(c1.transcript()),
-            "control2": srv.norm(c2.transcript()),
-            "log_client": srv.norm(log.transcript()),
-        }
+        return srv.transcripts(control1=c1, control2=c2, log_client=log)
 
 
 async def scenario_oneshot(server_cmd: Sequence[str]) -> dict[str, bytes]:
