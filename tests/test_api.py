@@ -81,3 +81,17 @@ def test_the_programs_show_the_librarys_warnings_on_stderr_as_bare_lines(restore
     log_to_stderr(logging.INFO)  # manage -v
     logging.getLogger("pyprocserv.manage").info("wrote /etc/x")
     assert capsys.readouterr().err == "wrote /etc/x\n"
+
+
+# The server's API as the README's Embedding section documents it; its parts are private.
+SERVER_API = {
+    "config", "status", "status_generation", "wait_status_change", "endpoints", "run", "serve_stream",
+    "start", "stop", "restart", "kill", "respawn", "shutdown", "toggle_autorestart", "set_restart_mode",
+    "set_watch_state", "reopen_log", "announce", "add_output_listener", "remove_output_listener",
+}
+
+
+def test_a_process_server_shows_its_api_and_none_of_its_parts():
+    server = pyprocserv.ProcessServer(pyprocserv.Config(command=("/bin/true",)))
+    shown = {name for name in dir(server) if not name.startswith("_")}
+    assert shown == SERVER_API  # no console, policy, supervisor or greeting to reach into

@@ -88,7 +88,7 @@ async def test_caproto_client_drives_stop_start_restart_toggle_kill(nursery, ca_
     server, console = await serve(nursery, "T2:", ("/bin/cat",), holdoff=1)
     first_pid = server.status.pid
     await ca_write("T2:STOP", 1)  # put with completion: returns once the child is gone
-    assert not server.status.running and server.policy.mode is RestartMode.OFF
+    assert not server.status.running and server.status.restart_mode is RestartMode.OFF
     assert await ca_read("T2:STATUS", as_string=True) == "Shutdown"
     assert await ca_read("T2:AUTORESTART", as_string=True) == "Off"
     assert await ca_read("T2:EXIT_CODE") == -9

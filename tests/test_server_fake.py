@@ -406,7 +406,7 @@ async def test_a_naws_update_costs_the_same_however_many_readers_are_attached(au
     await trio.testing.wait_all_tasks_blocked()
     bystanders = [Bystander() for _ in range(100)]
     for bystander in bystanders:  # newer than the flooder, and without a size of their own
-        server.console.attach(bystander)
+        server._console.attach(bystander)  # a reader that is not a session
     for width in range(100, 150):
         await flooder.send(naws(width, 40))
         await trio.testing.wait_all_tasks_blocked()
@@ -454,7 +454,7 @@ async def test_log_clients_cannot_type_or_command(autojump_clock, nursery):
     await logger.expect(b"\xfd\x22")
     await logger.send(b"hello\x18\x14")
     await trio.testing.wait_all_tasks_blocked()
-    assert child.input == b"" and child.signals == [] and server.policy.mode is RestartMode.ON
+    assert child.input == b"" and child.signals == [] and server.status.restart_mode is RestartMode.ON
     server.shutdown()
 
 

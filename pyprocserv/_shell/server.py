@@ -36,7 +36,7 @@ import trio
 
 from .._core import messages
 from .._core.config import Config
-from .._core.policy import RestartMode, RestartPolicy
+from .._core.policy import RestartMode
 from .._core.watchdog import WatchState
 from .._version import __version__
 from .child import spawn_pty_child
@@ -73,19 +73,19 @@ class ProcessServer:
         self._wanted_extras = None if extras is None else tuple(extras)
         self._bound = bound_endpoints
         self._log = log
-        self.server_dir = os.getcwd()
-        self.server_pid = os.getpid()
-        self.server_started_at = time.time()
+        self._server_dir = os.getcwd()
+        self._server_pid = os.getpid()
+        self._server_started_at = time.time()
         self._stdout: StdoutWriter | None = None
-        self.console = Console(history_lines=config.history)
+        self._console = Console(history_lines=config.history)
         self._lifecycle = Lifecycle()
         self._supervisor = ChildSupervisor(
             config,
-            self.console,
+            self._console,
             self._lifecycle,
             spawn=spawn or spawn_pty_child,
-            child_dir=config.chdir or self.server_dir,
-            procserv_info=lambda: procserv_info(self.server_pid, self._bound or []),
+            child_dir=config.chdir or self._server_dir,
+            procserv_info=lambda: procserv_info(self._server_pid, self._bound or []),
             changed=self._poke,
             end_server=self.shutdown,
         )
@@ -93,14 +93,10 @@ class ProcessServer:
         self._generation = 0  # counts status changes, so a watcher never misses one
         self._sessions = Sessions(self._poke)
         self._watch_state: tuple[WatchState, int] | None = None
-        self.extras = Supervisor(self.announce, self._poke)
+        self._extras = Supervisor(self.announce, self._poke)
 
     # -- public API ----------------------------------------------------------------------
 
-    @property
-    def policy(self) -> RestartPolicy:
-        """The restart policy, to read (it changes through this server's methods only)."""
-        return self._supervisor.policy
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -109,7 +105,7 @@ class ProcessServer:
 
     @property
     def status(self) -> Status:
-        users, loggers = self.console.counts()
+        users, loggers = self._console.counts()
         supervisor = self._supervisor
         policy = supervisor.policy
         last_exit = supervisor.last_exit
@@ -123,14 +119,14 @@ class ProcessServer:
             child_started_at=supervisor.started_at,
             last_exit_code=last_exit[0] if last_exit else None,
             last_exit_at=last_exit[1] if last_exit else None,
-            server_pid=self.server_pid,
-            server_started_at=self.server_started_at,
+            server_pid=self._server_pid,
+            server_started_at=self._server_started_at,
             users=users,
             loggers=loggers,
             endpoints=self.endpoints,
             watchdog=self._watch_state[0] if self._watch_state else None,
             watchdog_restarts=self._watch_state[1] if self._watch_state else 0,
-            extras=self.extras.snapshot(),
+            extras=self._extras.snapshot(),
         )
 
     @property
@@ -160,7 +156,7 @@ class ProcessServer:
     def toggle_autorestart(self) -> RestartMode:
         """^T: the next auto restart mode, announced on the console."""
         mode = self._supervisor.toggle()
-        self.console.broadcast(messages.toggled(mode, self.config.procserv_version))
+        self._console.broadcast(messages.toggled(mode, self.config.procserv_version))
         self._poke()
         return mode
 
@@ -168,7 +164,7 @@ class ProcessServer:
         """Set the auto restart mode; a change is announced as ^T announces it."""
         mode = RestartMode(mode)
         if self._supervisor.set_mode(mode):
-            self.console.broadcast(messages.toggled(mode, self.config.procserv_version))
+            self._console.broadcast(messages.toggled(mode, self.config.procserv_version))
             self._poke()
 
     def stop(self) -> None:
@@ -201,15 +197,15 @@ class ProcessServer:
 
     def announce(self, text: str, *, who: str = "pyprocserv") -> None:
         """An ``@@@ pyprocserv:`` (or ``@@@ WHO:``) line on every console and in the log."""
-        self.console.broadcast(messages.announcement(text, who))
+        self._console.broadcast(messages.announcement(text, who))
 
     def add_output_listener(self, listener: Callable[[bytes], None]) -> None:
         """Call ``listener`` with every chunk the console shows; it must never wait or raise."""
-        self.console.taps.append(listener)
+        self._console.taps.append(listener)
 
     def remove_output_listener(self, listener: Callable[[bytes], None]) -> None:
         try:
-            self.console.taps.remove(listener)
+            self._console.taps.remove(listener)
         except ValueError:
             pass
 
@@ -218,13 +214,15 @@ class ProcessServer:
         if self._log is not None:
             notice = self._log.reopen()
             if notice:
-                self.console.notify(notice)
+                self._console.notify(notice)
 
     async def serve_stream(self, stream: trio.abc.Stream, *, control: bool = True, telnet: bool = True) -> None:
         """Serve one client on any stream (the foreground terminal uses this)."""
-        await Session(self, self._supervisor, self._sessions, stream, control=control, telnet=telnet).run()
+        session = Session(self, self._console, self._greeting, self._supervisor, self._sessions, stream,
+                          control=control, telnet=telnet)
+        await session.run()
 
-    def greeting(self, *, control: bool) -> bytes:
+    def _greeting(self, *, control: bool) -> bytes:
         """What a new client reads first (without the telnet offer)."""
         config = self.config
         keys = config.keys
@@ -234,19 +232,19 @@ class ProcessServer:
         if control:
             text += messages.welcome(config.version_text or f"pyprocserv {__version__}")
             text += messages.usage(keys.kill, supervisor.policy.mode, keys.toggle, keys.logout, config.procserv_version)
-        text += messages.server_info(self.server_pid, self.server_dir, supervisor.child_dir, name, config.started_as)
+        text += messages.server_info(self._server_pid, self._server_dir, supervisor.child_dir, name, config.started_as)
         if config.procserv_version != "2.7" and config.logfile:
             log = self._log
             opened = not (isinstance(log, LogFile) and log.failing is not None)
             text += messages.child_log_file(config.logfile, opened)
         pid = supervisor.pid
         text += messages.child_pid(name, pid) if pid is not None else messages.child_shut_down(name)
-        text += messages.started_at(config.timefmt, self.server_started_at, name, supervisor.started_at)
+        text += messages.started_at(config.timefmt, self._server_started_at, name, supervisor.started_at)
         log = self._log
         if log is not None and log.failing is not None and isinstance(log, LogFile):
             text += messages.log_error(log.path, log.failing)
         if control:
-            text += messages.connected(*self.console.counts())
+            text += messages.connected(*self._console.counts())
         if pid is None:
             text += commands_line(keys)
         return text
@@ -269,8 +267,8 @@ class ProcessServer:
         """
         config = self.config
         lifecycle = self._lifecycle
-        self.server_pid = os.getpid()
-        self.server_started_at = time.time()
+        self._server_pid = os.getpid()
+        self._server_started_at = time.time()
         if self._bound is None:
             self._bound = bind_all(
                 config.control,
@@ -292,12 +290,12 @@ class ProcessServer:
                 await self._start_extras(nursery)
                 await lifecycle.reached(Phase.SERVING)
                 if config.info_file and not lifecycle.stopping:  # once we serve: tools may take it as "ready"
-                    write_info_file(config.info_file, config.program_name, self.server_pid, self._bound)
+                    write_info_file(config.info_file, config.program_name, self._server_pid, self._bound)
                 await self._start_status_file(nursery)
                 task_status.started(self)
                 await lifecycle.reached(Phase.STOPPING)
                 await self._supervisor.stop()
-                await self._sessions.close(self.console)
+                await self._sessions.close(self._console)
                 if self._stdout is not None:
                     self._stdout.close()
                     with trio.move_on_after(FLUSH_MAX):
@@ -323,9 +321,9 @@ class ProcessServer:
         for extra in config_extras(self.config) if wanted is None else wanted:
             run = functools.partial(extra.run, self)
             if extra.awaited:
-                await nursery.start(self.extras.run, extra.name, run)
+                await nursery.start(self._extras.run, extra.name, run)
             else:
-                nursery.start_soon(self.extras.run, extra.name, run)
+                nursery.start_soon(self._extras.run, extra.name, run)
 
     async def _start_status_file(self, nursery: trio.Nursery) -> None:
         path = self.config.status_file
@@ -335,7 +333,7 @@ class ProcessServer:
                 task_status.started()
                 await keep_status_file(self, path)
 
-            await nursery.start(self.extras.run, "status file", status_file)
+            await nursery.start(self._extras.run, "status file", status_file)
 
     def _open_outputs(self) -> None:
         config = self.config
@@ -346,15 +344,15 @@ class ProcessServer:
             self._log = LogFile(config.logfile)
             if self._log.failing:
                 logger.error(f"{config.program_name}: unable to open log file {config.logfile}")
-        self.console.log = self._stdout if log_to_stdout else self._log
+        self._console.log = self._stdout if log_to_stdout else self._log
         # nobody may be connected when the log starts failing: say it on stderr too (-f, -d, units)
-        self.console.on_log_notice = lambda notice: logger.error(notice.decode(errors="replace").strip())
+        self._console.on_log_notice = lambda notice: logger.error(notice.decode(errors="replace").strip())
         if config.echo_to_stdout and not log_to_stdout and self._stdout is not None:
-            self.console.echo = self._stdout.write
-        self.console.budget = config.client_budget
+            self._console.echo = self._stdout.write
+        self._console.budget = config.client_budget
         if config.logstamp is not None:
             stamp_format = config.logstamp
-            self.console.stamp = lambda: os.fsencode(messages.format_time(stamp_format, time.time()))
+            self._console.stamp = lambda: os.fsencode(messages.format_time(stamp_format, time.time()))
 
     def _poke(self) -> None:
         """Something the supervisor or a status watcher cares about changed."""

@@ -42,12 +42,9 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class Host(Protocol):
-    """The commands and texts a session needs of its server (``ProcessServer`` is one)."""
+    """The commands a session needs of its server (``ProcessServer`` is one)."""
 
     config: Config
-    console: Console
-
-    def greeting(self, *, control: bool) -> bytes: ...
 
     def start(self) -> None: ...
 
@@ -90,6 +87,8 @@ class Session:
     def __init__(
         self,
         host: Host,
+        console: Console,
+        greeting: Callable[..., bytes],  # greeting(control=...): the first bytes a client gets
         supervisor: ChildSupervisor,
         sessions: Sessions,
         stream: trio.abc.Stream,
@@ -105,6 +104,8 @@ class Session:
             stamped=not control and config.logstamp is not None,
         )
         self._host = host
+        self._console = console
+        self._greeting = greeting
         self._supervisor = supervisor
         self._sessions = sessions
         self._stream = stream
@@ -118,10 +119,9 @@ class Session:
 
     async def run(self) -> None:
         """Greet, attach to the console, serve until either side ends; then let go of everything."""
-        host = self._host
-        console = host.console
+        console = self._console
         reader = self.reader
-        first = host.greeting(control=reader.control)
+        first = self._greeting(control=reader.control)
         if self._codec is not None:
             first += self._codec.initiate()
         reader.outbox.put(first, bounded=False)
@@ -205,13 +205,13 @@ class Session:
 
     def _apply_pending_size(self) -> None:
         if self._pending_size is not None:
-            self._host.console.report_window_size(self.reader, self._pending_size)
+            self._console.report_window_size(self.reader, self._pending_size)
             self._pending_size = None
             self.resize()
 
     def resize(self) -> None:
         """Size the pty as the console says (the newest control client's report)."""
-        self._supervisor.resize(self._host.console.newest_window_size())
+        self._supervisor.resize(self._console.newest_window_size())
 
     def _typed(self, data: bytes) -> bool:
         """Act on a control client's keys; True when it logged out."""
@@ -230,7 +230,7 @@ class Session:
                 # Gone at once, as procServ closes it before anything else happens: not even
                 # the echo of what it typed before the logout key reaches it.
                 logout = True
-                host.console.detach(reader)
+                self._console.detach(reader)
             elif key is Key.TOGGLE:
                 host.toggle_autorestart()
             elif key is Key.KILL and running:
