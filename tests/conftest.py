@@ -13,6 +13,7 @@ import inspect
 import pytest
 import trio
 
+from support.fakes import FakeSpawner, fake_server
 from support.launch import remove_short_tmpdirs
 from support.ports import free_port
 
@@ -73,3 +74,19 @@ def ca_env(monkeypatch):
         sock.close()
     client.sockets.clear()
     client.global_circuits.clear()
+
+
+@pytest.fixture
+def spawner() -> FakeSpawner:
+    """The fake child's spawner, for servers on the virtual clock: what it started, and when."""
+    return FakeSpawner()
+
+
+@pytest.fixture
+def started_server(nursery, spawner):
+    """``await started_server(**config)``: a running server whose children are ``spawner``'s."""
+
+    async def start(**overrides):
+        return await nursery.start(fake_server(spawner, **overrides).run)
+
+    return start

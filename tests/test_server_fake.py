@@ -15,14 +15,9 @@ import trio
 import trio.testing
 
 from support.client import Client, attach
-from support.fakes import FakeSpawner
-from pyprocserv import Config, KeyMap, ProcessServer, RestartMode
+from support.fakes import FakeSpawner, fake_server
+from pyprocserv import KeyMap, ProcessServer, RestartMode
 from pyprocserv._shell.console import Outbox
-
-def make(spawner: FakeSpawner, **overrides) -> ProcessServer:
-    options = dict(command=("/bin/cat",), name="mychild", holdoff=15)
-    options.update(overrides)
-    return ProcessServer(Config(**options), spawn=spawner)
 
 
 class ExitCode:
@@ -52,9 +47,10 @@ async def started(nursery: trio.Nursery, server: ProcessServer) -> ProcessServer
     return server
 
 
-async def test_control_greeting_is_procservs_text_with_the_telnet_offer_last(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner))
+async def test_control_greeting_is_procservs_text_with_the_telnet_offer_last(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server()
     child = await spawner.wait_for(1)
     client = attach(nursery, server)
     greeting = await client.expect(b"\xff\xfb\x01\xff\xfd\x22")
@@ -76,9 +72,8 @@ async def test_control_greeting_is_procservs_text_with_the_telnet_offer_last(aut
     server.shutdown()
 
 
-async def test_log_client_greeting_has_no_welcome_keys_or_counts(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, restart_mode=RestartMode.OFF, wait=True))
+async def test_log_client_greeting_has_no_welcome_keys_or_counts(autojump_clock, nursery, started_server):
+    server = await started_server(restart_mode=RestartMode.OFF, wait=True)
     client = attach(nursery, server, control=False)
     greeting = await client.expect(b"\xff\xfb\x01\xff\xfd\x22")
     assert greeting.startswith(b"@@@ procServ server PID: ")
@@ -88,8 +83,8 @@ async def test_log_client_greeting_has_no_welcome_keys_or_counts(autojump_clock,
     server.shutdown()
 
 
-async def test_counts_exclude_the_new_client_and_count_loggers(autojump_clock, nursery):
-    server = await started(nursery, make(FakeSpawner()))
+async def test_counts_exclude_the_new_client_and_count_loggers(autojump_clock, nursery, started_server):
+    server = await started_server()
     first = attach(nursery, server)
     await first.expect(b"(plus you)")
     logger = attach(nursery, server, control=False)
@@ -99,9 +94,10 @@ async def test_counts_exclude_the_new_client_and_count_loggers(autojump_clock, n
     server.shutdown()
 
 
-async def test_restart_comes_one_holdoff_after_the_previous_start_not_after_the_exit(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    await started(nursery, make(spawner, holdoff=15))
+async def test_restart_comes_one_holdoff_after_the_previous_start_not_after_the_exit(
+    autojump_clock, nursery, started_server, spawner,
+):
+    await started_server(holdoff=15)
     first = await spawner.wait_for(1)
     await trio.sleep(3)
     first.exit(1)
@@ -109,9 +105,10 @@ async def test_restart_comes_one_holdoff_after_the_previous_start_not_after_the_
     assert spawner.start_times[1] - spawner.start_times[0] == pytest.approx(15, abs=0.01)
 
 
-async def test_child_that_ran_longer_than_the_holdoff_restarts_at_once(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    await started(nursery, make(spawner, holdoff=2))
+async def test_child_that_ran_longer_than_the_holdoff_restarts_at_once(
+    autojump_clock, nursery, started_server, spawner,
+):
+    await started_server(holdoff=2)
     first = await spawner.wait_for(1)
     await trio.sleep(10)
     exit_time = trio.current_time()
@@ -120,9 +117,10 @@ async def test_child_that_ran_longer_than_the_holdoff_restarts_at_once(autojump_
     assert spawner.start_times[1] - exit_time < 0.01
 
 
-async def test_kill_key_signals_the_group_and_the_console_shows_procservs_restart_block(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, holdoff=0, kill_signal=signal.SIGTERM))
+async def test_kill_key_signals_the_group_and_the_console_shows_procservs_restart_block(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(holdoff=0, kill_signal=signal.SIGTERM)
     first = await spawner.wait_for(1)
     client = attach(nursery, server)
     await client.expect(b"\xfd\x22")
@@ -145,9 +143,8 @@ async def test_kill_key_signals_the_group_and_the_console_shows_procservs_restar
     server.shutdown()
 
 
-async def test_toggle_off_means_no_restart_until_ctrl_r(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, holdoff=0))
+async def test_toggle_off_means_no_restart_until_ctrl_r(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(holdoff=0)
     first = await spawner.wait_for(1)
     client = attach(nursery, server)
     await client.expect(b"\xfd\x22")
@@ -170,9 +167,8 @@ async def test_toggle_off_means_no_restart_until_ctrl_r(autojump_clock, nursery)
     server.shutdown()
 
 
-async def test_noautorestart_starts_once_then_ctrl_r_then_ctrl_q_quits(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = make(spawner, restart_mode=RestartMode.OFF)
+async def test_noautorestart_starts_once_then_ctrl_r_then_ctrl_q_quits(autojump_clock, nursery, spawner):
+    server = fake_server(spawner, restart_mode=RestartMode.OFF)
     exited = ExitCode(nursery, server)
     first = await spawner.wait_for(1)
     first.exit(3)
@@ -191,9 +187,8 @@ async def test_noautorestart_starts_once_then_ctrl_r_then_ctrl_q_quits(autojump_
     assert exited.returned == [0]
 
 
-async def test_ctrl_q_while_a_child_runs_goes_to_the_child(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner))
+async def test_ctrl_q_while_a_child_runs_goes_to_the_child(autojump_clock, nursery, started_server, spawner):
+    server = await started_server()
     child = await spawner.wait_for(1)
     client = attach(nursery, server)
     await client.expect(b"\xfd\x22")
@@ -203,9 +198,8 @@ async def test_ctrl_q_while_a_child_runs_goes_to_the_child(autojump_clock, nurse
     server.shutdown()
 
 
-async def test_wait_mode_starts_nothing_until_ctrl_x(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, wait=True))
+async def test_wait_mode_starts_nothing_until_ctrl_x(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(wait=True)
     await trio.sleep(100)
     assert spawner.children == []
     client = attach(nursery, server)
@@ -217,9 +211,10 @@ async def test_wait_mode_starts_nothing_until_ctrl_x(autojump_clock, nursery):
 
 
 @pytest.mark.parametrize("returncode, code", [(7, 7), (0, 0), (-9, 137), (-15, 143)])
-async def test_oneshot_exits_with_the_childs_code_and_128_plus_signal(autojump_clock, nursery, returncode, code):
-    spawner = FakeSpawner()
-    server = make(spawner, restart_mode=RestartMode.ONESHOT)
+async def test_oneshot_exits_with_the_childs_code_and_128_plus_signal(
+    autojump_clock, nursery, returncode, code, spawner,
+):
+    server = fake_server(spawner, restart_mode=RestartMode.ONESHOT)
     exited = ExitCode(nursery, server)
     child = await spawner.wait_for(1)
     start = trio.current_time()
@@ -231,7 +226,7 @@ async def test_oneshot_exits_with_the_childs_code_and_128_plus_signal(autojump_c
 
 async def test_shutdown_sends_killsig_then_sigkill_at_once_without_a_grace_period(autojump_clock, nursery):
     spawner = FakeSpawner(exit_on_signal=False)
-    server = await started(nursery, make(spawner, kill_signal=signal.SIGTERM))
+    server = await nursery.start(fake_server(spawner, kill_signal=signal.SIGTERM).run)
     child = await spawner.wait_for(1)
     logger = attach(nursery, server, control=False)
     await logger.expect(b"\xfd\x22")
@@ -245,7 +240,7 @@ async def test_shutdown_sends_killsig_then_sigkill_at_once_without_a_grace_perio
 
 async def test_grace_period_waits_for_the_child_then_kills_it(autojump_clock, nursery):
     spawner = FakeSpawner(exit_on_signal=False)
-    server = make(spawner, kill_signal=signal.SIGTERM, grace_period=5)
+    server = fake_server(spawner, kill_signal=signal.SIGTERM, grace_period=5)
     nursery.start_soon(server.run)
     child = await spawner.wait_for(1)
     logger = attach(nursery, server, control=False)
@@ -259,9 +254,9 @@ async def test_grace_period_waits_for_the_child_then_kills_it(autojump_clock, nu
     assert b"@@@ Child process is shutting down, oneshot mode: server will exit\r\n" in tail
 
 
-async def test_grace_period_ends_early_when_the_child_leaves(autojump_clock, nursery):
-    spawner = FakeSpawner()  # leaves on the first signal
-    server = make(spawner, kill_signal=signal.SIGTERM, grace_period=30)
+async def test_grace_period_ends_early_when_the_child_leaves(autojump_clock, nursery, spawner):
+    # the fixture's spawner: its children leave on the first signal
+    server = fake_server(spawner, kill_signal=signal.SIGTERM, grace_period=30)
     nursery.start_soon(server.run)
     child = await spawner.wait_for(1)
     start = trio.current_time()
@@ -272,9 +267,10 @@ async def test_grace_period_ends_early_when_the_child_leaves(autojump_clock, nur
     assert trio.current_time() - start < 1
 
 
-async def test_output_written_before_the_exit_is_delivered_before_the_exit_messages(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, holdoff=0))
+async def test_output_written_before_the_exit_is_delivered_before_the_exit_messages(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(holdoff=0)
     child = await spawner.wait_for(1)
     client = attach(nursery, server)
     await client.expect(b"\xfd\x22")
@@ -285,9 +281,10 @@ async def test_output_written_before_the_exit_is_delivered_before_the_exit_messa
     server.shutdown()
 
 
-async def test_a_client_that_cannot_keep_up_loses_old_output_and_is_told_so(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, client_queue_limit=1000))
+async def test_a_client_that_cannot_keep_up_loses_old_output_and_is_told_so(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(client_queue_limit=1000)
     child = await spawner.wait_for(1)
     slow_side, server_side = trio.testing.lockstep_stream_pair()  # no buffering at all
     nursery.start_soon(server.serve_stream, server_side)
@@ -303,9 +300,10 @@ async def test_a_client_that_cannot_keep_up_loses_old_output_and_is_told_so(auto
     server.shutdown()
 
 
-async def test_input_for_a_child_that_does_not_read_is_dropped_with_one_notice(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, input_queue_limit=100))
+async def test_input_for_a_child_that_does_not_read_is_dropped_with_one_notice(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(input_queue_limit=100)
     child = await spawner.wait_for(1)
     child.reading = False
     client = attach(nursery, server)
@@ -320,9 +318,10 @@ async def test_input_for_a_child_that_does_not_read_is_dropped_with_one_notice(a
     server.shutdown()
 
 
-async def test_new_clients_get_the_last_history_lines_after_the_greeting(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, history=3))
+async def test_new_clients_get_the_last_history_lines_after_the_greeting(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(history=3)
     child = await spawner.wait_for(1)
     child.say(b"one\r\ntwo\r\nthree\r\nfour\r\npart")
     await trio.testing.wait_all_tasks_blocked()
@@ -332,9 +331,8 @@ async def test_new_clients_get_the_last_history_lines_after_the_greeting(autojum
     server.shutdown()
 
 
-async def test_no_history_by_default(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner))
+async def test_no_history_by_default(autojump_clock, nursery, started_server, spawner):
+    server = await started_server()
     child = await spawner.wait_for(1)
     child.say(b"one\r\n")
     await trio.testing.wait_all_tasks_blocked()
@@ -344,9 +342,8 @@ async def test_no_history_by_default(autojump_clock, nursery):
     server.shutdown()
 
 
-async def test_naws_of_the_newest_control_client_sizes_the_pty(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, holdoff=0))
+async def test_naws_of_the_newest_control_client_sizes_the_pty(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(holdoff=0)
     child = await spawner.wait_for(1)
     older = attach(nursery, server)
     await older.expect(b"\xfd\x22")
@@ -396,9 +393,10 @@ class Bystander:
         return None
 
 
-async def test_a_naws_update_costs_the_same_however_many_readers_are_attached(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner))
+async def test_a_naws_update_costs_the_same_however_many_readers_are_attached(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server()
     child = await spawner.wait_for(1)
     flooder = attach(nursery, server)
     await flooder.expect(b"\xfd\x22")
@@ -415,9 +413,10 @@ async def test_a_naws_update_costs_the_same_however_many_readers_are_attached(au
     server.shutdown()
 
 
-async def test_a_burst_of_window_sizes_resizes_the_pty_once_to_the_last_size(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner))
+async def test_a_burst_of_window_sizes_resizes_the_pty_once_to_the_last_size(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server()
     child = await spawner.wait_for(1)
     client = attach(nursery, server)
     await client.expect(b"\xfd\x22")
@@ -433,10 +432,11 @@ async def test_a_burst_of_window_sizes_resizes_the_pty_once_to_the_last_size(aut
     server.shutdown()
 
 
-async def test_iac_is_doubled_for_clients_but_not_in_the_log(autojump_clock, nursery, tmp_path):
-    spawner = FakeSpawner()
+async def test_iac_is_doubled_for_clients_but_not_in_the_log(
+    autojump_clock, nursery, tmp_path, started_server, spawner,
+):
     log = tmp_path / "log"
-    server = await started(nursery, make(spawner, logfile=str(log)))
+    server = await started_server(logfile=str(log))
     child = await spawner.wait_for(1)
     client = attach(nursery, server)
     await client.expect(b"\xfd\x22")
@@ -446,9 +446,8 @@ async def test_iac_is_doubled_for_clients_but_not_in_the_log(autojump_clock, nur
     server.shutdown()
 
 
-async def test_log_clients_cannot_type_or_command(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner))
+async def test_log_clients_cannot_type_or_command(autojump_clock, nursery, started_server, spawner):
+    server = await started_server()
     child = await spawner.wait_for(1)
     logger = attach(nursery, server, control=False)
     await logger.expect(b"\xfd\x22")
@@ -458,9 +457,8 @@ async def test_log_clients_cannot_type_or_command(autojump_clock, nursery):
     server.shutdown()
 
 
-async def test_logout_key_closes_only_that_connection(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, keys=KeyMap(logout=4)))
+async def test_logout_key_closes_only_that_connection(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(keys=KeyMap(logout=4))
     child = await spawner.wait_for(1)
     leaving = attach(nursery, server)
     staying = attach(nursery, server)
@@ -475,10 +473,11 @@ async def test_logout_key_closes_only_that_connection(autojump_clock, nursery):
     server.shutdown()
 
 
-async def test_log_file_has_child_output_and_messages_but_no_greeting(autojump_clock, nursery, tmp_path):
-    spawner = FakeSpawner()
+async def test_log_file_has_child_output_and_messages_but_no_greeting(
+    autojump_clock, nursery, tmp_path, started_server, spawner,
+):
     log = tmp_path / "log"
-    server = await started(nursery, make(spawner, logfile=str(log), holdoff=0))
+    server = await started_server(logfile=str(log), holdoff=0)
     child = await spawner.wait_for(1)
     client = attach(nursery, server)
     await client.expect(b"\xfd\x22")
@@ -493,10 +492,11 @@ async def test_log_file_has_child_output_and_messages_but_no_greeting(autojump_c
     server.shutdown()
 
 
-async def test_logstamp_stamps_log_file_and_log_clients_but_never_control_clients(autojump_clock, nursery, tmp_path):
-    spawner = FakeSpawner()
+async def test_logstamp_stamps_log_file_and_log_clients_but_never_control_clients(
+    autojump_clock, nursery, tmp_path, started_server, spawner,
+):
     log = tmp_path / "log"
-    server = await started(nursery, make(spawner, logfile=str(log), logstamp="<%Y> "))
+    server = await started_server(logfile=str(log), logstamp="<%Y> ")
     child = await spawner.wait_for(1)
     control = attach(nursery, server)
     logger = attach(nursery, server, control=False)
@@ -511,9 +511,8 @@ async def test_logstamp_stamps_log_file_and_log_clients_but_never_control_client
     server.shutdown()
 
 
-async def test_status_and_api_follow_the_console(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, holdoff=0))
+async def test_status_and_api_follow_the_console(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(holdoff=0)
     first = await spawner.wait_for(1)
     status = server.status
     assert status.running and status.pid == first.pid and status.restart_mode is RestartMode.ON
@@ -536,9 +535,8 @@ async def test_status_and_api_follow_the_console(autojump_clock, nursery):
     server.shutdown()
 
 
-async def test_wait_status_change_wakes_on_a_start(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, wait=True))
+async def test_wait_status_change_wakes_on_a_start(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(wait=True)
     woke = []
 
     async def watch() -> None:
@@ -555,9 +553,8 @@ async def test_wait_status_change_wakes_on_a_start(autojump_clock, nursery):
     server.shutdown()
 
 
-async def test_a_child_started_as_shutdown_begins_is_still_stopped(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = make(spawner)
+async def test_a_child_started_as_shutdown_begins_is_still_stopped(autojump_clock, nursery, spawner):
+    server = fake_server(spawner)
     exited = ExitCode(nursery, server)
     await trio.testing.wait_all_tasks_blocked()
     server.shutdown()
@@ -565,9 +562,8 @@ async def test_a_child_started_as_shutdown_begins_is_still_stopped(autojump_cloc
     assert len(spawner.children) == 1 and spawner.children[0].exited  # started, then stopped
 
 
-async def test_cancelling_run_kills_the_child(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = make(spawner)
+async def test_cancelling_run_kills_the_child(autojump_clock, nursery, spawner):
+    server = fake_server(spawner)
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as inner:
             await inner.start(server.run)
@@ -579,9 +575,10 @@ async def test_cancelling_run_kills_the_child(autojump_clock, nursery):
 # -- the procServ 2.8 dialect (--procserv-version 2.8) ------------------------------------------
 
 
-async def test_procserv_2_8_toggle_cycles_through_oneshot_and_status_follows(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = await started(nursery, make(spawner, procserv_version="2.8"))
+async def test_procserv_2_8_toggle_cycles_through_oneshot_and_status_follows(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(procserv_version="2.8")
     await spawner.wait_for(1)
     client = attach(nursery, server)
     assert b", auto restart mode is ON, " in await client.expect(b"\xfd\x22")
@@ -592,10 +589,9 @@ async def test_procserv_2_8_toggle_cycles_through_oneshot_and_status_follows(aut
     server.shutdown()
 
 
-async def test_procserv_2_8_greeting_names_the_log_file(autojump_clock, nursery, tmp_path):
-    spawner = FakeSpawner()
+async def test_procserv_2_8_greeting_names_the_log_file(autojump_clock, nursery, tmp_path, started_server, spawner):
     path = str(tmp_path / "ioc.log")
-    server = await started(nursery, make(spawner, procserv_version="2.8", logfile=path))
+    server = await started_server(procserv_version="2.8", logfile=path)
     child = await spawner.wait_for(1)
     for control in (True, False):
         greeting = await attach(nursery, server, control=control).expect(b"\xfd\x22")
@@ -604,9 +600,8 @@ async def test_procserv_2_8_greeting_names_the_log_file(autojump_clock, nursery,
     server.shutdown()
 
 
-async def test_procserv_2_8_toggling_to_oneshot_while_shut_down_ends_the_server(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = make(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
+async def test_procserv_2_8_toggling_to_oneshot_while_shut_down_ends_the_server(autojump_clock, nursery, spawner):
+    server = fake_server(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
     exited = ExitCode(nursery, server)
     (await spawner.wait_for(1)).exit(4)
     client = attach(nursery, server)
@@ -618,9 +613,8 @@ async def test_procserv_2_8_toggling_to_oneshot_while_shut_down_ends_the_server(
     assert len(spawner.children) == 1
 
 
-async def test_procserv_2_8_ctrl_q_exits_with_the_last_childs_status(autojump_clock, nursery):
-    spawner = FakeSpawner()
-    server = make(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
+async def test_procserv_2_8_ctrl_q_exits_with_the_last_childs_status(autojump_clock, nursery, spawner):
+    server = fake_server(spawner, procserv_version="2.8", restart_mode=RestartMode.OFF)
     exited = ExitCode(nursery, server)
     (await spawner.wait_for(1)).exit(5)
     client = attach(nursery, server)

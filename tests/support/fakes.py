@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import trio
 
+from pyprocserv import Config, ProcessServer
+
 
 class FakeChild:
     """A child without a process: output is fed by the test, input is recorded."""
@@ -99,3 +101,11 @@ class FakeSpawner:
         while len(self.children) < count:
             await self._spawned.park()
         return self.children[count - 1]
+
+
+def fake_server(spawner: FakeSpawner, **overrides: object) -> ProcessServer:
+    """A server whose children are ``spawner``'s: /bin/cat named mychild, procServ's 15 s holdoff,
+    unless ``overrides`` (Config fields) say otherwise."""
+    options: dict[str, object] = dict(command=("/bin/cat",), name="mychild", holdoff=15)
+    options.update(overrides)
+    return ProcessServer(Config(**options), spawn=spawner)  # type: ignore[arg-type]
