@@ -255,3 +255,13 @@ def test_an_unknown_action_or_role_is_never_a_silent_yes():
     with pytest.raises(ValueError, match="unknown web action 'restart'"):
         may(WebUser("u", OPERATOR, HASH), "restart", "ioc1")
     assert not any(may(WebUser("u", "root", HASH), action, "ioc1") for action in ACTIONS)
+
+
+def test_a_hash_is_one_text_only_its_key_with_unused_bits_set_is_refused():
+    """Two texts of one hash would let an edited file pass a review that compares texts."""
+    *head, key = HASH.split("$")
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(key[-1])
+    twin = "$".join([*head, key[:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last | 1]])
+    assert not verify_password(twin, "secret")
+    with pytest.raises(CredentialsError, match="base64url"):
+        parse(f"alice:viewer:{twin}\n")
