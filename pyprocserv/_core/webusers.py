@@ -12,9 +12,11 @@ Rules:
 3. HASH is self-describing: ``scrypt$N$R$P$SALT$KEY`` with SALT and KEY in unpadded base64url.
    The parameters are read from each hash, so raising them later leaves old hashes valid; they
    are bounded (N a power of two up to 2**20, 128*N*R at most 256 MiB, P at most 16) so a
-   hand-edited file cannot make a login take minutes. The default, N=2**14 R=8 P=1 (16 MiB),
-   takes about 60 ms on a 2-core 2020s server: slow enough for guessing offline, fast enough
-   for a login. Passwords are UTF-8, lone surrogates kept (``surrogatepass``), not normalised.
+   hand-edited file cannot make a login take minutes. The default, N=2**15 R=8 P=1, takes
+   32 MiB and about 60 ms on the project's 2-core build machine (``bench/web_password_hash.py``):
+   slow for guessing offline, not felt at a login. A server should verify one login at a time,
+   off its event loop, so a burst of logins costs time, not memory. Passwords are UTF-8, lone
+   surrogates kept (``surrogatepass``), not normalised.
 4. Any bad line makes the whole file refused with :class:`CredentialsError`, which names the
    file, the line and what to fix: a half-read credentials file is never used.
 5. :func:`verify_password` compares in constant time; :func:`authenticate` spends the same
@@ -52,7 +54,7 @@ _ROLE_ACTIONS = {
     OPERATOR: ACTIONS,
 }
 
-DEFAULT_N, DEFAULT_R, DEFAULT_P = 2**14, 8, 1
+DEFAULT_N, DEFAULT_R, DEFAULT_P = 2**15, 8, 1
 MAX_N, MAX_P, MAX_MEMORY = 2**20, 16, 256 * 1024 * 1024
 SALT_BYTES, KEY_BYTES = 16, 32
 MAX_PASSWORD_BYTES = 4096
