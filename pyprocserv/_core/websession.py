@@ -21,8 +21,6 @@ Rules:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -30,6 +28,8 @@ import re
 import secrets
 from dataclasses import dataclass
 from typing import final
+
+from . import base64url
 
 KEY_BYTES = 32
 MAX_TOKEN_CHARS = 1024
@@ -61,20 +61,6 @@ def _check_key(key: bytes) -> None:
         raise ValueError(f"the web session key has {len(key)} bytes; use {KEY_BYTES} random bytes or more")
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _b64decode(text: str) -> bytes:
-    """Unpadded base64url, canonical only: unused low bits set make another text of one value."""
-    if not _B64.fullmatch(text):
-        raise ValueError("not base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64encode(data) != text:
-        raise ValueError("not canonical base64url")
-    return data
-
-
 def _mac(key: bytes, label: bytes, text: str) -> bytes:
     return hmac.new(key, label + text.encode("ascii"), hashlib.sha256).digest()
 
@@ -84,8 +70,8 @@ def issue_session(key: bytes, user: str, role: str, now: float, lifetime: float)
     _check_key(key)
     issued = int(now)
     payload = [1, user, role, issued, issued + max(1, int(lifetime)), secrets.token_urlsafe(12)]
-    body = _b64encode(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
-    return f"{body}.{_b64encode(_mac(key, _SESSION_LABEL, body))}"
+    body = base64url.encode(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    return f"{body}.{base64url.encode(_mac(key, _SESSION_LABEL, body))}"
 
 
 def verify_session(key: bytes, token: str, now: float) -> Session | None:
@@ -95,11 +81,11 @@ def verify_session(key: bytes, token: str, now: float) -> Session | None:
         return None
     body, signature = token.split(".")
     try:
-        given = _b64decode(signature)
+        given = base64url.decode(signature)
         if not hmac.compare_digest(given, _mac(key, _SESSION_LABEL, body)):
             return None
-        payload = json.loads(_b64decode(body))
-    except (ValueError, binascii.Error, UnicodeError):
+        payload = json.loads(base64url.decode(body))
+    except ValueError:
         return None
     if not (isinstance(payload, list) and len(payload) == 6 and payload[0] == 1):
         return None
@@ -116,7 +102,7 @@ def verify_session(key: bytes, token: str, now: float) -> Session | None:
 def csrf_token(key: bytes, session_token: str) -> str:
     """The CSRF token that goes with ``session_token`` (rule 4)."""
     _check_key(key)
-    return _b64encode(_mac(key, _CSRF_LABEL, session_token))
+    return base64url.encode(_mac(key, _CSRF_LABEL, session_token))
 
 
 def check_csrf(key: bytes, session_token: str, candidate: str | None) -> bool:

@@ -27,8 +27,6 @@ Rules:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -37,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import final
 
+from . import base64url
 from .errors import PyprocservError
 
 VIEWER = "viewer"
@@ -61,7 +60,6 @@ MAX_PASSWORD_BYTES = 4096
 
 _NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 _IOC = re.compile(r"[!-~]{1,256}")  # printable ASCII, no space; ':' and ',' checked apart
-_B64 = re.compile(r"[A-Za-z0-9_-]+")
 _DECIMAL = re.compile(r"[1-9][0-9]{0,9}")
 
 
@@ -83,20 +81,6 @@ class WebUser:
 # -- passwords -----------------------------------------------------------------------------------
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _b64decode(text: str) -> bytes:
-    """Unpadded base64url, canonical only: unused low bits set make another text of one value."""
-    if not _B64.fullmatch(text):
-        raise ValueError("not base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64encode(data) != text:
-        raise ValueError("not canonical base64url")
-    return data
-
-
 def _password_bytes(password: str) -> bytes:
     data = password.encode("utf-8", "surrogatepass")
     if not data:
@@ -115,7 +99,7 @@ def hash_password(password: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: i
     _check_parameters(n, r, p)
     salt = secrets.token_bytes(SALT_BYTES)
     key = _scrypt(_password_bytes(password), salt, n, r, p, KEY_BYTES)
-    return f"scrypt${n}${r}${p}${_b64encode(salt)}${_b64encode(key)}"
+    return f"scrypt${n}${r}${p}${base64url.encode(salt)}${base64url.encode(key)}"
 
 
 def _check_parameters(n: int, r: int, p: int) -> None:
@@ -137,8 +121,8 @@ def _parse_hash(text: str) -> tuple[int, int, int, bytes, bytes]:
     n, r, p = (int(part) for part in parts[1:4])
     _check_parameters(n, r, p)
     try:
-        salt, key = _b64decode(parts[4]), _b64decode(parts[5])
-    except (ValueError, binascii.Error):
+        salt, key = base64url.decode(parts[4]), base64url.decode(parts[5])
+    except ValueError:
         raise CredentialsError("the hash's salt or key is not unpadded base64url") from None
     if len(salt) < 8 or not 16 <= len(key) <= 64:
         raise CredentialsError("the hash's salt is under 8 bytes or its key is not 16 to 64 bytes")
