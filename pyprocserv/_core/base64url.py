@@ -1,4 +1,4 @@
-"""Unpadded base64url (RFC 4648 §5) for tokens and hashes, canonical only.
+"""Unpadded base64url (RFC 4648, section 5) for tokens and hashes, canonical only.
 
 Rule: a value has exactly one text. :func:`decode` refuses padding, other alphabets, and a
 last character whose unused low bits are set (which would decode to the same bytes as its

@@ -167,6 +167,7 @@ def check_name(name: str) -> str:
 
 
 def check_role(role: str) -> str:
+    """``role`` if it is viewer or operator, else CredentialsError naming both."""
     if role not in ROLES:
         raise CredentialsError(f"unknown role {role!r}; use {VIEWER} or {OPERATOR}")
     return role
