@@ -1,0 +1,174 @@
+"""The web console's session token, CSRF token and cookie (pyprocserv._core.websession).
+
+These tests prove that a token this key signed gives back its user and role until it expires
+and not a second longer, that a token changed in any character, signed with another key, or
+not a token at all is refused without an exception (hypothesis feeds arbitrary text), that the
+CSRF token belongs to one session only, and that the cookie is HttpOnly, SameSite=Strict,
+scoped to the base path and Secure everywhere but plain http on loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyprocserv._core.websession import (
+    CLOCK_SKEW,
+    Session,
+    check_csrf,
+    cookie_rules,
+    csrf_token,
+    issue_session,
+    new_key,
+    verify_session,
+)
+
+SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+NOW = 1_800_000_000.0
+TOKEN = issue_session(KEY, "alice", "operator", NOW, 3600)
+
+
+# -- session tokens ------------------------------------------------------------------------------
+
+
+def test_a_token_gives_back_its_user_and_role_until_it_expires():
+    session = verify_session(KEY, TOKEN, NOW + 10)
+    assert isinstance(session, Session)
+    assert (session.user, session.role, session.issued_at, session.expires_at) == (
+        "alice", "operator", int(NOW), int(NOW) + 3600,
+    )
+    assert verify_session(KEY, TOKEN, NOW + 3599) is not None
+    assert verify_session(KEY, TOKEN, NOW + 3600) is None
+
+
+def test_a_token_from_the_future_beyond_the_clock_skew_is_refused():
+    assert verify_session(KEY, TOKEN, NOW - CLOCK_SKEW) is not None
+    assert verify_session(KEY, TOKEN, NOW - CLOCK_SKEW - 1) is None
+
+
+def test_a_token_signed_with_another_key_is_refused():
+    assert verify_session(OTHER_KEY, TOKEN, NOW) is None
+
+
+def test_two_logins_in_the_same_second_are_two_sessions():
+    again = issue_session(KEY, "alice", "operator", NOW, 3600)
+    assert again != TOKEN
+    assert csrf_token(KEY, again) != csrf_token(KEY, TOKEN)
+
+
+def _forge(payload) -> str:
+    """A token whose payload we chose, carrying the real token's signature."""
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    return body + "." + TOKEN.split(".")[1]
+
+
+def test_a_payload_changed_to_another_user_role_or_expiry_is_refused():
+    body = json.loads(base64.urlsafe_b64decode(TOKEN.split(".")[0] + "=="))
+    assert body[1:3] == ["alice", "operator"]
+    for index, value in ((1, "root"), (2, "admin"), (4, body[4] + 10**6)):
+        changed = list(body)
+        changed[index] = value
+        assert verify_session(KEY, _forge(changed), NOW) is None
+
+
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_a_token_changed_in_any_one_character_is_refused():
+    """Even in the unused low bits of the last character, which decode to the same bytes."""
+    for position in range(len(TOKEN)):
+        for replacement in BASE64URL + ".=":
+            if replacement != TOKEN[position]:
+                changed = TOKEN[:position] + replacement + TOKEN[position + 1:]
+                assert verify_session(KEY, changed, NOW) is None, changed
+
+
+@SETTINGS
+@given(st.one_of(st.text(max_size=2000), st.text(alphabet="ABCabc0123-_.=", max_size=200)))
+def test_any_text_as_a_token_is_refused_without_an_exception(text):
+    assert verify_session(KEY, text, NOW) is None
+
+
+def test_a_short_key_is_refused_with_a_message_saying_what_to_use():
+    with pytest.raises(ValueError, match="32 random bytes"):
+        issue_session(b"short", "alice", "viewer", NOW, 60)
+    assert len(new_key()) == 32 and new_key() != new_key()
+
+
+# -- CSRF ----------------------------------------------------------------------------------------
+
+
+def test_the_csrf_token_matches_its_own_session_only():
+    token = csrf_token(KEY, TOKEN)
+    other_session = issue_session(KEY, "bob", "operator", NOW, 3600)
+    assert check_csrf(KEY, TOKEN, token)
+    assert not check_csrf(KEY, other_session, token)
+    assert not check_csrf(OTHER_KEY, TOKEN, token)
+    assert not check_csrf(KEY, TOKEN, None)
+    assert not check_csrf(KEY, TOKEN, "")
+    assert not check_csrf(KEY, TOKEN, token[:-1])
+
+
+def test_the_csrf_token_is_not_the_session_token_nor_shows_it():
+    token = csrf_token(KEY, TOKEN)
+    assert token != TOKEN and TOKEN.split(".")[1] not in token
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+def test_any_text_as_a_csrf_token_is_refused_without_an_exception(text):
+    assert not check_csrf(KEY, TOKEN, text)
+
+
+# -- the cookie ----------------------------------------------------------------------------------
+
+
+def _attributes(header: str) -> set[str]:
+    return {part.strip() for part in header.split(";")[1:]}
+
+
+def test_the_cookie_over_https_is_secure_httponly_strict_and_scoped_to_the_base_path():
+    rules = cookie_rules("/procserv", client_scheme="https", loopback=False)
+    header = rules.set_cookie(TOKEN, 3600)
+    assert header.startswith(f"__Secure-pyprocserv-session={TOKEN};")
+    assert _attributes(header) == {"Path=/procserv", "HttpOnly", "SameSite=Strict", "Secure", "Max-Age=3600"}
+
+
+def test_a_secure_cookie_at_the_root_path_is_a_host_cookie():
+    assert cookie_rules("/", client_scheme="https", loopback=True).name == "__Host-pyprocserv-session"
+
+
+def test_plain_http_on_loopback_drops_secure_only():
+    rules = cookie_rules("/", client_scheme="http", loopback=True)
+    header = rules.set_cookie(TOKEN, 60)
+    assert rules.name == "pyprocserv-session" and not rules.secure
+    assert _attributes(header) == {"Path=/", "HttpOnly", "SameSite=Strict", "Max-Age=60"}
+
+
+def test_plain_http_elsewhere_keeps_secure():
+    assert cookie_rules("/", client_scheme="http", loopback=False).secure
+
+
+def test_logout_clears_the_cookie_with_the_same_name_and_path():
+    rules = cookie_rules("/a", client_scheme="https", loopback=False)
+    header = rules.clear_cookie()
+    assert header.startswith(f"{rules.name}=;")
+    assert {"Path=/a", "Max-Age=0", "Secure"} <= _attributes(header)
+
+
+@pytest.mark.parametrize("path", ["", "procserv", "/a;b", "/a b", "/a,b", '/a"b', "/a\\b", "/ä", "/a\nb"])
+def test_a_base_path_a_cookie_cannot_carry_is_refused_naming_it(path):
+    with pytest.raises(ValueError, match="web base path"):
+        cookie_rules(path, client_scheme="https", loopback=False)
+
+
+def test_a_cookie_value_that_is_not_a_token_is_refused():
+    rules = cookie_rules("/", client_scheme="https", loopback=False)
+    with pytest.raises(ValueError):
+        rules.set_cookie("x; Domain=evil.example", 60)
