@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
+import io
 import random
 import socket
 import sys
+import tarfile
 import threading
+import tomllib
+from pathlib import Path
 
 import pytest
 import trio
@@ -294,3 +299,91 @@ def test_the_web_layer_uses_no_channel_access_and_no_program():
         inside, outside = imports(name, ALL[name])
         assert {layer_of(m) for m in inside} <= {"_core", "_shell", "_web"}, (name, sorted(inside))
         assert "caproto" not in outside, name
+
+
+# -- xterm.js, vendored ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+XTERM = ROOT / "pyprocserv" / "_web" / "static" / "xterm"
+
+
+def refresh_tool():
+    spec = importlib.util.spec_from_file_location("refresh_xterm", ROOT / "tools" / "refresh_xterm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_vendored_xterm_file_matches_the_checksum_versions_gives():
+    rows = refresh_tool().parse_versions((XTERM / "VERSIONS").read_text())
+    on_disk = {p.name for p in XTERM.iterdir()} - {"VERSIONS"}
+    assert set(rows) == on_disk, "VERSIONS and the folder list different files"
+    for name, (sha256, package, version, tarball) in rows.items():
+        assert hashlib.sha256((XTERM / name).read_bytes()).hexdigest() == sha256, name
+        assert tarball.startswith("https://registry.npmjs.org/") and version in tarball, (name, tarball)
+    packages = {package: version for _, package, version, _ in rows.values()}
+    assert packages["@xterm/xterm"].startswith("6."), packages
+    assert {"xterm.js", "xterm.css", "addon-fit.js", "LICENSE.xterm", "LICENSE.addon-fit"} <= on_disk
+
+
+def test_the_checksum_test_can_fail(tmp_path):
+    tool = refresh_tool()
+    text = (XTERM / "VERSIONS").read_text().replace("xterm.css ", "xterm.css 00", 1)
+    with pytest.raises(tool.RefreshError, match="expected 5 fields"):
+        tool.parse_versions(text.replace("xterm.css 00", "xterm.css 00 extra", 1))
+    rows = tool.parse_versions(text)
+    assert rows["xterm.css"][0] != hashlib.sha256((XTERM / "xterm.css").read_bytes()).hexdigest()
+
+
+def test_the_wheel_ships_the_vendored_files():
+    """pyproject's package-data for _web covers every vendored file (setuptools ships those)."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "pyprocserv._web" in data["packages"]
+    patterns = data["package-data"]["pyprocserv._web"]
+    web = ROOT / "pyprocserv" / "_web"
+    shipped = {p for pattern in patterns for p in web.glob(pattern) if p.is_file()}
+    assert shipped == {p for p in XTERM.iterdir()}
+
+
+def tarball_of(files: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if symlink:
+            info = tarfile.TarInfo(symlink)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def test_the_refresh_tool_refuses_a_tarball_the_registry_did_not_describe():
+    tool = refresh_tool()
+    good = tarball_of({"package/lib/xterm.js": b"js"})
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(good).digest()).decode()
+    tool.check_integrity(good, integrity, "x")
+    with pytest.raises(tool.RefreshError, match="SHA-512"):
+        tool.check_integrity(good + b"\0", integrity, "x")
+    with pytest.raises(tool.RefreshError, match="no sha512"):
+        tool.check_integrity(good, "sha1-abc", "x")
+
+
+def test_the_refresh_tool_reads_only_regular_files_it_names():
+    tool = refresh_tool()
+    tarball = tarball_of({"package/lib/xterm.js": b"js"}, symlink="package/LICENSE")
+    assert tool.files_of(tarball, {"package/lib/xterm.js": "xterm.js"}, "x") == {"xterm.js": b"js"}
+    with pytest.raises(tool.RefreshError, match="not a regular file"):
+        tool.files_of(tarball, {"package/LICENSE": "LICENSE"}, "x")
+    with pytest.raises(tool.RefreshError, match="has no package/css/xterm.css"):
+        tool.files_of(tarball, {"package/css/xterm.css": "xterm.css"}, "x")
+
+
+def test_the_refresh_tool_takes_the_newest_stable_release_of_the_major():
+    tool = refresh_tool()
+    versions = ["5.5.0", "6.0.0", "6.1.0-beta.337", "6.0.1", "7.0.0"]
+    assert tool.newest(versions, 6) == "6.0.1"
+    assert tool.newest(versions) == "7.0.0"
+    with pytest.raises(tool.RefreshError, match="major version 8"):
+        tool.newest(versions, 8)
