@@ -17,6 +17,7 @@ import sys
 import tarfile
 import threading
 import tomllib
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route, WebSocketRoute  # noqa: E402
 
+from pyprocserv._shell.extras import Supervisor  # noqa: E402
 from pyprocserv._web import serve as web  # noqa: E402
 from pyprocserv._web.serve import WebServerError, serve_asgi  # noqa: E402
 
@@ -208,6 +210,28 @@ async def test_sys_exit_inside_the_server_is_a_web_server_error_for_the_supervis
     monkeypatch.setattr(web.anycorn, "serve", exiting_serve)
     with pytest.raises(WebServerError, match="SystemExit"):
         await serve_asgi(APP)
+
+
+async def test_the_supervisor_restarts_a_web_server_that_exited(monkeypatch, nursery):
+    """Run as an extra: the server's sys.exit() is reported and the server started again."""
+    real_serve, calls = web.anycorn.serve, []
+
+    async def exiting_once(app, config, **kwargs):
+        calls.append(config)
+        if len(calls) == 1:
+            kwargs["task_status"].started(["http://127.0.0.1:1"])
+            sys.exit(2)
+        await real_serve(app, config, **kwargs)
+
+    monkeypatch.setattr(web.anycorn, "serve", exiting_once)
+    announced: list[str] = []
+    supervisor = Supervisor(announced.append, first=0.01)
+    port = free_port()
+    await nursery.start(supervisor.run, "web", partial(serve_asgi, APP, "127.0.0.1", port))
+    while len(calls) < 2 or supervisor.states.get("web") != "running":
+        await trio.sleep(0.01)
+    assert "SystemExit" in announced[0]
+    assert await get(port) == (200, b"ok")
 
 
 async def test_an_address_that_cannot_be_bound_is_an_os_error_naming_it(served):
