@@ -12,7 +12,10 @@ import hashlib
 import importlib.util
 import io
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import tarfile
 import threading
@@ -247,6 +250,35 @@ async def test_the_server_binds_the_address_it_is_given_only(nursery):
     with socket.socket() as probe:
         probe.bind(("127.0.0.2", port))  # free: nothing listens on every address
     assert await get(port) == (200, b"ok")
+
+
+@pytest.fixture
+def tls_contexts(tmp_path):
+    """(server context, client context) for a self-signed certificate of 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (the command) is not installed: no certificate to test TLS with")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return server, ssl.create_default_context(cafile=str(cert))
+
+
+async def test_with_a_tls_context_the_server_speaks_https_only_and_survives_plain_http(nursery, tls_contexts):
+    server_context, client_context = tls_contexts
+    port = await nursery.start(partial(serve_asgi, APP, ssl_context=server_context))
+    plain = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP to a TLS port
+    assert not plain.startswith(b"HTTP/1.1 200")
+    await exchange(port, ISSUE_225)
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    async with trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1") as stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := await stream.receive_some(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"ok")
 
 
 # -- orderly shutdown --------------------------------------------------------------------------
