@@ -292,11 +292,12 @@ async def test_cancelling_the_server_closes_its_websockets_with_1001():
                 await serve_asgi(APP, task_status=task_status)
 
         port = await nursery.start(run_server)
-        stream = await open_websocket(port)
+        streams = [await open_websocket(port) for _ in range(3)]
         scope.cancel()
-        opcode, payload = await read_frame(stream)
-        assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1001
-        await stream.aclose()
+        for stream in streams:
+            opcode, payload = await read_frame(stream)
+            assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1001
+            await stream.aclose()
     assert scope.cancelled_caught
 
 
