@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from support.browser import CHROMIUM, BrowserError, open_browser, parse_devtools_active_port, processes_of
+from support.ports import free_port
 from support.proc import alive
 
 IN_CI = os.environ.get("CI") == "true"
@@ -64,6 +65,8 @@ def serve_directory(root: Path) -> Iterator[str]:
 def site(tmp_path) -> Iterator[str]:
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "keys.html").write_text(TEXTAREA_PAGE)
+    (tmp_path / "site" / "moved").mkdir()
+    (tmp_path / "site" / "moved" / "index.html").write_text("<title>arrived</title>")
     with serve_directory(tmp_path / "site") as url:
         yield url
 
@@ -114,6 +117,17 @@ async def test_errors_name_the_javascript_and_what_the_page_reported(site):
 
         with pytest.raises(BrowserError, match="does not know the key"):
             await page.press("NoSuchKey")
+
+        unserved = f"http://127.0.0.1:{free_port()}/"
+        with pytest.raises(BrowserError, match=f"cannot load {unserved}: net::ERR_CONNECTION_REFUSED"):
+            await page.goto(unserved)
+
+
+@needs_chromium
+async def test_a_page_that_redirects_is_waited_for_where_it_lands(site):
+    async with open_browser() as browser:
+        page = await browser.open(site + "moved")  # http.server answers 301 to moved/
+        assert await page.evaluate("[document.title, location.href]") == ["arrived", site + "moved/"]
 
 
 async def _processes_and_directory_of_a_browser_left_by(how: str) -> tuple[set[int], str, int]:

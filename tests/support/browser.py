@@ -122,12 +122,16 @@ class Page:
         return await self._browser.send(method, _session=self._session, **params)
 
     async def goto(self, url: str, *, timeout: float = 10.0) -> None:
-        """Load ``url`` and wait until its document (and what it loads) is complete."""
+        """Load ``url`` and wait until its document (and what it loads) is complete.
+
+        The old document is marked first, so a redirect or a normalised URL still counts as
+        arrived, and the old page's readyState never does.
+        """
+        await self.evaluate("window.__ppsLeft = true")
         reply = await self.send("Page.navigate", url=url)
         if reply.get("errorText"):
             raise BrowserError(f"cannot load {url}: {reply['errorText']}")
-        await self.wait_for(f"document.readyState === 'complete' && location.href === {json.dumps(url)}",
-                            timeout=timeout)
+        await self.wait_for("document.readyState === 'complete' && !window.__ppsLeft", timeout=timeout)
 
     async def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression (awaited if it is a promise), as JSON would carry it."""
