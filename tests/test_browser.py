@@ -3,8 +3,8 @@
 Needs Debian's ``chromium``: ``.ci/run`` installs it. Outside CI these tests are skipped when it
 is missing; in CI (``CI=true``) a missing chromium fails.
 
-The page is served by Python's http.server in a thread, from files the test writes: what the
-browser loads is exactly what the test put there.
+The pages are served by Python's http.server in a thread, from files the test writes and the
+xterm.js files vendored in the package: what the browser loads is exactly that.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import trio
+
+import pyprocserv
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,6 +42,28 @@ window.chords = [];
 document.addEventListener("keydown", e => { if (e.ctrlKey) chords.push("ctrl+" + e.key); });
 </script>
 """
+
+
+XTERM = Path(pyprocserv.__file__).parent / "_web" / "static" / "xterm"
+
+# A terminal that echoes what is typed (as a console with echo on would) and records what it sends.
+TERMINAL_PAGE = """<!doctype html><meta charset="utf-8"><title>terminal</title>
+<link rel="stylesheet" href="xterm/xterm.css"><script src="xterm/xterm.js"></script>
+<div id="terminal"></div>
+<script>
+window.sent = [];
+window.term = new Terminal({cols: 80, rows: 24});
+term.open(document.getElementById("terminal"));
+term.onData(data => { sent.push(data); term.write(data === "\\r" ? "\\r\\n" : data); });
+term.focus();
+</script>
+"""
+TERMINAL_FOCUSED = "window.term && document.activeElement === term.textarea"
+
+
+def line(n: int) -> str:
+    """JavaScript: line ``n`` of the terminal's screen as text, trailing blanks trimmed."""
+    return f"term.buffer.active.getLine({n}).translateToString(true)"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -65,6 +89,8 @@ def serve_directory(root: Path) -> Iterator[str]:
 def site(tmp_path) -> Iterator[str]:
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "keys.html").write_text(TEXTAREA_PAGE)
+    (tmp_path / "site" / "terminal.html").write_text(TERMINAL_PAGE)
+    (tmp_path / "site" / "xterm").symlink_to(XTERM)
     (tmp_path / "site" / "moved").mkdir()
     (tmp_path / "site" / "moved" / "index.html").write_text("<title>arrived</title>")
     with serve_directory(tmp_path / "site") as url:
@@ -77,20 +103,34 @@ def test_ci_installs_chromium():
 
 
 @needs_chromium
-async def test_text_typed_as_key_events_reaches_the_page_and_a_screenshot_is_saved(site, tmp_path):
+async def test_keys_typed_into_xterm_come_back_from_its_buffer_and_a_screenshot_is_saved(site, tmp_path):
+    async with open_browser() as browser:
+        page = await browser.open(site + "terminal.html")
+        await page.wait_for(TERMINAL_FOCUSED)
+        await page.type("hello")
+        await page.wait_for(f"{line(0)} === 'hello'")
+
+        # What a console sends for Enter and ^X (procServ's restart key): CR and 0x18.
+        await page.press("Enter")
+        await page.press("x", ctrl=True)
+        await page.type("next")
+        await page.wait_for(f"{line(1)} === 'next'")  # the echoed ^X shows nothing
+        assert await page.evaluate("sent.join('')") == "hello\r\x18next"
+
+        shot = await page.screenshot(tmp_path / "terminal.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 1000
+
+
+@needs_chromium
+async def test_text_typed_as_key_events_reaches_the_page_intact(site):
     async with open_browser() as browser:
         page = await browser.open(site + "keys.html")
         await page.wait_for("document.activeElement.id === 't'")
-        await page.type("hello")
-        assert await page.evaluate("document.getElementById('t').value") == "hello"
-
         # What the console tests will type: quotes, backslashes, non-ASCII, a line break.
-        await page.type(" 'q' \"d\" \\ é 中\nnext")
-        assert await page.evaluate("document.getElementById('t').value") == "hello 'q' \"d\" \\ é 中\nnext"
-
-        shot = await page.screenshot(tmp_path / "keys.png")
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert shot.stat().st_size > 1000
+        text = "hello 'q' \"d\" \\ é 中\nnext"
+        await page.type(text)
+        assert await page.evaluate("document.getElementById('t').value") == text
 
 
 @needs_chromium
