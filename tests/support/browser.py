@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -156,7 +157,14 @@ class Page:
                            f"console errors: {self._browser.console_errors or 'none'}")
 
     async def type(self, text: str) -> None:
-        """Type ``text`` into the focused element, one key event per character (``\\n`` is Enter)."""
+        """Type ``text`` into the focused element, one key event per character (``\\n`` is Enter).
+
+        Other control characters are refused: a chord such as ^X is ``press("x", ctrl=True)``.
+        """
+        for char in text:
+            if char not in "\n\t" and unicodedata.category(char) == "Cc":
+                raise BrowserError(f"type() cannot type {char!r}: use press() for control keys, "
+                                   "e.g. press('x', ctrl=True) for ^X")
         for char in text:
             if char == "\n":
                 await self.press("Enter")
