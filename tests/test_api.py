@@ -85,7 +85,7 @@ def test_the_programs_show_the_librarys_warnings_on_stderr_as_bare_lines(restore
 
 # The server's API as the README's Embedding section documents it; its parts are private.
 SERVER_API = {
-    "config", "status", "status_generation", "wait_status_change", "endpoints", "run", "serve_stream",
+    "config", "status", "status_generation", "wait_status_change", "endpoints", "run", "serve_stream", "serve_console",
     "start", "stop", "restart", "kill", "respawn", "shutdown", "toggle_autorestart", "set_restart_mode",
     "set_watch_state", "reopen_log", "announce", "add_output_listener", "remove_output_listener",
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pyprocserv"
-LAYERS = ["_core", "_shell", "_ca", "_apps"]  # each may import only the ones before it
+LAYERS = ["_core", "_shell", "_ca", "_web", "_apps"]  # each may import only the ones before it
 # The pure core does no I/O of its own: no event loop, no sockets, no processes, no terminals.
 NOT_IN_CORE = {"trio", "anyio", "asyncio", "socket", "selectors", "select", "subprocess", "caproto",
                "fcntl", "termios", "pty", "tty", "threading", "ctypes"}

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .._core.config import Config
     from .._core.policy import RestartMode
     from .._core.watchdog import WatchState
+    from .session import MessageTransport
     from .status import Status
 
 Extra = Callable[..., Awaitable[object]]  # async def extra(task_status=trio.TASK_STATUS_IGNORED)
@@ -72,6 +73,8 @@ class Root(Protocol):
     def add_output_listener(self, listener: Callable[[bytes], None]) -> None: ...
 
     def remove_output_listener(self, listener: Callable[[bytes], None]) -> None: ...
+
+    async def serve_console(self, transport: MessageTransport, *, role: str) -> None: ...
 
 
 @dataclass(frozen=True)

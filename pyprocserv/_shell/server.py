@@ -46,7 +46,7 @@ from .lifecycle import Lifecycle, Phase
 from .listeners import BoundEndpoint, bind_all, procserv_info
 from .logfile import LogFile
 from .status import Status
-from .session import FLUSH_MAX, Session, Sessions
+from .session import CONSOLE_ROLES, FLUSH_MAX, MessageTransport, Session, Sessions
 from .statusfile import keep_status_file, write_info_file
 from .stdio import StdoutWriter
 from .supervision import ChildSupervisor, SpawnFn, commands_line
@@ -220,6 +220,21 @@ class ProcessServer:
         """Serve one client on any stream (the foreground terminal uses this)."""
         session = Session(self, self._console, self._greeting, self._supervisor, self._sessions, stream,
                           control=control, telnet=telnet)
+        await session.run()
+
+    async def serve_console(self, transport: MessageTransport, *, role: str) -> None:
+        """Serve one browser console on a message transport (a WebSocket) until either side ends.
+
+        ``role`` "operator": a read-write control client, keys handled as telnet's, its size
+        the pty's as NAWS sets it. "spy": reads what a control client reads, counts as a
+        logger, and its input is dropped. Both read the greeting and the history, then the
+        replay-end text message, then live output; keys before the browser's ``ready`` are
+        dropped (``_core.webterm``). Raises ValueError for any other role.
+        """
+        if role not in CONSOLE_ROLES:
+            raise ValueError(f"console role must be one of {', '.join(CONSOLE_ROLES)}, not {role!r}")
+        session = Session(self, self._console, self._greeting, self._supervisor, self._sessions, transport,
+                          control=role == "operator", telnet=False, web=True)
         await session.run()
 
     def _greeting(self, *, control: bool) -> bytes:

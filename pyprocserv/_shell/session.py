@@ -1,4 +1,4 @@
-"""One client session: a console reader on one stream, with its outbox, its keys and its telnet.
+"""One client session: a console reader on one stream or message transport, with its outbox and keys.
 
 Rules:
 1. A :class:`Session` owns its reader and outbox, its telnet codec and the two tasks that send
@@ -11,7 +11,14 @@ Rules:
 4. Nothing a client does may stop the server: a session ends on its peer's errors, and an error
    of our own is logged and ends that session only.
 5. Input is read 1 KiB at a time: each read ends this client's turn, so one client's flood cannot
-   hold the loop that every other console and the child's output share.
+   hold the loop that every other console and the child's output share. On a message transport
+   each message is one turn, and the transport bounds a message's size.
+6. A browser console (a :class:`MessageTransport`, codec :mod:`.._core.webterm`) is the same
+   kind of reader: the same fan-out, budget and skips, keys and history. Its output is the
+   console's bytes as they are (binary messages); after the greeting and the history comes one
+   ``REPLAY_END`` text message, also when the reader fell behind and the rest of the replay was
+   skipped. An operator is a control reader; a spy is a log reader that reads the control form
+   (no stamps) and whose input, resizes included, is read and dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Callable, Protocol, final
+from typing import Callable, Protocol, cast, final
 
 import trio
 
@@ -27,6 +34,7 @@ from .._core import messages
 from .._core.config import Config
 from .._core.keys import Key
 from .._core.telnet import Data, TelnetConnection, WindowSize
+from .._core.webterm import REPLAY_END, Closed, WebTermConnection
 from .console import Console, Outbox, Reader
 from .supervision import ChildSupervisor
 
@@ -38,7 +46,24 @@ logger = logging.getLogger(__name__)
 INPUT_READ_SIZE = 1 << 10
 # How long a closing session may take to hand its last bytes to the peer.
 FLUSH_MAX = 1.0
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.EndOfChannel, OSError)
+# Who a browser console is: "operator" types, "spy" only reads (rule 6).
+CONSOLE_ROLES = ("operator", "spy")
+
+
+class MessageTransport(Protocol):
+    """A console connection made of whole messages, not a byte stream (a WebSocket).
+
+    ``bytes`` is a binary message, ``str`` a text message. Once the peer has gone or the
+    transport is closed, both calls raise ``trio.BrokenResourceError`` or
+    ``trio.ClosedResourceError``; :meth:`aclose` may be called more than once.
+    """
+
+    async def send_message(self, message: bytes | str) -> None: ...
+
+    async def receive_message(self) -> bytes | str: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Host(Protocol):
@@ -91,30 +116,35 @@ class Session:
         greeting: Callable[..., bytes],  # greeting(control=...): the first bytes a client gets
         supervisor: ChildSupervisor,
         sessions: Sessions,
-        stream: trio.abc.Stream,
+        link: trio.abc.Stream | MessageTransport,
         *,
         control: bool,
         telnet: bool,
+        web: bool = False,
     ) -> None:
+        """``web``: ``link`` is a :class:`MessageTransport` to a browser console (rule 6)."""
         config = host.config
         self.reader = Reader(
             Outbox(config.client_queue_limit or config.client_budget),
             control=control,
-            telnet=telnet,
-            stamped=not control and config.logstamp is not None,
+            telnet=telnet and not web,
+            stamped=not control and not web and config.logstamp is not None,
         )
         self._host = host
         self._console = console
         self._greeting = greeting
         self._supervisor = supervisor
         self._sessions = sessions
-        self._stream = stream
-        self._codec = TelnetConnection() if telnet else None
+        self._link = link
+        self._codec = TelnetConnection() if telnet and not web else None
+        self._web = WebTermConnection() if web else None
+        self._replay_left = 0  # bytes of greeting and history before REPLAY_END (rule 6)
         self._pending_size: tuple[int, int] | None = None  # rule 3
         # Rule 2: True from a handler ends the session (the client logged out).
         self.handlers: dict[type, Callable[[object], bool]] = {
             Data: self._on_data,
             WindowSize: self._on_window_size,
+            Closed: lambda event: True,  # the browser broke the protocol
         }
 
     async def run(self) -> None:
@@ -128,6 +158,7 @@ class Session:
         history = console.history.replay()
         if history:  # counted as this client's own: clients that attach at different times hold different ones
             reader.outbox.put(TelnetConnection.encode(history) if reader.telnet else history, bounded=False)
+        self._replay_left = len(first) + len(history)
         console.attach(reader)
         self._sessions.opened(self)
         try:
@@ -144,13 +175,15 @@ class Session:
             self._sessions.closed(self)
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(FLUSH_MAX):
-                    await self._stream.aclose()
+                    await self._link.aclose()
 
     async def _send(self, session: trio.CancelScope) -> None:
         outbox = self.reader.outbox
-        stream = self._stream
+        stream = self._link
         try:
-            if isinstance(stream, trio.SocketStream):
+            if self._web is not None:
+                await self._send_messages()
+            elif isinstance(stream, trio.SocketStream):
                 # Gathering writes straight from the shared chunks: no copy for this client.
                 sock = stream.socket
                 outbox.writev = functools.partial(os.writev, sock.fileno())
@@ -158,6 +191,7 @@ class Session:
                     if not outbox.flush():
                         await trio.lowlevel.wait_writable(sock)
             else:
+                stream = cast(trio.abc.Stream, stream)
                 while (data := await outbox.get()) is not None:
                     await stream.send_all(data)
         except _GONE:
@@ -166,16 +200,55 @@ class Session:
             outbox.writev = None  # never write to a closed (and maybe reused) descriptor
         session.cancel()
 
+    async def _send_messages(self) -> None:
+        """Binary messages of console bytes, with REPLAY_END after the greeting and history."""
+        outbox = self.reader.outbox
+        send = cast(MessageTransport, self._link).send_message
+        left = self._replay_left
+        replaying = True
+        while await outbox.wait():
+            if replaying and outbox.skipped:  # fell behind: the rest of the replay is gone
+                replaying = False
+                await send(REPLAY_END)
+                continue
+            data = await outbox.get()  # at once: wait() said something is queued
+            if data is None:
+                return
+            if replaying:
+                if len(data) < left:
+                    left -= len(data)
+                else:
+                    replaying = False
+                    head, data = data[:left], data[left:]
+                    await send(head)
+                    await send(REPLAY_END)
+            if data:
+                await send(data)
+
     async def _receive(self) -> None:
         try:
-            await self._receive_until_done()
+            if self._web is not None:
+                await self._receive_messages(self._web)
+            else:
+                await self._receive_until_done()
         except _GONE:
             pass  # the peer went away (reset, timeout): that ends its session and nothing else
+
+    async def _receive_messages(self, codec: WebTermConnection) -> None:
+        receive = cast(MessageTransport, self._link).receive_message
+        while True:
+            message = await receive()
+            if not self.reader.control:
+                continue  # spies: input, resizes included, is read and dropped
+            codec.receive_message(message)
+            if self._dispatch(codec.events()):
+                return
 
     async def _receive_until_done(self) -> None:
         reader = self.reader
         codec = self._codec
-        while data := await self._stream.receive_some(INPUT_READ_SIZE):
+        stream = cast(trio.abc.Stream, self._link)
+        while data := await stream.receive_some(INPUT_READ_SIZE):
             if not reader.control:
                 continue  # log clients: input is read and dropped, as procServ does
             if codec is None:
@@ -186,13 +259,19 @@ class Session:
             reply = codec.data_to_send()
             if reply:
                 reader.outbox.put(reply)
-            for event in codec.events():
-                if type(event) is not WindowSize:
-                    self._apply_pending_size()  # before the keys typed after it reach the child
-                handler = self.handlers.get(type(event))
-                if handler is not None and handler(event):
-                    return
-            self._apply_pending_size()
+            if self._dispatch(codec.events()):
+                return
+
+    def _dispatch(self, events: list) -> bool:
+        """Each event to its handler (rule 2); True when the session ends."""
+        for event in events:
+            if type(event) is not WindowSize:
+                self._apply_pending_size()  # before the keys typed after it reach the child
+            handler = self.handlers.get(type(event))
+            if handler is not None and handler(event):
+                return True
+        self._apply_pending_size()
+        return False
 
     def _on_data(self, event: object) -> bool:
         assert isinstance(event, Data)

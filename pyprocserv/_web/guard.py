@@ -1,0 +1,87 @@
+"""An ASGI wrapper that keeps an application's exits inside the web server and can end its sockets.
+
+Rules:
+1. ``SystemExit`` raised by the application (``sys.exit()`` in a handler) becomes
+   :class:`ApplicationExit`, an ordinary error: the ASGI server answers that one request with an
+   error and logs it, as for any other exception, instead of unwinding the whole trio run.
+   ``KeyboardInterrupt`` and cancellation pass untouched: they are the operator's and trio's.
+2. Every WebSocket the application has accepted is known until it ends, so
+   :meth:`Guard.close_websockets` can close them all with one code (1001, going away, when the
+   server stops). A close goes through the same lock as the application's own sends, and the
+   application's sends after it are dropped: the peer sees one orderly close frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, MutableMapping
+
+import trio
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+GOING_AWAY = 1001
+
+
+class ApplicationExit(Exception):
+    """The web application called ``sys.exit()``; only its request ends."""
+
+
+class _WebSocket:
+    """One accepted WebSocket: its sends, serialised, and whether pyprocserv has closed it."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._lock = trio.Lock()
+        self.closed = False
+
+    async def send(self, message: Message) -> None:
+        async with self._lock:
+            if not self.closed:
+                await self._send(message)
+                if message.get("type") == "websocket.close":
+                    self.closed = True
+
+    async def close(self, code: int) -> None:
+        await self.send({"type": "websocket.close", "code": code, "reason": ""})
+
+
+class Guard:
+    """``Guard(app)`` is an ASGI application: ``app`` with rules 1 and 2."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._websockets: set[_WebSocket] = set()
+
+    @property
+    def open_websockets(self) -> int:
+        return len(self._websockets)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        socket = _WebSocket(send) if scope.get("type") == "websocket" else None
+        try:
+            await self._app(scope, receive, send if socket is None else self._tracking(socket))
+        except SystemExit as exc:
+            raise ApplicationExit(f"the web application called sys.exit({exc.code!r})") from exc
+        finally:
+            if socket is not None:
+                self._websockets.discard(socket)
+
+    def _tracking(self, socket: _WebSocket) -> Send:
+        """The send of a WebSocket that joins the open ones once the application accepts it."""
+        async def send(message: Message) -> None:
+            await socket.send(message)
+            if message.get("type") == "websocket.accept":
+                self._websockets.add(socket)
+        return send
+
+    async def close_websockets(self, code: int = GOING_AWAY) -> None:
+        """Send every accepted WebSocket a close frame with ``code``; a broken one is skipped."""
+        for socket in list(self._websockets):
+            try:
+                await socket.close(code)
+            except Exception:
+                pass  # that peer is gone already: nothing to close

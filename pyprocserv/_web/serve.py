@@ -1,0 +1,140 @@
+"""Serve an ASGI application in the current trio run, so that no client can end the process.
+
+Rules:
+1. The server is anycorn (hypercorn's anyio port; bench/web_server_choice.py: hypercorn 0.18's
+   trio worker lets the whole run end on one malformed WebSocket upgrade, its issue #225). It
+   binds the one address it is given (loopback unless the caller says otherwise) and logs to
+   the ``pyprocserv.web`` logger, never to standard error.
+2. The application runs behind :class:`.guard.Guard`: its exceptions, ``sys.exit()`` included,
+   end one request. Anything that still escapes the server (a bug in it) ends
+   :func:`serve_asgi` with :class:`WebServerError`, which the extras' ``Supervisor`` reports and
+   restarts; it never reaches the rest of the trio run as anything else. ``KeyboardInterrupt``
+   passes as it is.
+3. Cancelling :func:`serve_asgi` stops the server in order: every open WebSocket gets a close
+   frame with code 1001 (going away), the server stops accepting and finishes, and after
+   :data:`GRACE` seconds whatever is left is cut. The caller's cancellation reaches the server
+   only through that path.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import anycorn
+import trio
+from anycorn.config import Sockets
+
+from .._core.errors import PyprocservError
+from .._shell.listeners import BindError
+from .guard import GOING_AWAY, App, Guard
+
+LOOPBACK = "127.0.0.1"
+GRACE = 2.0  # seconds a stopping server has for its close frames and last responses
+MAX_WEBSOCKET_MESSAGE = 1 << 20  # a console sends keys and window sizes, not megabytes
+logger = logging.getLogger("pyprocserv.web")
+
+
+class WebServerError(PyprocservError, RuntimeError):
+    """The web server stopped on an error of its own; the supervisor restarts it."""
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (not yet listening), which no child process inherits."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(exc.errno, f"cannot listen on {host}:{port} for the web console: "
+                                   f"{exc.strerror or exc}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _config(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anycorn.Config:
+    """anycorn's configuration: one bind, our logger, no access log, the given TLS context.
+
+    Its sockets are made here, once, so that a bind error is the caller's (before anything
+    starts) and the IOC's child never inherits them.
+    """
+    class Config(anycorn.Config):
+        @property
+        def ssl_enabled(self) -> bool:
+            return ssl_context is not None
+
+        def create_ssl_context(self) -> ssl.SSLContext | None:
+            return ssl_context
+
+        def create_sockets(self) -> Sockets:
+            return sockets
+
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logger
+    config.graceful_timeout = GRACE
+    config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
+    config.include_server_header = False
+    sock = _listening_socket(host, port)
+    sockets = Sockets([sock] if ssl_context else [], [] if ssl_context else [sock], [])
+    return config
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """``exc`` without the groups of one that nurseries wrap around it."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
+
+
+async def serve_asgi(app: App, host: str = LOOPBACK, port: int = 0, *,
+                     ssl_context: ssl.SSLContext | None = None,
+                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` on ``host:port`` until cancelled; ``task_status.started(the port bound)``.
+
+    Raises ``BindError`` (an ``OSError``) when the address cannot be bound, and
+    :class:`WebServerError` when the server fails later.
+    """
+    guard = Guard(app)
+    config = _config(host, port, ssl_context)
+    listening = config.create_sockets()
+    stop = trio.Event()
+    server_scope = trio.CancelScope(shield=True)  # the caller's cancellation goes through rule 3
+
+    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+        with server_scope:
+            await anycorn.serve(guard, config, shutdown_trigger=stop.wait, task_status=task_status)
+        if not stop.is_set() and not server_scope.cancelled_caught:
+            raise WebServerError("the web server stopped by itself")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)
+            bound, = listening.secure_sockets or listening.insecure_sockets
+            task_status.started(bound.getsockname()[1])
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(GRACE):
+                    await guard.close_websockets(GOING_AWAY)
+                stop.set()
+                server_scope.deadline = trio.current_time() + GRACE
+    except BaseException as exc:
+        leaf = _leaf(exc)
+        if _only_cancelled(exc) or isinstance(leaf, KeyboardInterrupt):
+            raise
+        if isinstance(leaf, WebServerError):
+            raise leaf
+        raise WebServerError(f"the web server failed: {leaf!r}") from exc
+    finally:
+        for sock in (*listening.secure_sockets, *listening.insecure_sockets):
+            sock.close()

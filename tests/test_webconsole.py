@@ -1,0 +1,357 @@
+"""Browser consoles as sessions of the shell: the webterm codec, and ``serve_console`` on the fake
+server with in-memory message transports, on trio's virtual clock.
+
+A browser console must behave as a telnet console does (the same keys, fan-out, budget, skips
+and history), with a replay-end marker, keys held back until the browser is ready, and a
+read-only spy role.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from support.client import attach
+from pyprocserv import KeyMap, RestartMode
+from pyprocserv._core.telnet import Data, WindowSize
+from pyprocserv._core.webterm import MAX_TEXT, REPLAY_END, Closed, Ready, WebTermConnection
+
+READY = json.dumps({"ready": True})
+
+
+def resize(columns: int, rows: int) -> str:
+    return json.dumps({"resize": [columns, rows]})
+
+
+# -- the codec ----------------------------------------------------------------------------------
+
+
+def decode(*messages: bytes | str) -> list[object]:
+    codec = WebTermConnection()
+    for message in messages:
+        codec.receive_message(message)
+    return list(codec.events())
+
+
+def test_keys_count_only_after_ready_and_sizes_at_once():
+    assert decode(b"\x1b[?1;2c", resize(80, 24), READY, b"ls\r", READY, b"") == [
+        WindowSize(columns=80, rows=24), Ready(), Data(b"ls\r"),
+    ]
+
+
+def test_unknown_fields_are_ignored_so_a_newer_page_still_works():
+    assert decode(READY, json.dumps({"ready": True, "theme": "dark"}), json.dumps({"zoom": 2})) == [Ready()]
+
+
+@pytest.mark.parametrize("text", [
+    "not json", "[1, 2]", '"ready"', "{", "[" * 5000, json.dumps({"ready": 1}), json.dumps({"ready": False}),
+    resize(0, 24), resize(80, 65536), json.dumps({"resize": [80, True]}), json.dumps({"resize": [80]}),
+    json.dumps({"resize": "80x24"}), json.dumps({"resize": [80.0, 24]}), " " * (MAX_TEXT + 1),
+])
+def test_a_message_that_breaks_the_protocol_closes_and_nothing_follows(text):
+    events = decode(READY, text, b"typed after", resize(80, 24))
+    assert events[0] == Ready() and len(events) == 2 and isinstance(events[1], Closed)
+    assert events[1].reason  # says what was wrong
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 70000) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["resize", "ready", "x"]), inner, max_size=3),
+    max_leaves=8,
+)
+messages = st.one_of(
+    st.binary(max_size=20),
+    st.text(max_size=30),
+    json_values.map(json.dumps),
+    st.builds(lambda c, r: resize(c, r), st.integers(-1, 70000), st.integers(-1, 70000)),
+    st.just(READY),
+)
+
+
+@given(st.lists(messages, max_size=20))
+def test_any_message_sequence_gives_events_or_one_clean_close(sequence):
+    codec = WebTermConnection()
+    events: list[object] = []
+    for message in sequence:
+        codec.receive_message(message)  # never raises
+        events += codec.events()
+    assert all(type(e) in (Data, WindowSize, Ready, Closed) for e in events)
+    closes = [i for i, e in enumerate(events) if isinstance(e, Closed)]
+    assert closes in ([], [len(events) - 1])  # at most one, and nothing after it
+    ready_at = next((i for i, e in enumerate(events) if isinstance(e, Ready)), len(events))
+    assert not any(isinstance(e, Data) for e in events[:ready_at])  # no key before ready
+    assert all(1 <= e.columns <= 0xFFFF and 1 <= e.rows <= 0xFFFF for e in events if isinstance(e, WindowSize))
+
+
+# -- an in-memory message transport and a browser on it ------------------------------------------
+
+
+class MemoryTransport:
+    """One end of an in-memory message transport, as the web layer adapts a WebSocket."""
+
+    def __init__(self, send: trio.MemorySendChannel, receive: trio.MemoryReceiveChannel) -> None:
+        self._send = send
+        self._receive = receive
+
+    async def send_message(self, message: bytes | str) -> None:
+        await self._send.send(message)
+
+    async def receive_message(self) -> bytes | str:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise trio.BrokenResourceError("the other end closed") from None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+def transport_pair(buffer: float = math.inf) -> tuple[MemoryTransport, MemoryTransport]:
+    """(browser's end, server's end); ``buffer`` 0: the server's sends wait until the browser reads."""
+    to_server, from_browser = trio.open_memory_channel(math.inf)
+    to_browser, from_server = trio.open_memory_channel(buffer)
+    return MemoryTransport(to_server, from_server), MemoryTransport(to_browser, from_browser)
+
+
+class Browser:
+    """What xterm.js would see: binary messages of output, text messages of the protocol."""
+
+    def __init__(self, transport: MemoryTransport) -> None:
+        self.transport = transport
+        self.messages: list[bytes | str] = []
+
+    async def read_until(self, wanted: bytes | str) -> list[bytes | str]:
+        """Messages up to the one holding ``wanted`` (a text message equal to it, or bytes in a binary one)."""
+        start = len(self.messages)
+        while True:
+            try:
+                with trio.fail_after(60):
+                    message = await self.transport.receive_message()
+            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                raise AssertionError(f"{exc!r} before {wanted!r}: {self.messages[start:]!r}") from None
+            self.messages.append(message)
+            if message == wanted or (isinstance(wanted, bytes) and isinstance(message, bytes) and wanted in message):
+                return self.messages[start:]
+
+    async def send(self, message: bytes | str) -> None:
+        await self.transport.send_message(message)
+
+    async def ready(self) -> list[bytes | str]:
+        """Read the replay up to its end, then say ready; the replay's messages."""
+        replay = await self.read_until(REPLAY_END)
+        await self.send(READY)
+        return replay
+
+    async def ended(self) -> bool:
+        """True once the server closed this console (whatever was still queued is read)."""
+        with trio.move_on_after(5):
+            while True:
+                try:
+                    self.messages.append(await self.transport.receive_message())
+                except trio.BrokenResourceError:
+                    return True
+        return False
+
+
+def browse(nursery: trio.Nursery, server, role: str = "operator", *, buffer: float = math.inf) -> Browser:
+    browser_end, server_end = transport_pair(buffer)
+    nursery.start_soon(lambda: server.serve_console(server_end, role=role))
+    return Browser(browser_end)
+
+
+def output(messages: list[bytes | str]) -> bytes:
+    return b"".join(m for m in messages if isinstance(m, bytes))
+
+
+# -- serve_console --------------------------------------------------------------------------------
+
+
+async def test_greeting_and_history_then_the_marker_then_live_output_as_the_child_wrote_it(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(history=2)
+    child = await spawner.wait_for(1)
+    child.say(b"one\r\ntwo\r\nthree\r\n")
+    await trio.testing.wait_all_tasks_blocked()
+    browser = browse(nursery, server)
+    replay = await browser.ready()
+    assert replay[-1] == REPLAY_END and all(isinstance(m, bytes) for m in replay[:-1])
+    shown = output(replay)
+    assert shown.startswith(b"@@@ Welcome to procServ") and shown.endswith(b"two\r\nthree\r\n")
+    assert b"0 user(s) and 0 logger(s) connected (plus you)" in shown
+    assert b"\xff" not in shown  # no telnet offer
+    child.say(b"live \xff\r\n")
+    assert await browser.read_until(b"live") == [b"live \xff\r\n"]  # 0xFF as it is, not doubled
+    server.shutdown()
+
+
+async def test_operator_keys_reach_the_child_only_after_ready(autojump_clock, nursery, started_server, spawner):
+    server = await started_server()
+    child = await spawner.wait_for(1)
+    browser = browse(nursery, server)
+    await browser.read_until(REPLAY_END)
+    await browser.send(b"\x1b[?1;2c")  # xterm.js answering a query in the replay
+    await trio.testing.wait_all_tasks_blocked()
+    await browser.send(READY)
+    await browser.send(b"ls\r")
+    await trio.testing.wait_all_tasks_blocked()
+    assert bytes(child.input) == b"ls\r"
+    assert server.status.users == 1 and server.status.loggers == 0
+    server.shutdown()
+
+
+async def test_operator_keys_are_handled_as_telnet_handles_them(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(holdoff=0, keys=KeyMap(ignore=b"#"))
+    child = await spawner.wait_for(1)
+    browser = browse(nursery, server)
+    await browser.ready()
+    await browser.send(b"a#b")  # -i: ignored
+    await browser.send(b"\x14")  # ^T
+    await browser.read_until(b"auto restart to OFF")
+    assert server.status.restart_mode is RestartMode.OFF
+    await browser.send(b"\x18")  # ^X
+    await browser.read_until(b"killed by signal 9")
+    assert bytes(child.input) == b"ab" and child.signals == [signal.SIGKILL]
+    server.shutdown()
+
+
+async def test_the_logout_key_ends_the_console(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(keys=KeyMap(logout=4))
+    await spawner.wait_for(1)
+    browser = browse(nursery, server)
+    await browser.ready()
+    await browser.send(b"\x04")
+    assert await browser.ended()
+    assert server.status.users == 0
+    server.shutdown()
+
+
+async def test_the_browser_size_sizes_the_pty_as_naws_does(autojump_clock, nursery, started_server, spawner):
+    server = await started_server(holdoff=0)
+    child = await spawner.wait_for(1)
+    browser = browse(nursery, server)
+    await browser.send(resize(100, 30))  # counts before ready: the page is sized before it replays
+    await browser.ready()
+    await trio.testing.wait_all_tasks_blocked()
+    assert child.window_sizes == [(30, 100)]
+    await browser.send(resize(132, 50))
+    await browser.send(b"x")
+    await trio.testing.wait_all_tasks_blocked()
+    assert child.window_sizes == [(30, 100), (50, 132)]
+    child.exit(0)
+    await spawner.wait_for(2)
+    assert spawner.calls[1]["window_size"] == (50, 132)  # the next child starts at that size
+    server.shutdown()
+
+
+async def test_a_spy_reads_the_control_form_counts_as_a_logger_and_cannot_type_or_resize(
+    autojump_clock, nursery, tmp_path, started_server, spawner,
+):
+    server = await started_server(logfile=str(tmp_path / "log"), logstamp="<%Y> ")
+    child = await spawner.wait_for(1)
+    spy = browse(nursery, server, "spy")
+    replay = await spy.ready()
+    assert b"Welcome" not in output(replay) and output(replay).startswith(b"@@@ procServ server PID: ")
+    assert server.status.users == 0 and server.status.loggers == 1
+    await spy.send(b"hello\x18\x14")
+    await spy.send(resize(100, 30))
+    child.say(b"a\xff\r\n")
+    assert output(await spy.read_until(b"a\xff")) == b"a\xff\r\n"  # no stamp, no doubling
+    await trio.testing.wait_all_tasks_blocked()
+    assert child.input == b"" and child.signals == [] and child.window_sizes == []
+    assert server.status.restart_mode is RestartMode.ON
+    server.shutdown()
+
+
+async def test_a_slow_browser_is_skipped_with_a_notice_and_nobody_waits_for_it(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(client_budget=3000)  # one budget for all consoles together
+    child = await spawner.wait_for(1)
+    slow = browse(nursery, server, buffer=0)  # its messages wait until it reads them
+    fast = attach(nursery, server)
+    await fast.expect(b"\xfd\x22")
+    for i in range(100):
+        child.say(b"line %03d ..............................\r\n" % i)
+    text = await fast.expect(b"line 099")  # the telnet client got everything, at once
+    assert text.count(b"line ") == 100 and b"skipped" not in text
+    seen = output(await slow.read_until(b"line 099"))
+    assert REPLAY_END in slow.messages
+    assert b"@@@ pyprocserv: " in seen and b"bytes of output skipped" in seen
+    assert seen.count(b"line ") < 100
+    server.shutdown()
+
+
+async def test_a_replay_over_the_budget_is_skipped_and_the_marker_still_comes_first(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server(client_budget=2000, history=100)
+    child = await spawner.wait_for(1)
+    for i in range(100):
+        child.say(b"line %03d ..............................\r\n" % i)
+    await trio.testing.wait_all_tasks_blocked()
+    browser = browse(nursery, server)
+    assert await browser.read_until(REPLAY_END) == [REPLAY_END]
+    child.say(b"live\r\n")
+    seen = output(await browser.read_until(b"live"))
+    assert b"bytes of output skipped" in seen and seen.endswith(b"live\r\n")
+    server.shutdown()
+
+
+async def test_closing_the_transport_ends_the_console_and_the_counts_drop(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server()
+    await spawner.wait_for(1)
+    operator = browse(nursery, server)
+    spy = browse(nursery, server, "spy")
+    await operator.ready()
+    await spy.ready()
+    assert (server.status.users, server.status.loggers) == (1, 1)
+    await operator.transport.aclose()
+    await spy.transport.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert (server.status.users, server.status.loggers) == (0, 0)
+    server.shutdown()
+
+
+async def test_a_message_that_breaks_the_protocol_ends_only_that_console(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server()
+    child = await spawner.wait_for(1)
+    bad = browse(nursery, server)
+    good = browse(nursery, server)
+    await bad.ready()
+    await good.ready()
+    await bad.send("not json")
+    assert await bad.ended()
+    await good.send(b"still here")
+    await trio.testing.wait_all_tasks_blocked()
+    assert child.input == b"still here" and server.status.users == 1
+    server.shutdown()
+
+
+async def test_a_shutdown_ends_every_browser_console(autojump_clock, nursery, started_server, spawner):
+    server = await started_server()
+    await spawner.wait_for(1)
+    browser = browse(nursery, server)
+    await browser.ready()
+    server.shutdown()
+    assert await browser.ended()
+    assert b"@@@ " in output(browser.messages)  # the goodbye reached it first
+
+
+async def test_an_unknown_role_is_refused_by_name(autojump_clock, started_server, spawner):
+    server = await started_server()
+    with pytest.raises(ValueError, match="operator, spy, not 'admin'"):
+        await server.serve_console(transport_pair()[1], role="admin")
+    server.shutdown()
