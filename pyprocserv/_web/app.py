@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import os
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -218,11 +219,15 @@ def build_app(root: Root, auth: WebAuth) -> Any:
 
 async def _small_form(request: Request) -> dict[str, list[str]] | None:
     """The URL-encoded form of ``request``, or None if it is longer than MAX_FORM bytes (rule 4)."""
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_FORM:
+        return None
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            return None
+    async with aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > MAX_FORM:
+                return None
     try:
         return parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
     except ValueError:  # more fields than a login has

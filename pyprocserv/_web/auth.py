@@ -77,7 +77,7 @@ class WebAuth:
         self.users_file = users_file
         self.base = base
         self._key = key or websession.new_key()
-        self._limiter = limiter or LoginLimiter()
+        self._limiter = LoginLimiter() if limiter is None else limiter  # an empty one is falsy
         self._login_lock = trio.Lock()
         self._cached: tuple[tuple[int, int], dict[str, WebUser]] | None = None
 
