@@ -136,7 +136,7 @@ def console_page(ioc: str, *, user: str, operator: bool, csrf: str, logout: bool
     mode = "" if operator else " (read only)"
     head = ('<link rel="stylesheet" href="static/xterm/xterm.css">'
             '<script src="static/xterm/xterm.js"></script><script src="static/xterm/addon-fit.js"></script>'
-            '<style>#terminal { height: 80vh; }</style>')
+            '<style>#terminal { height: calc(100vh - 10em); }</style>')
     body = (f'<h1>{escape(ioc)}{mode}</h1><div id="terminal"></div>'
             f'<script>{_CONSOLE_SCRIPT}</script>')
     return _page(f"{ioc}: console", body, head=head, user=user, csrf=csrf, logout=logout)
