@@ -512,3 +512,15 @@ def test_a_missing_web_stack_or_a_bad_users_file_is_named_before_the_start(tmp_p
     assert "--web-cert" in problem and "cannot load" in problem
     monkeypatch.setitem(__import__("sys").modules, "anycorn", None)
     assert "pip install 'pyprocserv[web]'" in extra.problem(web_options("--web", "8080"))
+
+
+def test_pyprocserv_manage_web_user_add_writes_a_user_the_console_accepts(tmp_path, monkeypatch):
+    from pyprocserv._apps import manage
+    from pyprocserv._core.webusers import authenticate, parse
+
+    path = tmp_path / "users"
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("s3cret\n"))
+    assert manage.main(["web-user", "add", "--file", str(path), "ada", "--role", "viewer", "--password-stdin"]) == 0
+    user = authenticate(parse(path.read_text()), "ada", "s3cret")
+    assert user is not None and user.role == "viewer"
+    assert wiring.check_web_support(web_options("--web", "8080", "--web-users", str(path))) is None

@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+import importlib
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 def problem(config: Config) -> str | None:
     """What stops the browser console of ``config`` from working, or None (rule 1)."""
     try:
-        import anycorn  # noqa: F401
-        import starlette  # noqa: F401
+        importlib.import_module("anycorn")
+        importlib.import_module("starlette")
     except ImportError as exc:
         return f"the browser console needs starlette and anycorn ({exc}): pip install 'pyprocserv[web]'"
     from .._core.webusers import CredentialsError, parse
