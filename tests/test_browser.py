@@ -157,6 +157,9 @@ async def test_errors_name_the_javascript_and_what_the_page_reported(site):
 
         with pytest.raises(BrowserError, match="does not know the key"):
             await page.press("NoSuchKey")
+        with pytest.raises(BrowserError, match="use press"):
+            await page.type("a\x18b")
+        assert await page.evaluate("document.getElementById('t').value") == ""  # nothing half-typed
 
         unserved = f"http://127.0.0.1:{free_port()}/"
         with pytest.raises(BrowserError, match=f"cannot load {unserved}: net::ERR_CONNECTION_REFUSED"):

@@ -9,6 +9,7 @@ read-only spy role.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 
@@ -174,6 +175,14 @@ def output(messages: list[bytes | str]) -> bytes:
 # -- serve_console --------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_session_fails(caplog):
+    """A session that ends by our own error is logged and looks like a clean end: catch it."""
+    yield
+    failures = [r.getMessage() for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert failures == []
+
+
 async def test_greeting_and_history_then_the_marker_then_live_output_as_the_child_wrote_it(
     autojump_clock, nursery, started_server, spawner,
 ):
@@ -261,6 +270,8 @@ async def test_a_spy_reads_the_control_form_counts_as_a_logger_and_cannot_type_o
     replay = await spy.ready()
     assert b"Welcome" not in output(replay) and output(replay).startswith(b"@@@ procServ server PID: ")
     assert server.status.users == 0 and server.status.loggers == 1
+    operator = browse(nursery, server)
+    assert b"0 user(s) and 1 logger(s) connected (plus you)" in output(await operator.read_until(REPLAY_END))
     await spy.send(b"hello\x18\x14")
     await spy.send(resize(100, 30))
     child.say(b"a\xff\r\n")

@@ -12,11 +12,15 @@ import hashlib
 import importlib.util
 import io
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import tarfile
 import threading
 import tomllib
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,7 @@ from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route, WebSocketRoute  # noqa: E402
 
+from pyprocserv._shell.extras import Supervisor  # noqa: E402
 from pyprocserv._web import serve as web  # noqa: E402
 from pyprocserv._web.serve import WebServerError, serve_asgi  # noqa: E402
 
@@ -210,6 +215,28 @@ async def test_sys_exit_inside_the_server_is_a_web_server_error_for_the_supervis
         await serve_asgi(APP)
 
 
+async def test_the_supervisor_restarts_a_web_server_that_exited(monkeypatch, nursery):
+    """Run as an extra: the server's sys.exit() is reported and the server started again."""
+    real_serve, calls = web.anycorn.serve, []
+
+    async def exiting_once(app, config, **kwargs):
+        calls.append(config)
+        if len(calls) == 1:
+            kwargs["task_status"].started(["http://127.0.0.1:1"])
+            sys.exit(2)
+        await real_serve(app, config, **kwargs)
+
+    monkeypatch.setattr(web.anycorn, "serve", exiting_once)
+    announced: list[str] = []
+    supervisor = Supervisor(announced.append, first=0.01)
+    port = free_port()
+    await nursery.start(supervisor.run, "web", partial(serve_asgi, APP, "127.0.0.1", port))
+    while len(calls) < 2 or supervisor.states.get("web") != "running":
+        await trio.sleep(0.01)
+    assert "SystemExit" in announced[0]
+    assert await get(port) == (200, b"ok")
+
+
 async def test_an_address_that_cannot_be_bound_is_an_os_error_naming_it(served):
     port, _ = served
     with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} for the web console"):
@@ -225,6 +252,35 @@ async def test_the_server_binds_the_address_it_is_given_only(nursery):
     assert await get(port) == (200, b"ok")
 
 
+@pytest.fixture
+def tls_contexts(tmp_path):
+    """(server context, client context) for a self-signed certificate of 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (the command) is not installed: no certificate to test TLS with")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return server, ssl.create_default_context(cafile=str(cert))
+
+
+async def test_with_a_tls_context_the_server_speaks_https_only_and_survives_plain_http(nursery, tls_contexts):
+    server_context, client_context = tls_contexts
+    port = await nursery.start(partial(serve_asgi, APP, ssl_context=server_context))
+    plain = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP to a TLS port
+    assert not plain.startswith(b"HTTP/1.1 200")
+    await exchange(port, ISSUE_225)
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    async with trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1") as stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := await stream.receive_some(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"ok")
+
+
 # -- orderly shutdown --------------------------------------------------------------------------
 
 async def test_cancelling_the_server_closes_its_websockets_with_1001():
@@ -236,11 +292,12 @@ async def test_cancelling_the_server_closes_its_websockets_with_1001():
                 await serve_asgi(APP, task_status=task_status)
 
         port = await nursery.start(run_server)
-        stream = await open_websocket(port)
+        streams = [await open_websocket(port) for _ in range(3)]
         scope.cancel()
-        opcode, payload = await read_frame(stream)
-        assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1001
-        await stream.aclose()
+        for stream in streams:
+            opcode, payload = await read_frame(stream)
+            assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1001
+            await stream.aclose()
     assert scope.cancelled_caught
 
 

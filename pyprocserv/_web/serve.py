@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+
 import anycorn
 import trio
 from anycorn.config import Sockets
@@ -61,10 +62,6 @@ def _config(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anycorn
     starts) and the IOC's child never inherits them.
     """
     class Config(anycorn.Config):
-        @property
-        def ssl_enabled(self) -> bool:
-            return ssl_context is not None
-
         def create_ssl_context(self) -> ssl.SSLContext | None:
             return ssl_context
 
@@ -72,7 +69,6 @@ def _config(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anycorn
             return sockets
 
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logger
     config.graceful_timeout = GRACE
@@ -94,6 +90,13 @@ def _only_cancelled(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.split(trio.Cancelled)[1] is None
     return isinstance(exc, trio.Cancelled)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or a group of it holds, the operator's ^C."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(KeyboardInterrupt)[0] is not None
+    return isinstance(exc, KeyboardInterrupt)
 
 
 async def serve_asgi(app: App, host: str = LOOPBACK, port: int = 0, *,
@@ -130,7 +133,7 @@ async def serve_asgi(app: App, host: str = LOOPBACK, port: int = 0, *,
                 server_scope.deadline = trio.current_time() + GRACE
     except BaseException as exc:
         leaf = _leaf(exc)
-        if _only_cancelled(exc) or isinstance(leaf, KeyboardInterrupt):
+        if _only_cancelled(exc) or _interrupted(exc):
             raise
         if isinstance(leaf, WebServerError):
             raise leaf

@@ -7,6 +7,7 @@ one port picker.
 * ``proc``: what /proc says about a process (state, children, fds, memory, CPU, listeners);
 * ``ports``: free ports that no other call in this process has handed out;
 * ``conformance``: the harness that runs procServ and pyprocserv side by side.
+* ``browser``: headless Chromium over the DevTools protocol (pages, keys, JavaScript, screenshots).
 
 Rules for the tests that use them (trio-websocket style):
 * Use localhost only; servers take port 0 and tests read the port back.

@@ -12,9 +12,9 @@ Rules:
 * Chromium runs in a session of its own, with its config and cache (crash reports too) in
   the same temporary directory, and a mark in its environment that every process it starts
   inherits. On leaving ``open_browser`` (normally, on an error, on a cancel or timeout) its
-  process group is killed, and so is every other process carrying the mark (the crash
-  handlers start sessions of their own); then the temporary directory is removed. Nothing
-  outlives the block, and nothing is written outside it.
+  session is killed, and so is every process carrying the mark (Debian's wrapper turns the
+  crash handlers on, and they start sessions of their own); then the temporary directory is
+  removed. Nothing outlives the block, and nothing is written outside it.
 * One WebSocket to the browser; each page is a target attached in flat mode (its commands carry
   a session id). A command that fails raises ``BrowserError`` naming the method and Chromium's
   message; a JavaScript exception raises it with the exception's text.
@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,7 +48,7 @@ WINDOW = (1024, 768)
 START_TIMEOUT = 20.0  # seconds; a cold start on a loaded 2-core CI machine takes a few
 
 _FLAGS = (
-    "--headless", "--no-sandbox", "--remote-debugging-port=0", "--remote-allow-origins=*",
+    "--headless", "--no-sandbox", "--remote-debugging-port=0",
     "--no-first-run", "--no-default-browser-check", "--disable-gpu", "--disable-extensions",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-crash-reporter", "--disable-breakpad", "--mute-audio", "--password-store=basic",
@@ -156,7 +157,14 @@ class Page:
                            f"console errors: {self._browser.console_errors or 'none'}")
 
     async def type(self, text: str) -> None:
-        """Type ``text`` into the focused element, one key event per character (``\\n`` is Enter)."""
+        """Type ``text`` into the focused element, one key event per character (``\\n`` is Enter).
+
+        Other control characters are refused: a chord such as ^X is ``press("x", ctrl=True)``.
+        """
+        for char in text:
+            if char not in "\n\t" and unicodedata.category(char) == "Cc":
+                raise BrowserError(f"type() cannot type {char!r}: use press() for control keys, "
+                                   "e.g. press('x', ctrl=True) for ^X")
         for char in text:
             if char == "\n":
                 await self.press("Enter")
@@ -289,7 +297,7 @@ def _kill_everything(process: trio.Process, root: str) -> None:
 
 
 @asynccontextmanager
-async def open_browser(*, extra_flags: tuple[str, ...] = ()) -> AsyncIterator[Browser]:
+async def open_browser() -> AsyncIterator[Browser]:
     """Headless Chromium with a private profile, killed with all it started when the block ends."""
     if CHROMIUM is None:
         raise BrowserError("chromium is not installed (apt-get install chromium)")
@@ -300,7 +308,7 @@ async def open_browser(*, extra_flags: tuple[str, ...] = ()) -> AsyncIterator[Br
     try:
         with open(log, "wb") as log_file:
             process = await trio.lowlevel.open_process(
-                [CHROMIUM, *_FLAGS, f"--user-data-dir={profile}", *extra_flags, "about:blank"],
+                [CHROMIUM, *_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
                 env={**os.environ, "XDG_CONFIG_HOME": root, "XDG_CACHE_HOME": root, _MARK: root})
         url = await _devtools_url(process, profile, log)
