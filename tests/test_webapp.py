@@ -7,8 +7,12 @@ browser. Users come from a real credentials file with cheap scrypt parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
+import shutil
+import ssl
+import subprocess
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -30,6 +34,8 @@ from pyprocserv._web import extra  # noqa: E402
 from pyprocserv._web.app import build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
+
+from support.ports import free_port  # noqa: E402
 
 PASSWORD = {"ada": "operator's secret", "vic": "viewer's secret", "oth": "other IOC's secret"}
 IOC = "cat"
@@ -68,9 +74,10 @@ class Site:
     log: str
     origin: str = ""
     cookies: dict[str, str] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
-        self.origin = f"http://127.0.0.1:{self.port}"
+        self.origin = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
                       *, raw: bytes | None = None) -> Reply:
@@ -99,7 +106,10 @@ class Site:
 
     async def _exchange(self, data: bytes) -> bytes:
         reply = b""
-        async with await trio.open_tcp_stream("127.0.0.1", self.port) as stream:
+        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        if self.tls is not None:
+            stream = trio.SSLStream(stream, self.tls, server_hostname="127.0.0.1")
+        async with stream:
             await stream.send_all(data)
             while chunk := await stream.receive_some(65536):
                 reply += chunk
@@ -399,6 +409,7 @@ async def test_the_log_page_shows_the_tail_escaped_and_the_download_the_file(nur
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
     download = await site.get("/log/download")
     assert download.status == 200 and b"<script>alert(1)</script>" in download.body
+    assert download.header("content-disposition") == 'attachment; filename="ioc.log"'
 
 
 async def test_without_a_log_file_the_log_pages_say_so(nursery, tmp_path):
@@ -524,3 +535,42 @@ def test_pyprocserv_manage_web_user_add_writes_a_user_the_console_accepts(tmp_pa
     user = authenticate(parse(path.read_text()), "ada", "s3cret")
     assert user is not None and user.role == "viewer"
     assert wiring.check_web_support(web_options("--web", "8080", "--web-users", str(path))) is None
+
+
+async def test_over_https_the_wired_extra_sets_a_secure_host_cookie_and_checks_the_https_origin(nursery, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl (the command) is not installed: no certificate to test TLS with")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    port = free_port()
+    config = web_options("--web", f"127.0.0.1:{port}", "--web-users", users_file(tmp_path / "users"),
+                         "--web-cert", str(cert), "--web-key", str(key), "-n", IOC)
+    config = dataclasses.replace(config, control=(), logfile=str(tmp_path / "ioc.log"))
+    assert wiring.check_web_support(config) is None
+    server = ProcessServer(config, extras=wiring.server_extras(config))
+    await nursery.start(server.run)  # the web console is awaited: its port is bound now
+    site = Site(server, port, config.logfile, tls=ssl.create_default_context(cafile=str(cert)))
+
+    reply = await site.login("ada")
+    cookie = reply.header("set-cookie")
+    assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie and "Path=/;" in cookie
+    csrf = await site.csrf()
+    plain_origin = await site.post("/api/toggle", headers={"X-CSRF-Token": csrf,
+                                                           "Origin": f"http://127.0.0.1:{port}"}, origin=False)
+    assert plain_origin.status == 403
+    assert (await site.act("toggle", csrf)).status == 200
+    assert server.status.restart_mode.name == "OFF"
+
+
+def test_a_log_download_is_the_file_as_it_was_when_asked_for_even_while_it_grows(tmp_path):
+    from pyprocserv._web.app import _up_to_now
+
+    path = tmp_path / "ioc.log"
+    path.write_bytes(b"a" * 200_000)
+    chunks = _up_to_now(open(path, "rb"))
+    first = next(chunks)
+    with open(path, "ab") as log:
+        log.write(b"b" * 100_000)  # the IOC goes on writing while the browser downloads
+    assert first + b"".join(chunks) == b"a" * 200_000

@@ -15,6 +15,7 @@ Rules:
 4. Bodies are small: a login form of more than :data:`MAX_FORM` bytes is refused (413) before it
    is read whole. Every response forbids framing (no clickjacking of the buttons) and caching.
 5. Whatever a request does, it ends that request at most (``serve.serve_asgi``'s guard).
+6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from __future__ import annotations
 import os
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -163,9 +164,15 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         if isinstance(visitor, Response):
             return visitor
         path = log_path()
-        if path is None or not os.path.isfile(path):
+        if path is None:
             return PlainTextResponse("no log file is configured (-L FILE)", status_code=404)
-        return FileResponse(path, filename=os.path.basename(path), media_type="text/plain")
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            return PlainTextResponse(f"cannot read the log file: {exc.strerror}", status_code=404)
+        disposition = f'attachment; filename="{_ascii_name(os.path.basename(path))}"'
+        return StreamingResponse(_up_to_now(f), media_type="text/plain; charset=utf-8",
+                                 headers={"Content-Disposition": disposition})
 
     async def login_page(request: Request) -> Response:
         if auth.open:
@@ -215,6 +222,20 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         Mount(base + "static", StaticFiles(directory=STATIC)),
     ]
     return _SafeHeaders(Starlette(routes=routes))
+
+
+def _up_to_now(f: BinaryIO) -> Iterator[bytes]:
+    """The bytes of a log file that is still being written, up to its size now (rule 6): a file
+    that grows or is rotated while it is sent ends the download, never breaks the response."""
+    with f:
+        left = os.fstat(f.fileno()).st_size
+        while left > 0 and (chunk := f.read(min(left, 1 << 16))):
+            left -= len(chunk)
+            yield chunk
+
+
+def _ascii_name(name: str) -> str:
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name) or "log"
 
 
 async def _small_form(request: Request) -> dict[str, list[str]] | None:
