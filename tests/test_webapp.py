@@ -303,6 +303,24 @@ async def test_without_users_every_loopback_browser_is_an_operator(nursery, tmp_
     await wait_for_log(site, "@@@ web: stop by local from 127.0.0.1")
 
 
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "[::1]x"])
+async def test_without_users_a_page_that_names_us_otherwise_is_refused(nursery, tmp_path, host):
+    """DNS rebinding: another site's name pointed at 127.0.0.1 is "same origin" with itself."""
+    site = await start_site(nursery, tmp_path, users=False)
+    evil = {"Host": f"{host}:{site.port}", "Origin": f"http://{host}:{site.port}"}
+    page = await site.request("GET", "/", headers=evil)
+    assert page.status == 403 and "loopback address" in page.text
+    action = await site.request("POST", "/api/stop", headers={**evil, "X-CSRF-Token": await site.csrf()})
+    assert action.status == 403
+    handshake = await site.request("GET", "/ws/console", headers={
+        **evil, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
+    assert handshake.status == 403
+    assert site.status()["running"]
+    for name in ("localhost", "[::1]"):
+        assert (await site.request("GET", "/api/status", headers={"Host": f"{name}:{site.port}"})).status == 200
+
+
 # -- actions --------------------------------------------------------------------------------------
 
 async def test_an_action_needs_the_csrf_token_and_our_origin(nursery, tmp_path):

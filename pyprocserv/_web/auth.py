@@ -17,6 +17,9 @@ Rules:
 4. The signing key is new for each run of the server: a restart logs everybody out.
 5. A credentials file that stops parsing while the server runs lets nobody in (logged), rather
    than an old copy or a half-read one.
+6. Without users, a request must also name the server by a loopback address or ``localhost`` in
+   its ``Host``: a page of another site whose name it points at 127.0.0.1 (DNS rebinding) would
+   otherwise be "same origin" with the console and could press its buttons.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import final
@@ -40,6 +44,7 @@ logger = logging.getLogger("pyprocserv.web")
 SESSION_LIFETIME = 12 * 3600  # seconds: a shift
 LOCAL = WebUser("local", OPERATOR, "")  # rule 1: every browser when no users are configured
 _NO_USERS_TOKEN = "no users configured"  # rule 2: what the CSRF token is bound to then
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
 
 
 @final
@@ -66,6 +71,15 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _loopback_name(host: str | None) -> bool:
+    """Whether a ``Host`` header names this machine: a loopback address or localhost (rule 6)."""
+    match = _HOST.fullmatch(host or "")
+    if match is None:
+        return False
+    name = match["v6"] or match["name"]
+    return name.lower() == "localhost" or _loopback(name)
 
 
 @final
@@ -109,7 +123,7 @@ class WebAuth:
     def visitor(self, conn: HTTPConnection) -> Visitor | None:
         """Who sent ``conn`` (rule 1), or None."""
         if self.open:
-            return Visitor(LOCAL, _NO_USERS_TOKEN)
+            return Visitor(LOCAL, _NO_USERS_TOKEN) if _loopback_name(conn.headers.get("host")) else None
         token = conn.cookies.get(self.cookie(conn).name)
         if not token:
             return None
