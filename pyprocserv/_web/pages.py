@@ -105,7 +105,8 @@ def status_page(ioc: str, *, user: str, operator: bool, csrf: str, logout: bool)
 
 
 _CONSOLE_SCRIPT = """
-const term = new Terminal({convertEol: false, scrollback: 10000, cursorBlink: true});
+const term = new Terminal({scrollback: 10000, cursorBlink: true,
+  disableStdin: document.body.dataset.operator !== "yes"});
 const fit = new FitAddon.FitAddon();
 term.loadAddon(fit);
 term.open(document.getElementById("terminal"));
@@ -139,7 +140,8 @@ def console_page(ioc: str, *, user: str, operator: bool, csrf: str, logout: bool
             '<style>#terminal { height: calc(100vh - 10em); }</style>')
     body = (f'<h1>{escape(ioc)}{mode}</h1><div id="terminal"></div>'
             f'<script>{_CONSOLE_SCRIPT}</script>')
-    return _page(f"{ioc}: console", body, head=head, user=user, csrf=csrf, logout=logout)
+    page = _page(f"{ioc}: console", body, head=head, user=user, csrf=csrf, logout=logout)
+    return page.replace("<body>", f'<body data-operator="{"yes" if operator else "no"}">', 1)
 
 
 def log_page(ioc: str, path: str, text: str, *, user: str, csrf: str, logout: bool, skipped: bool) -> str:
