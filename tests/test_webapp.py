@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import shutil
 import ssl
-import subprocess
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -36,6 +34,7 @@ from pyprocserv._web.auth import WebAuth  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
 
 from support.ports import free_port  # noqa: E402
+from support.tls import self_signed  # noqa: E402
 
 PASSWORD = {"ada": "operator's secret", "vic": "viewer's secret", "oth": "other IOC's secret"}
 IOC = "cat"
@@ -556,12 +555,7 @@ def test_pyprocserv_manage_web_user_add_writes_a_user_the_console_accepts(tmp_pa
 
 
 async def test_over_https_the_wired_extra_sets_a_secure_host_cookie_and_checks_the_https_origin(nursery, tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl (the command) is not installed: no certificate to test TLS with")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed(tmp_path)
     port = free_port()
     config = web_options("--web", f"127.0.0.1:{port}", "--web-users", users_file(tmp_path / "users"),
                          "--web-cert", str(cert), "--web-key", str(key), "-n", IOC)

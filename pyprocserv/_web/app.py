@@ -141,38 +141,35 @@ def build_app(root: Root, auth: WebAuth) -> Any:
             root.announce(messages.web_attached(visitor.user.name, peer(websocket)), who=messages.WEB_WHO)
         await root.serve_console(WebSocketTransport(websocket), role=role)
 
-    def log_path() -> str | None:
-        path = root.config.logfile
-        return None if path in (None, "-") else path
-
-    async def log_page(request: Request) -> Response:
+    def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
+        """The visitor, the log file's path and the file open for reading, or the answer to give."""
         visitor = who(request, READ_LOG)
         if isinstance(visitor, Response):
             return visitor
-        path = log_path()
-        if path is None:
+        path = root.config.logfile
+        if path is None or path == "-":
             return PlainTextResponse("no log file is configured (-L FILE)", status_code=404)
         try:
-            with open(path, "rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                f.seek(max(0, size - LOG_TAIL))
-                data = f.read(LOG_TAIL)
+            return visitor, path, open(path, "rb")
         except OSError as exc:
             return PlainTextResponse(f"cannot read the log file: {exc.strerror}", status_code=404)
-        text = data.decode("utf-8", "replace")
+
+    async def log_page(request: Request) -> Response:
+        opened = open_log(request)
+        if isinstance(opened, Response):
+            return opened
+        visitor, path, f = opened
+        with f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - LOG_TAIL))
+            text = f.read(LOG_TAIL).decode("utf-8", "replace")
         return HTMLResponse(pages.log_page(ioc, path, text, skipped=size > LOG_TAIL, **page_args(visitor)))
 
     async def log_download(request: Request) -> Response:
-        visitor = who(request, READ_LOG)
-        if isinstance(visitor, Response):
-            return visitor
-        path = log_path()
-        if path is None:
-            return PlainTextResponse("no log file is configured (-L FILE)", status_code=404)
-        try:
-            f = open(path, "rb")
-        except OSError as exc:
-            return PlainTextResponse(f"cannot read the log file: {exc.strerror}", status_code=404)
+        opened = open_log(request)
+        if isinstance(opened, Response):
+            return opened
+        _, path, f = opened
         disposition = f'attachment; filename="{_ascii_name(os.path.basename(path))}"'
         return StreamingResponse(_up_to_now(f), media_type="text/plain; charset=utf-8",
                                  headers={"Content-Disposition": disposition})
