@@ -28,15 +28,17 @@ measures, with stdlib sockets only:
   meanwhile; the figure is how many of them the server had dropped by the end).
 
 Results on the machine this was chosen on (2 cores, Python 3.11, trio 0.35, Starlette 1.10,
-hypercorn 0.18.0, anycorn 0.20.1; 100 WebSockets; figures of one run, they vary by a few %):
+hypercorn 0.18.0, anycorn 0.20.1; 100 WebSockets; two runs):
 
-    candidate  start s  imports s  RSS idle  RSS 100 ws  issue225             the other six
-    hypercorn  0.20     0.16       35.7 MiB  38.5 MiB    process exited (1)   survived
-    anycorn    0.15     0.12       37.9 MiB  41.3 MiB    survived             survived
+    candidate  start s    imports s  RSS idle  RSS 100 ws  issue225             the other six
+    hypercorn  0.14-0.20  0.11-0.16  35.6 MiB  38.4 MiB    process exited (1)   survived
+    anycorn    0.15       0.12       38.0 MiB  41.4 MiB    survived             survived
 
-Each malformed case ran on a fresh process. Slowloris (20 connections for 5 s): both answered a
-good request meanwhile and neither dropped a slow connection (their idle timeout does not cover a
-request in progress): a bound on connections belongs to the web console itself.
+Start time is the same within noise; anycorn costs about 2.4 MiB more idle and the same
+~30 KiB per open WebSocket. Each malformed case ran on a fresh process. Slowloris (20
+connections for 5 s): both answered a good request meanwhile and neither dropped a slow
+connection (their idle timeout does not cover a request in progress): a bound on connections
+belongs to the web console itself.
 
 Maintenance, from PyPI and the trackers (December 2026):
 
