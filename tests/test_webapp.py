@@ -154,12 +154,12 @@ class Site:
 
 
 async def start_site(nursery: trio.Nursery, tmp_path, *, users: bool = True, limiter: LoginLimiter | None = None,
-                     logfile: bool = True) -> Site:
+                     logfile: bool = True, base: str = "/") -> Site:
     log = str(tmp_path / "ioc.log")
     config = Config(command=("/bin/cat",), name=IOC, logfile=log if logfile else None, holdoff=0.2)
     server = ProcessServer(config, extras=[])
     await nursery.start(server.run)
-    auth = WebAuth(users_file(tmp_path / "users") if users else None, "/", limiter=limiter)
+    auth = WebAuth(users_file(tmp_path / "users") if users else None, base, limiter=limiter)
     port = await nursery.start(serve_asgi, build_app(server, auth), "127.0.0.1", 0)
     site = Site(server, port, log)
     with trio.fail_after(10):
@@ -254,6 +254,20 @@ async def test_a_forged_or_tampered_cookie_is_nobody(nursery, tmp_path):
     assert (await site.get("/api/status")).status == 401
     site.cookies[name] = "x" * 5000
     assert (await site.get("/api/status")).status == 401
+
+
+async def test_under_a_base_path_every_page_link_and_cookie_stays_under_it(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, base="/ioc1/")
+    assert (await site.get("/ioc1/")).header("location") == "/ioc1/login"
+    assert (await site.get("/login")).status == 404
+    reply = await site.post("/ioc1/login", {"user": "ada", "password": PASSWORD["ada"]})
+    assert reply.header("location") == "/ioc1/" and "Path=/ioc1/;" in reply.header("set-cookie")
+    page = await site.get("/ioc1/console")
+    assert page.status == 200 and 'src="static/xterm/xterm.js"' in page.text  # relative: under the base
+    assert (await site.get("/ioc1/static/xterm/xterm.js")).status == 200
+    status = await site.get("/ioc1/")
+    csrf = re.search(r'data-csrf="([^"]+)"', status.text).group(1)
+    assert (await site.post("/ioc1/api/toggle", headers={"X-CSRF-Token": csrf})).status == 200
 
 
 # -- roles ----------------------------------------------------------------------------------------
