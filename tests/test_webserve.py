@@ -12,10 +12,8 @@ import hashlib
 import importlib.util
 import io
 import random
-import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tarfile
 import threading
@@ -38,6 +36,7 @@ from pyprocserv._web import serve as web  # noqa: E402
 from pyprocserv._web.serve import WebServerError, serve_asgi  # noqa: E402
 
 from support.ports import free_port  # noqa: E402
+from support.tls import self_signed  # noqa: E402
 from test_layers import ALL, imports, layer_of  # noqa: E402
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -255,12 +254,7 @@ async def test_the_server_binds_the_address_it_is_given_only(nursery):
 @pytest.fixture
 def tls_contexts(tmp_path):
     """(server context, client context) for a self-signed certificate of 127.0.0.1."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl (the command) is not installed: no certificate to test TLS with")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed(tmp_path)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert, key)
     return server, ssl.create_default_context(cafile=str(cert))

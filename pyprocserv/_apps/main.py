@@ -360,7 +360,7 @@ def _main(argv: list[str], signal_mask: set[signal.Signals]) -> int:
         problem = _check_owners(options)
         if problem:
             raise CliExit(1, stderr=problem + "\n")
-        problem = wiring.check_pv_support(options.config)
+        problem = wiring.check_pv_support(options.config) or wiring.check_web_support(options.config)
         if problem:
             raise CliExit(1, stderr=f"{prog}: {problem}\n")
         problem = check_command(options)

@@ -634,7 +634,12 @@ def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    head, words = _split_add(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["web-user"]:  # the browser console's users: a program of its own (_apps/webusers.py)
+        from . import webusers
+
+        return webusers.main(argv[1:])
+    head, words = _split_add(argv)
     args = parser().parse_args(head)
     if words is not None:
         args.words = words

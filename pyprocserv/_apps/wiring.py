@@ -1,4 +1,4 @@
-"""The one place the programs meet the optional Channel Access layer (``_ca``).
+"""The one place the programs meet the optional layers: Channel Access (``_ca``) and the web (``_web``).
 
 Rules:
 1. The programs choose a server's extras here, from its configuration, and hand them to the
@@ -8,7 +8,8 @@ Rules:
 2. Host mode's own CA server and the PV groups it adds per instance are made here too, so a
    PV group is built in one place whichever program serves it.
 3. ``_ca`` (and so caproto) is imported only when a configuration asks for PVs or the
-   watchdog: a server without them never imports caproto.
+   watchdog: a server without them never imports caproto. Likewise ``_web``'s ASGI stack
+   (starlette, anycorn) only for ``--web``.
 """
 
 from __future__ import annotations
@@ -40,15 +41,36 @@ def check_pv_support(config: Config) -> str | None:
     return None
 
 
+def check_web_support(config: Config) -> str | None:
+    """What stops the browser console (``--web``) from working, or None."""
+    if config.web is None:
+        return None
+    from .._web import extra
+
+    return extra.problem(config)
+
+
 def server_extras(config: Config) -> list[ExtraSpec]:
     """The extras ``config`` asks for, in start order: the PV server (the server reports itself
-    started once its port is bound), then the watchdog (started beside it)."""
+    started once its port is bound), then the watchdog (started beside it), then the browser
+    console (started once its port is bound)."""
     extras = []
     if config.pv_prefix is not None:
         extras.append(_pv_server(config))
     if config.watch is not None:
         extras.append(_watchdog())
+    if config.web is not None:
+        extras.append(_web_console())
     return extras
+
+
+def _web_console() -> ExtraSpec:
+    async def serve(root: Root, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        from .._web import extra
+
+        await extra.run(root, task_status=task_status)
+
+    return ExtraSpec("web console", serve, awaited=True)
 
 
 def _pv_server(config: Config) -> ExtraSpec:

@@ -23,6 +23,7 @@ Rules (procServ 2.7.0, behaviour §1):
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import os
 import resource
@@ -37,6 +38,7 @@ from .errors import PyprocservError
 from .keys import KeyMap, parse_char, parse_ignore
 from .policy import DEFAULT_PROCSERV_VERSION, PROCSERV_VERSIONS, RestartMode
 from .watchdog import WatchConfig
+from .websession import cookie_rules
 
 VERSION_LINE = f"pyprocserv {__version__} (a drop-in for procServ Process Server 2.7.0)"
 
@@ -140,6 +142,19 @@ PV status channel (Channel Access; needs caproto: pip install 'pyprocserv[pv]'):
     --watch-values <a|b>  ... or when its value is one of these
     --watch-for <n>       ... for <n> seconds (default 30)
     --watch-max <n>       at most <n> watchdog restarts an hour (default 3), with backoff
+Browser console (needs starlette and anycorn: pip install 'pyprocserv[web]'):
+    --web [<addr>:]<port> serve the console, status and buttons to browsers on <port>
+                          (address default 127.0.0.1; [<ipv6>]:<port> for IPv6). Without
+                          --web-users only loopback is allowed, and every local browser is an
+                          operator, as a telnet client on a loopback port is
+    --web-users <file>    log in with the users in <file> (add them with
+                          pyprocserv-manage web-user add); viewers read and spy,
+                          operators also type and press the buttons
+    --web-cert <file>     serve https with this certificate chain (PEM; needs --web-key)
+    --web-key <file>      ... and this private key (PEM)
+    --web-base <path>     serve the pages under <path> (default /), e.g. behind a proxy
+                          Any other address than loopback needs --web-cert, --web-key and
+                          --web-users.
 Environment: PROCSERV_PID (PID file name), PROCSERV_DEBUG (any value: -d).
 """
 
@@ -237,6 +252,40 @@ def _words(default: tuple[str, ...]) -> Callable[[str, str], tuple[str, ...]]:
     return lambda text, option: tuple(w for w in text.replace(",", " ").split() if w) or default
 
 
+def _web_address(text: str, option: str) -> tuple[str, int]:
+    """``PORT``, ``ADDR:PORT`` or ``[IPV6]:PORT``; the address numeric or ``localhost``."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or (address.version == 6 and not sep) or ":" in host and not text.startswith("["):
+        raise ValueError(f"invalid {option} '{text}': expected [ADDRESS:]PORT, such as 8080, "
+                         "0.0.0.0:8080 or [::1]:8080, with a numeric address")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"invalid {option} '{text}': the port must be a number from 1 to 65535")
+    return str(address), int(port)
+
+
+def _web_base(text: str, option: str) -> str:
+    """A path starting and ending with ``/`` that a cookie can carry (``/ioc1`` becomes ``/ioc1/``)."""
+    base = text if text.endswith("/") else text + "/"
+    try:
+        cookie_rules(base, client_scheme="http", loopback=True)
+    except ValueError as exc:
+        raise ValueError(f"invalid {option}: {exc}") from None
+    if "//" in base or "/./" in base or "/../" in base:
+        raise ValueError(f"invalid {option} '{text}': use a plain path such as /ioc1/, without empty, "
+                         "'.' or '..' parts")
+    return base
+
+
 @dataclass(frozen=True)
 class Option:
     """One option of the command line: its spellings, what it takes, what becomes of its value.
@@ -289,6 +338,11 @@ OPTIONS: tuple[Option, ...] = (
            convert=lambda text, option: tuple(v for v in text.split("|") if v)),
     Option("watch-for", field="watch.hold", convert=_number, needs="watch-pv"),
     Option("watch-max", field="watch.max_per_hour", convert=_count, needs="watch-pv"),
+    Option("web", field="web", convert=_web_address),
+    Option("web-users", field="web_users", needs="web"),
+    Option("web-cert", field="web_cert", needs="web"),
+    Option("web-key", field="web_key", needs="web"),
+    Option("web-base", field="web_base", convert=_web_base, needs="web"),
     Option("allow", arity=Arity.NONE, field="allow_remote_control"),
     Option("chdir", "c"),
     Option("debug", "d", Arity.NONE),
@@ -468,6 +522,7 @@ def parse_args(
     values = _convert(given, prog)
     if "watch-pv" in values and not values["watch-pv"]:
         raise CliError(f"{prog}: --watch-pv needs a PV name\n")
+    _check_web(values, prog)
     debug = "debug" in values or "PROCSERV_DEBUG" in environ
     config = _config(values, argv, optind, cwd, prog, debug=debug)
     warnings = []
@@ -484,6 +539,25 @@ def parse_args(
         pidfile=str(values.get("pidfile") or environ.get("PROCSERV_PID") or "") or None,
         warnings=tuple(warnings),
     )
+
+
+def _check_web(values: Mapping[str, object], prog: str) -> None:
+    """The browser console's options that only make sense together."""
+    if ("web-cert" in values) != ("web-key" in values):
+        raise CliError(f"{prog}: --web-cert and --web-key go together: give both files for https, or neither\n")
+    web = values.get("web")
+    if web is None:
+        return
+    host, port = web  # type: ignore[misc]
+    if ipaddress.ip_address(host).is_loopback:
+        return
+    missing = [name for name in ("web-cert", "web-key", "web-users") if name not in values]
+    if missing:
+        shown = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        raise CliError(
+            f"{prog}: --web {shown} needs --web-cert/--web-key and --web-users: a browser console "
+            f"beyond loopback must use https and log its users in (missing: "
+            f"{', '.join('--' + name for name in missing)}); or serve on loopback: --web {port}\n")
 
 
 def _config(

@@ -62,6 +62,11 @@ class Config:
     pv_description: str = ""
     pv_write_hosts: tuple[str, ...] = ("localhost",)
     watch: WatchConfig | None = None  # the PV watchdog (needs caproto)
+    web: tuple[str, int] | None = None  # --web: the browser console's (address, port); needs [web]
+    web_users: str | None = None  # --web-users: credentials file; None: loopback only, all operators
+    web_cert: str | None = None  # --web-cert: TLS certificate chain (PEM)
+    web_key: str | None = None  # --web-key: its private key (PEM)
+    web_base: str = "/"  # --web-base: the path the console's pages live under, ending in "/"
     program_name: str = "pyprocserv"  # prefixes the child's "could not execute" lines
     version_text: str = ""  # inside "Welcome to procServ (...)"; default: pyprocserv's version
     procserv_version: str = DEFAULT_PROCSERV_VERSION  # whose console bytes: "2.7" or "2.8"

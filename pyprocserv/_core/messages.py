@@ -299,3 +299,18 @@ def watch_backoff(pv: str, reason: str, backoff: float) -> str:
 def watch_restarting(pv: str, reason: str, hold: float, restarts: int, max_per_hour: int) -> str:
     return (f"{pv} has been {reason} for {hold:g} s: restarting the child "
             f"({restarts} of {max_per_hour} per hour)")
+
+
+# -- the browser console (issue #12): said as ``@@@ web: TEXT`` through Root.announce -------------
+
+WEB_WHO = "web"
+
+
+def web_action(action: str, user: str, address: str) -> str:
+    """What a browser's button did, and who pressed it from where."""
+    return f"{action} by {user} from {address}"
+
+
+def web_attached(user: str, address: str) -> str:
+    """A read-write browser console opened: everyone on the console sees who can type now."""
+    return f"{user} from {address} attached read-write in a browser"

@@ -1,0 +1,602 @@
+"""The browser console's web app (issue #12): logins, roles, CSRF and Origin, the console, the buttons.
+
+In this process with trio: a real server running ``/bin/cat`` in a pty, its web app served by
+``serve_asgi`` on a loopback port, and raw HTTP requests and trio-websocket clients as the
+browser. Users come from a real credentials file with cheap scrypt parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import ssl
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("anycorn")  # in the test extra: CI always has it
+from trio_websocket import ConnectionClosed, open_websocket  # noqa: E402
+
+from pyprocserv import Config, ProcessServer  # noqa: E402
+from pyprocserv._apps import wiring  # noqa: E402
+from pyprocserv._core.cli import CliError, parse_args  # noqa: E402
+from pyprocserv._core.weblogins import LoginLimiter  # noqa: E402
+from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa: E402
+from pyprocserv._web import extra  # noqa: E402
+from pyprocserv._web.app import build_app  # noqa: E402
+from pyprocserv._web.auth import WebAuth  # noqa: E402
+from pyprocserv._web.serve import serve_asgi  # noqa: E402
+
+from support.ports import free_port  # noqa: E402
+from support.tls import self_signed  # noqa: E402
+
+PASSWORD = {"ada": "operator's secret", "vic": "viewer's secret", "oth": "other IOC's secret"}
+IOC = "cat"
+
+
+def users_file(path) -> str:
+    cheap = {"n": 16, "r": 1, "p": 1}  # the parameters are read from each hash: tests need no 60 ms
+    path.write_text(serialize([
+        WebUser("ada", "operator", hash_password(PASSWORD["ada"], **cheap)),
+        WebUser("vic", "viewer", hash_password(PASSWORD["vic"], **cheap)),
+        WebUser("oth", "operator", hash_password(PASSWORD["oth"], **cheap), ("another-ioc",)),
+    ]))
+    return str(path)
+
+
+# -- a browser of raw HTTP ----------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+@dataclass
+class Site:
+    server: ProcessServer
+    port: int
+    log: str
+    origin: str = ""
+    cookies: dict[str, str] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        self.origin = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+                      *, raw: bytes | None = None) -> Reply:
+        head = {"Host": f"127.0.0.1:{self.port}", "Connection": "close", **(headers or {})}
+        if self.cookies:
+            head["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if body or method == "POST":
+            head["Content-Length"] = str(len(body))
+        data = raw if raw is not None else (f"{method} {path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode() + body
+        reply = b""
+        with trio.fail_after(10):  # a server that keeps the connection fails here, not at the test limit
+            reply = await self._exchange(data)
+        top, _, content = reply.partition(b"\r\n\r\n")
+        lines = top.decode("latin-1").split("\r\n")
+        headers_seen = [(k.lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+        for name, value in headers_seen:
+            if name == "set-cookie":
+                cookie, _, _ = value.partition(";")
+                key, _, val = cookie.partition("=")
+                if val:
+                    self.cookies[key] = val
+                else:
+                    self.cookies.pop(key, None)
+        return Reply(int(lines[0].split()[1]), headers_seen, content)
+
+    async def _exchange(self, data: bytes) -> bytes:
+        reply = b""
+        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        if self.tls is not None:
+            stream = trio.SSLStream(stream, self.tls, server_hostname="127.0.0.1")
+        async with stream:
+            await stream.send_all(data)
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+        return reply
+
+    async def get(self, path: str) -> Reply:
+        return await self.request("GET", path)
+
+    async def post(self, path: str, form: dict | None = None, headers: dict | None = None,
+                   *, origin: bool = True) -> Reply:
+        head = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+        if origin:
+            head["Origin"] = self.origin
+        return await self.request("POST", path, urlencode(form or {}).encode(), head)
+
+    async def login(self, user: str, password: str | None = None) -> Reply:
+        return await self.post("/login", {"user": user, "password": password or PASSWORD[user]})
+
+    async def csrf(self) -> str:
+        page = await self.get("/")
+        match = re.search(r'data-csrf="([^"]+)"', page.text)
+        assert match, page.text
+        return match.group(1)
+
+    async def act(self, action: str, csrf: str | None) -> Reply:
+        return await self.post(f"/api/{action}", headers={"X-CSRF-Token": csrf} if csrf else {})
+
+    def console(self, origin: str | None = None):
+        headers = [(b"origin", (origin or self.origin).encode())]
+        if self.cookies:
+            headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()).encode()))
+        return open_websocket("127.0.0.1", self.port, "/ws/console", use_ssl=False, extra_headers=headers)
+
+    async def console_handshake(self, origin: str | None = None) -> int:
+        """The status a WebSocket handshake on the console gets (trio-websocket leaks a refused one's socket)."""
+        reply = await self.request("GET", "/ws/console", headers={
+            "Origin": origin or self.origin, "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
+        return reply.status
+
+    def status(self) -> dict:
+        return self.server.status.as_dict()
+
+
+async def start_site(nursery: trio.Nursery, tmp_path, *, users: bool = True, limiter: LoginLimiter | None = None,
+                     logfile: bool = True, base: str = "/") -> Site:
+    log = str(tmp_path / "ioc.log")
+    config = Config(command=("/bin/cat",), name=IOC, logfile=log if logfile else None, holdoff=0.2)
+    server = ProcessServer(config, extras=[])
+    await nursery.start(server.run)
+    auth = WebAuth(users_file(tmp_path / "users") if users else None, base, limiter=limiter)
+    port = await nursery.start(serve_asgi, build_app(server, auth), "127.0.0.1", 0)
+    site = Site(server, port, log)
+    with trio.fail_after(10):
+        while not server.status.running:
+            await trio.sleep(0.02)
+    return site
+
+
+async def read_until(ws, needle: bytes, *, timeout: float = 10) -> bytes:
+    seen = b""
+    with trio.fail_after(timeout):
+        while needle not in seen:
+            message = await ws.get_message()
+            if isinstance(message, bytes):
+                seen += message
+    return seen
+
+
+async def attach(ws) -> bytes:
+    """Read the replay up to its end marker, then say ready, as the page does."""
+    replay = b""
+    with trio.fail_after(10):
+        while (message := await ws.get_message()) != '{"replayed": true}':
+            replay += message
+    await ws.send_message('{"ready": true}')
+    return replay
+
+
+def read_log(site: Site) -> str:
+    with open(site.log, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+async def wait_for_log(site: Site, needle: str) -> str:
+    with trio.fail_after(10):
+        while True:
+            text = read_log(site)
+            if needle in text:
+                return text
+            await trio.sleep(0.02)
+
+
+# -- login ----------------------------------------------------------------------------------------
+
+async def test_a_good_login_sets_a_strict_httponly_cookie_and_a_wrong_one_does_not(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    assert (await site.get("/")).header("location") == "/login"
+    assert "password" in (await site.get("/login")).text
+
+    wrong = await site.login("ada", "guess")
+    assert wrong.status == 401 and "wrong user name or password" in wrong.text and not site.cookies
+    unknown = await site.login("nobody", "guess")
+    assert unknown.status == 401 and not site.cookies
+
+    good = await site.login("ada")
+    assert good.status == 303 and good.header("location") == "/"
+    cookie = good.header("set-cookie")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert (await site.get("/")).status == 200
+
+    csrf = await site.csrf()
+    assert (await site.post("/logout", {"csrf": "wrong"})).status == 403
+    out = await site.post("/logout", {"csrf": csrf})
+    assert out.status == 303 and not site.cookies
+    assert (await site.get("/api/status")).status == 401
+
+
+async def test_failed_logins_are_rate_limited_and_then_even_the_right_password_waits(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, limiter=LoginLimiter(max_failures=3, window=60))
+    for _ in range(3):
+        assert (await site.login("ada", "guess")).status == 401
+    blocked = await site.login("ada")
+    assert blocked.status == 429 and "too many failed logins" in blocked.text
+    assert 55 <= int(blocked.header("retry-after")) <= 61
+    assert not site.cookies
+
+
+async def test_a_login_without_our_origin_or_with_a_huge_form_is_refused(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    form = {"user": "ada", "password": PASSWORD["ada"]}
+    assert (await site.post("/login", form, origin=False)).status == 403
+    assert (await site.post("/login", form, {"Origin": "http://evil.example"}, origin=False)).status == 403
+    assert (await site.post("/login", {"user": "ada", "password": "x" * 5000})).status == 413
+    assert not site.cookies
+
+
+async def test_a_forged_or_tampered_cookie_is_nobody(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    await site.login("vic")
+    name, token = next(iter(site.cookies.items()))
+    site.cookies[name] = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert (await site.get("/api/status")).status == 401
+    site.cookies[name] = "x" * 5000
+    assert (await site.get("/api/status")).status == 401
+
+
+async def test_under_a_base_path_every_page_link_and_cookie_stays_under_it(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, base="/ioc1/")
+    assert (await site.get("/ioc1/")).header("location") == "/ioc1/login"
+    assert (await site.get("/login")).status == 404
+    reply = await site.post("/ioc1/login", {"user": "ada", "password": PASSWORD["ada"]})
+    assert reply.header("location") == "/ioc1/" and "Path=/ioc1/;" in reply.header("set-cookie")
+    page = await site.get("/ioc1/console")
+    assert page.status == 200 and 'src="static/xterm/xterm.js"' in page.text  # relative: under the base
+    assert (await site.get("/ioc1/static/xterm/xterm.js")).status == 200
+    status = await site.get("/ioc1/")
+    csrf = re.search(r'data-csrf="([^"]+)"', status.text).group(1)
+    assert (await site.post("/ioc1/api/toggle", headers={"X-CSRF-Token": csrf})).status == 200
+
+
+# -- roles ----------------------------------------------------------------------------------------
+
+PAGES = ["/", "/api/status", "/console", "/log", "/log/download"]
+
+
+@pytest.mark.parametrize("who", [None, "vic", "ada", "oth"])
+async def test_role_matrix_on_every_route(nursery, tmp_path, who):
+    """Nobody: log in first. Viewer: reads everything, spies, presses nothing. Operator: all.
+    An operator of another IOC only: nothing of this one."""
+    site = await start_site(nursery, tmp_path)
+    if who:
+        assert (await site.login(who)).status == 303
+    expected_page = {None: 303, "vic": 200, "ada": 200, "oth": 403}[who]
+    for path in PAGES:
+        reply = await site.get(path)
+        want = 401 if who is None and path.startswith("/api/") else expected_page
+        assert reply.status == want, (path, reply.status, reply.text[:200])
+
+    csrf = await site.csrf() if who in ("vic", "ada") else "none"
+    pid = site.status()["pid"]
+    reply = await site.act("kill", csrf)
+    assert reply.status == {None: 401, "vic": 403, "ada": 200, "oth": 403}[who]
+    if who != "ada":
+        assert site.status()["pid"] == pid
+
+    page = await site.get("/")
+    assert ('data-action="restart"' in page.text) == (who == "ada")
+
+    if who in (None, "oth"):
+        assert await site.console_handshake() == 403
+    else:
+        async with site.console() as ws:
+            await attach(ws)
+            assert site.status()["users" if who == "ada" else "loggers"] == 1
+
+
+async def test_without_users_every_loopback_browser_is_an_operator(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, users=False)
+    assert (await site.get("/login")).status == 303  # nothing to log in to
+    page = await site.get("/")
+    assert page.status == 200 and 'data-action="restart"' in page.text and "log out" not in page.text
+    assert (await site.act("stop", await site.csrf())).status == 200
+    assert (await site.act("start", None)).status == 403  # CSRF still counts
+    await wait_for_log(site, "@@@ web: stop by local from 127.0.0.1")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "[::1]x"])
+async def test_without_users_a_page_that_names_us_otherwise_is_refused(nursery, tmp_path, host):
+    """DNS rebinding: another site's name pointed at 127.0.0.1 is "same origin" with itself."""
+    site = await start_site(nursery, tmp_path, users=False)
+    evil = {"Host": f"{host}:{site.port}", "Origin": f"http://{host}:{site.port}"}
+    page = await site.request("GET", "/", headers=evil)
+    assert page.status == 403 and "loopback address" in page.text
+    action = await site.request("POST", "/api/stop", headers={**evil, "X-CSRF-Token": await site.csrf()})
+    assert action.status == 403
+    handshake = await site.request("GET", "/ws/console", headers={
+        **evil, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
+    assert handshake.status == 403
+    assert site.status()["running"]
+    for name in ("localhost", "[::1]"):
+        assert (await site.request("GET", "/api/status", headers={"Host": f"{name}:{site.port}"})).status == 200
+
+
+# -- actions --------------------------------------------------------------------------------------
+
+async def test_an_action_needs_the_csrf_token_and_our_origin(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    await site.login("ada")
+    csrf = await site.csrf()
+    pid = site.status()["pid"]
+    assert (await site.act("kill", None)).status == 403
+    assert (await site.act("kill", csrf[:-1] + ("A" if csrf[-1] != "A" else "B"))).status == 403
+    other = await site.post("/api/kill", headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
+                            origin=False)
+    assert other.status == 403
+    no_origin = await site.post("/api/kill", headers={"X-CSRF-Token": csrf}, origin=False)
+    assert no_origin.status == 403
+    assert (await site.act("explode", csrf)).status == 404
+    assert (await site.request("GET", "/api/kill")).status == 405
+    assert site.status()["pid"] == pid
+
+
+async def test_restart_gives_a_new_pid_and_says_who_pressed_it_from_where(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    await site.login("ada")
+    csrf = await site.csrf()
+    before = json.loads((await site.get("/api/status")).body)
+    assert before["running"] and before["name"] == IOC
+    reply = await site.act("restart", csrf)
+    assert reply.status == 200
+    with trio.fail_after(10):
+        while not (site.status()["running"] and site.status()["pid"] != before["pid"]):
+            await trio.sleep(0.05)
+    after = json.loads((await site.get("/api/status")).body)
+    assert after["pid"] != before["pid"] and after["start_count"] == before["start_count"] + 1
+    await wait_for_log(site, "@@@ web: restart by ada from 127.0.0.1\n")
+
+    assert (await site.act("toggle", csrf)).status == 200
+    assert site.status()["restart_mode"] == "OFF"
+
+
+# -- the console ----------------------------------------------------------------------------------
+
+async def test_an_operator_types_and_reads_the_echo_and_everyone_sees_who_attached(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    await site.login("ada")
+    async with site.console() as ws:
+        replay = await attach(ws)
+        assert b"Welcome to procServ" in replay
+        await ws.send_message(json.dumps({"resize": [100, 30]}))
+        await ws.send_message(b"hello web\r")
+        await read_until(ws, b"hello web\r\n")
+    text = await wait_for_log(site, "hello web")
+    assert "@@@ web: ada from 127.0.0.1 attached read-write in a browser" in text
+
+
+async def test_a_viewer_spies_and_cannot_type(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    await site.login("vic")
+    spy_site = Site(site.server, site.port, site.log, cookies=dict(site.cookies))
+    site.cookies.clear()
+    await site.login("ada")
+    async with spy_site.console() as spy, site.console() as operator:
+        await attach(spy)
+        await spy.send_message(b"from the spy\r")
+        await attach(operator)
+        await operator.send_message(b"from the operator\r")
+        seen = await read_until(spy, b"from the operator\r\n")
+    assert b"from the spy" not in seen
+    assert "from the spy" not in read_log(site)
+    assert "attached read-write" not in read_log(site).replace(
+        "ada from 127.0.0.1 attached read-write", "")  # the viewer's attach says nothing
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1"])
+async def test_a_console_from_another_origin_is_refused(nursery, tmp_path, origin):
+    site = await start_site(nursery, tmp_path)
+    await site.login("ada")
+    assert await site.console_handshake(origin) == 403
+    assert site.status()["users"] == 0
+
+
+async def test_a_console_breaking_the_protocol_ends_only_itself(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    await site.login("ada")
+    pid = site.status()["pid"]
+    async with site.console() as ws:
+        await attach(ws)
+        await ws.send_message("not json")
+        with pytest.raises(ConnectionClosed):
+            with trio.fail_after(10):
+                while True:
+                    await ws.get_message()
+        await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
+    assert site.status()["running"] and site.status()["pid"] == pid
+    assert (await site.get("/api/status")).status == 200
+
+
+# -- the log --------------------------------------------------------------------------------------
+
+async def test_the_log_page_shows_the_tail_escaped_and_the_download_the_file(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    await site.login("vic")
+    site.server.announce("<script>alert(1)</script>")
+    await wait_for_log(site, "alert(1)")
+    page = await site.get("/log")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
+    download = await site.get("/log/download")
+    assert download.status == 200 and b"<script>alert(1)</script>" in download.body
+    assert download.header("content-disposition") == 'attachment; filename="ioc.log"'
+
+
+async def test_without_a_log_file_the_log_pages_say_so(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, logfile=False)
+    await site.login("vic")
+    for path in ("/log", "/log/download"):
+        reply = await site.get(path)
+        assert reply.status == 404 and "-L FILE" in reply.text
+
+
+# -- hostile input --------------------------------------------------------------------------------
+
+HOSTILE = [
+    b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"\xff" * 3000 + b"\r\nConnection: close\r\n\r\n",
+    b"POST /login HTTP/1.1\r\nHost: x\r\nOrigin: http://x\r\nContent-Length: 9\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\nuser=%ff&",
+    b"POST /api/restart HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\nxx",
+    b"GET /static/../../../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),  # TLS to a plain port
+    b"GET /ws/console HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n\x81\xff" + bytes(20),
+]
+
+
+async def test_malformed_requests_end_no_more_than_themselves(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path)
+    pid = site.status()["pid"]
+    for data in HOSTILE:
+        with trio.move_on_after(2):
+            try:
+                reply = await site.request("GET", "/", raw=data)
+            except (trio.BrokenResourceError, IndexError, ValueError):
+                continue  # no reply, or no HTTP reply: fine, as long as nothing else ended
+            assert reply.status != 200 or b"root:" not in reply.body
+    await site.login("ada")
+    assert (await site.get("/api/status")).status == 200
+    assert site.status()["running"] and site.status()["pid"] == pid
+
+
+# -- the command line and the wiring --------------------------------------------------------------
+
+def web_options(*args: str):
+    return parse_args(["pyprocserv", "-P", "20000", *args, "/bin/cat"]).config
+
+
+def test_web_options_become_the_config():
+    config = web_options("--web", "8080")
+    assert (config.web, config.web_users, config.web_base) == (("127.0.0.1", 8080), None, "/")
+    config = web_options("--web", "[::1]:8443", "--web-base", "/ioc1", "--web-users", "u")
+    assert (config.web, config.web_base, config.web_users) == (("::1", 8443), "/ioc1/", "u")
+    config = web_options("--web", "0.0.0.0:8443", "--web-users", "u", "--web-cert", "c", "--web-key", "k")
+    assert (config.web, config.web_cert, config.web_key) == (("0.0.0.0", 8443), "c", "k")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--web", "0.0.0.0:8080"], "--web 0.0.0.0:8080 needs --web-cert/--web-key and --web-users"),
+    (["--web", "0.0.0.0:8080", "--web-cert", "c", "--web-key", "k"], "(missing: --web-users)"),
+    (["--web", "[::]:8080", "--web-users", "u"], "--web [::]:8080 needs --web-cert/--web-key"),
+    (["--web", "8080", "--web-cert", "c"], "--web-cert and --web-key go together"),
+    (["--web-users", "u"], "--web-users needs --web"),
+    (["--web", "example.org:80"], "invalid --web 'example.org:80'"),
+    (["--web", "70000"], "the port must be a number from 1 to 65535"),
+    (["--web", "8080", "--web-base", "no-slash"], "invalid --web-base"),
+    (["--web", "8080", "--web-base", "/a/../b"], "invalid --web-base"),
+])
+def test_bad_web_options_are_refused_naming_the_option(args, message):
+    with pytest.raises(CliError) as refused:
+        web_options(*args)
+    assert message in refused.value.message
+
+
+@given(st.text(max_size=40))
+def test_any_web_address_parses_or_is_refused_by_name(text):
+    try:
+        config = web_options("--web", text)
+    except CliError as exc:
+        assert "--web" in exc.message
+    else:
+        host, port = config.web
+        assert 1 <= port <= 65535 and ipaddress.ip_address(host).is_loopback  # others need TLS and users
+
+
+@given(st.text(max_size=40))
+def test_any_web_base_parses_to_a_slashed_path_or_is_refused_by_name(text):
+    try:
+        config = web_options("--web", "8080", "--web-base", text)
+    except CliError as exc:
+        assert "--web-base" in exc.message
+    else:
+        assert config.web_base.startswith("/") and config.web_base.endswith("/")
+        assert "/../" not in config.web_base and "//" not in config.web_base
+
+
+def test_the_web_console_is_an_extra_only_when_asked_for(tmp_path):
+    assert "web console" not in [spec.name for spec in wiring.server_extras(web_options())]
+    specs = wiring.server_extras(web_options("--web", "8080"))
+    assert [(spec.name, spec.awaited) for spec in specs] == [("web console", True)]
+
+
+def test_a_missing_web_stack_or_a_bad_users_file_is_named_before_the_start(tmp_path, monkeypatch):
+    assert wiring.check_web_support(web_options()) is None
+    assert wiring.check_web_support(web_options("--web", "8080")) is None
+    bad = tmp_path / "users"
+    bad.write_text("ada:admin:x\n")
+    problem = wiring.check_web_support(web_options("--web", "8080", "--web-users", str(bad)))
+    assert "line 1" in problem and "unknown role 'admin'" in problem
+    problem = wiring.check_web_support(web_options("--web", "8080", "--web-users", str(tmp_path / "none")))
+    assert "No such file" in problem
+    problem = wiring.check_web_support(web_options("--web", "8080", "--web-cert", str(bad), "--web-key", str(bad)))
+    assert "--web-cert" in problem and "cannot load" in problem
+    monkeypatch.setitem(__import__("sys").modules, "anycorn", None)
+    assert "pip install 'pyprocserv[web]'" in extra.problem(web_options("--web", "8080"))
+
+
+def test_pyprocserv_manage_web_user_add_writes_a_user_the_console_accepts(tmp_path, monkeypatch):
+    from pyprocserv._apps import manage
+    from pyprocserv._core.webusers import authenticate, parse
+
+    path = tmp_path / "users"
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("s3cret\n"))
+    assert manage.main(["web-user", "add", "--file", str(path), "ada", "--role", "viewer", "--password-stdin"]) == 0
+    user = authenticate(parse(path.read_text()), "ada", "s3cret")
+    assert user is not None and user.role == "viewer"
+    assert wiring.check_web_support(web_options("--web", "8080", "--web-users", str(path))) is None
+
+
+async def test_over_https_the_wired_extra_sets_a_secure_host_cookie_and_checks_the_https_origin(nursery, tmp_path):
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    config = web_options("--web", f"127.0.0.1:{port}", "--web-users", users_file(tmp_path / "users"),
+                         "--web-cert", str(cert), "--web-key", str(key), "-n", IOC)
+    config = dataclasses.replace(config, control=(), logfile=str(tmp_path / "ioc.log"))
+    assert wiring.check_web_support(config) is None
+    server = ProcessServer(config, extras=wiring.server_extras(config))
+    await nursery.start(server.run)  # the web console is awaited: its port is bound now
+    site = Site(server, port, config.logfile, tls=ssl.create_default_context(cafile=str(cert)))
+
+    reply = await site.login("ada")
+    cookie = reply.header("set-cookie")
+    assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie and "Path=/;" in cookie
+    csrf = await site.csrf()
+    plain_origin = await site.post("/api/toggle", headers={"X-CSRF-Token": csrf,
+                                                           "Origin": f"http://127.0.0.1:{port}"}, origin=False)
+    assert plain_origin.status == 403
+    assert (await site.act("toggle", csrf)).status == 200
+    assert server.status.restart_mode.name == "OFF"
+
+
+def test_a_log_download_is_the_file_as_it_was_when_asked_for_even_while_it_grows(tmp_path):
+    from pyprocserv._web.app import _up_to_now
+
+    path = tmp_path / "ioc.log"
+    path.write_bytes(b"a" * 200_000)
+    chunks = _up_to_now(open(path, "rb"))
+    first = next(chunks)
+    with open(path, "ab") as log:
+        log.write(b"b" * 100_000)  # the IOC goes on writing while the browser downloads
+    assert first + b"".join(chunks) == b"a" * 200_000
