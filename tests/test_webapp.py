@@ -237,6 +237,20 @@ async def test_failed_logins_are_rate_limited_and_then_even_the_right_password_w
     assert not site.cookies
 
 
+async def test_parallel_wrong_logins_get_no_more_tries_than_sequential_ones(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, limiter=LoginLimiter(max_failures=3, window=60))
+    statuses: list[int] = []
+
+    async def guess() -> None:
+        statuses.append((await site.login("ada", "guess")).status)
+
+    async with trio.open_nursery() as burst:
+        for _ in range(12):
+            burst.start_soon(guess)
+    assert statuses.count(401) <= 3 and statuses.count(429) >= 9, statuses  # not one check per request
+    assert (await site.login("ada")).status == 429  # and then even the right password waits
+
+
 async def test_a_login_without_our_origin_or_with_a_huge_form_is_refused(nursery, tmp_path):
     site = await start_site(nursery, tmp_path)
     form = {"user": "ada", "password": PASSWORD["ada"]}

@@ -13,7 +13,9 @@ Rules:
    CSRF token of its session (header ``X-CSRF-Token`` or form field ``csrf``). Without users
    the CSRF token belongs to a per-run constant: a page of another site can read neither.
 3. A login is checked by the rate limiter first, then by scrypt in a worker thread, one at a
-   time, so a burst of logins costs time, not memory, and never blocks the event loop.
+   time, so a burst of logins costs time, not memory, and never blocks the event loop. The
+   limiter is asked again under the lock, so parallel guesses get no more tries than sequential
+   ones; past 8 logins waiting, more are refused at once.
 4. The signing key is new for each run of the server: a restart logs everybody out.
 5. A credentials file that stops parsing while the server runs lets nobody in (logged), rather
    than an old copy or a half-read one.
@@ -42,6 +44,7 @@ from .._core.webusers import OPERATOR, CredentialsError, WebUser
 
 logger = logging.getLogger("pyprocserv.web")
 SESSION_LIFETIME = 12 * 3600  # seconds: a shift
+MAX_LOGINS_WAITING = 8  # scrypt runs one login at a time; more waiting than this is a burst
 LOCAL = WebUser("local", OPERATOR, "")  # rule 1: every browser when no users are configured
 _NO_USERS_TOKEN = "no users configured"  # rule 2: what the CSRF token is bound to then
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
@@ -93,6 +96,7 @@ class WebAuth:
         self._key = key or websession.new_key()
         self._limiter = LoginLimiter() if limiter is None else limiter  # an empty one is falsy
         self._login_lock = trio.Lock()
+        self._logins_waiting = 0
         self._cached: tuple[tuple[int, int], dict[str, WebUser]] | None = None
 
     @property
@@ -148,11 +152,21 @@ class WebAuth:
         wait = self._limiter.wait(address, name, time.monotonic())
         if wait > 0:
             return None, wait
-        users = self.users()
-        async with self._login_lock:
-            user = await trio.to_thread.run_sync(webusers.authenticate, users, name, password)
-        if user is None:
-            self._limiter.failed(address, name, time.monotonic())
-            return None, 0.0
+        if self._logins_waiting >= MAX_LOGINS_WAITING:
+            return None, 1.0  # a burst: the logins ahead of it decide first
+        self._logins_waiting += 1
+        try:
+            async with self._login_lock:
+                # Again, under the lock: the failures of the logins that were ahead count, so a burst
+                # of N parallel guesses gets no more tries than N guesses one after the other.
+                wait = self._limiter.wait(address, name, time.monotonic())
+                if wait > 0:
+                    return None, wait
+                user = await trio.to_thread.run_sync(webusers.authenticate, self.users(), name, password)
+                if user is None:
+                    self._limiter.failed(address, name, time.monotonic())
+                    return None, 0.0
+        finally:
+            self._logins_waiting -= 1
         self._limiter.succeeded(name)
         return websession.issue_session(self._key, user.name, user.role, time.time(), SESSION_LIFETIME), 0.0
