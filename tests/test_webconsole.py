@@ -217,6 +217,25 @@ async def test_operator_keys_reach_the_child_only_after_ready(autojump_clock, nu
     server.shutdown()
 
 
+async def test_a_big_message_is_typed_a_kibibyte_a_turn_so_others_run_between(
+    autojump_clock, nursery, started_server, spawner,
+):
+    server = await started_server()
+    child = await spawner.wait_for(1)
+    browser = browse(nursery, server)
+    await browser.ready()
+    keys = bytes(range(32, 127)) * 172  # 16,340 bytes in one message: the page's piece of a paste
+    await browser.send(keys)
+    turns_of_others = 0  # this task's turns while the keys go in
+    while len(child.input) < len(keys):
+        await trio.lowlevel.checkpoint()
+        turns_of_others += 1
+        assert turns_of_others < 100_000, bytes(child.input)[-40:]
+    assert bytes(child.input) == keys  # every key, in order
+    assert turns_of_others >= len(keys) // 1024  # not one turn for the whole message
+    server.shutdown()
+
+
 async def test_operator_keys_are_handled_as_telnet_handles_them(autojump_clock, nursery, started_server, spawner):
     server = await started_server(holdoff=0, keys=KeyMap(ignore=b"#"))
     child = await spawner.wait_for(1)

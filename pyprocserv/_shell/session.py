@@ -12,7 +12,7 @@ Rules:
    of our own is logged and ends that session only.
 5. Input is read 1 KiB at a time: each read ends this client's turn, so one client's flood cannot
    hold the loop that every other console and the child's output share. On a message transport
-   each message is one turn, and the transport bounds a message's size.
+   a message's keys are typed 1 KiB a turn too, and the transport bounds a message's size.
 6. A browser console (a :class:`MessageTransport`, codec :mod:`.._core.webterm`) is the same
    kind of reader: the same fan-out, budget and skips, keys and history. Its output is the
    console's bytes as they are (binary messages); after the greeting and the history comes one
@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Callable, Protocol, cast, final
+from typing import Callable, Iterator, Protocol, cast, final
 
 import trio
 
@@ -241,8 +241,10 @@ class Session:
             if not self.reader.control:
                 continue  # spies: input, resizes included, is read and dropped
             codec.receive_message(message)
-            if self._dispatch(codec.events()):
-                return
+            for turn in _in_turns(codec.events()):
+                if self._dispatch(turn):
+                    return
+                await trio.lowlevel.checkpoint()  # rule 5: one slice of keys, then everyone else
 
     async def _receive_until_done(self) -> None:
         reader = self.reader
@@ -320,3 +322,19 @@ class Session:
                 reader.outbox.put(messages.input_dropped(dropped))
             reader.dropping_input = bool(dropped)  # one notice per episode, not one per chunk
         return logout
+
+
+def _in_turns(events: list) -> Iterator[list]:
+    """Rule 5 for a message transport: a message's keys are typed ``INPUT_READ_SIZE`` bytes a
+    turn, as a telnet client's reads are, however big the message was."""
+    turn: list = []
+    for event in events:
+        if type(event) is Data and len(event.data) > INPUT_READ_SIZE:
+            data = event.data
+            for start in range(0, len(data), INPUT_READ_SIZE):
+                yield [*turn, Data(data[start:start + INPUT_READ_SIZE])]
+                turn = []
+        else:
+            turn.append(event)
+    if turn:
+        yield turn

@@ -125,9 +125,11 @@ ws.onmessage = (event) => {
 };
 ws.onclose = (event) => { window.consoleClosed = event.code;
   term.write("\\r\\n\\x1b[7m connection closed (" + event.code + ") \\x1b[0m\\r\\n"); };
-term.onData((data) => { if (ws.readyState == 1) ws.send(encoder.encode(data)); });
-term.onBinary((data) => { if (ws.readyState == 1)
-  ws.send(Uint8Array.from(data, (c) => c.charCodeAt(0) & 255)); });
+// A paste goes in messages of at most 16 KiB: the server takes no message over 64 KiB.
+function sendKeys(bytes) { if (ws.readyState != 1) return;
+  for (let i = 0; i < bytes.length; i += 16384) ws.send(bytes.subarray(i, i + 16384)); }
+term.onData((data) => sendKeys(encoder.encode(data)));
+term.onBinary((data) => sendKeys(Uint8Array.from(data, (c) => c.charCodeAt(0) & 255)));
 term.onResize(sendSize);
 window.addEventListener("resize", () => fit.fit());
 """

@@ -32,7 +32,7 @@ from .guard import GOING_AWAY, App, Guard
 
 LOOPBACK = "127.0.0.1"
 GRACE = 2.0  # seconds a stopping server has for its close frames and last responses
-MAX_WEBSOCKET_MESSAGE = 1 << 20  # a console sends keys and window sizes, not megabytes
+MAX_WEBSOCKET_MESSAGE = 1 << 16  # keys and window sizes; the page sends a paste in 16 KiB pieces
 logger = logging.getLogger("pyprocserv.web")
 
 
