@@ -330,6 +330,17 @@ async def test_without_users_every_loopback_browser_is_an_operator(nursery, tmp_
     await wait_for_log(site, "@@@ web: stop by local from 127.0.0.1")
 
 
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "X-Forwarded-Host", "Forwarded", "Via"])
+async def test_without_users_a_request_through_a_proxy_is_refused(nursery, tmp_path, header):
+    """A proxy on this host sends loopback names for whoever is behind it: they are not local."""
+    site = await start_site(nursery, tmp_path, users=False)
+    proxied = {header: "for=192.0.2.7" if header == "Forwarded" else "192.0.2.7"}
+    page = await site.request("GET", "/", headers=proxied)
+    assert page.status == 403 and "not through a proxy" in page.text
+    action = await site.request("POST", "/api/stop", headers={**proxied, "X-CSRF-Token": await site.csrf()})
+    assert action.status == 403 and site.status()["running"]
+
+
 @pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "[::1]x"])
 async def test_without_users_a_page_that_names_us_otherwise_is_refused(nursery, tmp_path, host):
     """DNS rebinding: another site's name pointed at 127.0.0.1 is "same origin" with itself."""

@@ -153,6 +153,7 @@ Browser console (needs starlette and anycorn: pip install 'pyprocserv[web]'):
     --web-cert <file>     serve https with this certificate chain (PEM; needs --web-key)
     --web-key <file>      ... and this private key (PEM)
     --web-base <path>     serve the pages under <path> (default /), e.g. behind a proxy
+                          (which needs --web-users: without them, proxied requests are refused)
                           Any other address than loopback needs --web-cert, --web-key and
                           --web-users.
 Environment: PROCSERV_PID (PID file name), PROCSERV_DEBUG (any value: -d).

@@ -83,7 +83,8 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         visitor = auth.visitor(request)
         if visitor is None and auth.open:  # a name other than loopback's (``.auth`` rule 6)
             return PlainTextResponse("refused: without --web-users, open the console by a loopback address, "
-                                     "such as http://127.0.0.1:PORT/", status_code=403)
+                                     "such as http://127.0.0.1:PORT/, not through a proxy (give a proxy "
+                                     "--web-users)", status_code=403)
         if visitor is None:
             if request.url.path.startswith(base + "api/"):
                 return PlainTextResponse("log in first", status_code=401)

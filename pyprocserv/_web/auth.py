@@ -21,7 +21,9 @@ Rules:
    than an old copy or a half-read one.
 6. Without users, a request must also name the server by a loopback address or ``localhost`` in
    its ``Host``: a page of another site whose name it points at 127.0.0.1 (DNS rebinding) would
-   otherwise be "same origin" with the console and could press its buttons.
+   otherwise be "same origin" with the console and could press its buttons. And it must not come
+   through a proxy (``Forwarded``, ``X-Forwarded-*``, ``Via``): a proxy on this host passes on
+   loopback names for whoever is behind it, and without users that would make them operators.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _proxied(conn: HTTPConnection) -> bool:
+    """Whether a proxy says it passed the request on (rule 6)."""
+    return any(name in ("forwarded", "via") or name.startswith("x-forwarded-") for name in conn.headers.keys())
+
+
 def _loopback_name(host: str | None) -> bool:
     """Whether a ``Host`` header names this machine: a loopback address or localhost (rule 6)."""
     match = _HOST.fullmatch(host or "")
@@ -127,7 +134,8 @@ class WebAuth:
     def visitor(self, conn: HTTPConnection) -> Visitor | None:
         """Who sent ``conn`` (rule 1), or None."""
         if self.open:
-            return Visitor(LOCAL, _NO_USERS_TOKEN) if _loopback_name(conn.headers.get("host")) else None
+            local = _loopback_name(conn.headers.get("host")) and not _proxied(conn)
+            return Visitor(LOCAL, _NO_USERS_TOKEN) if local else None
         token = conn.cookies.get(self.cookie(conn).name)
         if not token:
             return None
