@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import io
 import random
+import signal
 import socket
 import ssl
 import sys
@@ -35,6 +36,7 @@ from pyprocserv._shell.extras import Supervisor  # noqa: E402
 from pyprocserv._web import serve as web  # noqa: E402
 from pyprocserv._web.serve import WebServerError, serve_asgi  # noqa: E402
 
+from support.launch import ServerProcess  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.tls import self_signed  # noqa: E402
 from test_layers import ALL, imports, layer_of  # noqa: E402
@@ -385,6 +387,26 @@ async def test_a_connection_whose_peer_stopped_reading_ends_while_the_server_run
     client.close()
     assert ended or received < len(BIG) * 40, f"the connection was kept: {received} bytes came"
     assert await get(port) == (200, b"ok")
+
+
+async def test_pyprocserv_exits_on_sigterm_beside_a_client_that_never_reads():
+    """End to end, the reported case: 40 pipelined requests for the vendored xterm.js, never read."""
+    port = free_port()
+    async with ServerProcess(["-q", "--web", str(port), "-P", str(free_port()), "/bin/cat"]) as server:
+        with trio.fail_after(15):
+            while True:
+                try:
+                    await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await trio.sleep(0.05)
+        client = await never_reading_client(port, pipelined("/static/xterm/xterm.js"))
+        try:
+            server.process.send_signal(signal.SIGTERM)
+            await server.wait(timeout=GIVE_UP)
+        finally:
+            client.close()
+    assert "WebServerError" not in server.read_stderr()
 
 
 # -- hostile bytes, generated ------------------------------------------------------------------
