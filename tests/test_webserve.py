@@ -298,15 +298,20 @@ async def test_with_a_tls_context_the_server_speaks_https_only_and_survives_plai
 
 # -- orderly shutdown --------------------------------------------------------------------------
 
+async def start_stoppable(nursery: trio.Nursery) -> tuple[int, trio.CancelScope]:
+    """(port, scope): the test app served in ``nursery``; cancelling ``scope`` stops it alone."""
+    scope = trio.CancelScope()
+
+    async def run_server(task_status):
+        with scope:
+            await serve_asgi(APP, task_status=task_status)
+
+    return await nursery.start(run_server), scope
+
+
 async def test_cancelling_the_server_closes_its_websockets_with_1001():
     async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def run_server(task_status):
-            with scope:
-                await serve_asgi(APP, task_status=task_status)
-
-        port = await nursery.start(run_server)
+        port, scope = await start_stoppable(nursery)
         streams = [await open_websocket(port) for _ in range(3)]
         scope.cancel()
         for stream in streams:
@@ -354,13 +359,7 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_servers_stop(monke
                 client.close()
 
         async with trio.open_nursery() as nursery:
-            scope = trio.CancelScope()
-
-            async def run_server(task_status):
-                with scope:
-                    await serve_asgi(APP, task_status=task_status)
-
-            port = await nursery.start(run_server)
+            port, scope = await start_stoppable(nursery)
             client = await never_reading_client(port, request_)
             outer.start_soon(give_up, client)
             scope.cancel()
