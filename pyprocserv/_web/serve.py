@@ -11,9 +11,9 @@ Rules:
    restarts; it never reaches the rest of the trio run as anything else. ``KeyboardInterrupt``
    passes as it is.
 3. Cancelling :func:`serve_asgi` stops the server in order: every open WebSocket gets a close
-   frame with code 1001 (going away), the server stops accepting and finishes, and after
-   :data:`GRACE` seconds whatever is left is cut. The caller's cancellation reaches the server
-   only through that path.
+   frame with code 1001 (going away), for at most :data:`GRACE` seconds; then the server stops
+   accepting and finishes, for at most another :data:`GRACE`; then whatever is left is cut
+   (rule 4). The caller's cancellation reaches the server only through that path.
 4. No client holds up a stop, nor a connection forever: anycorn sends every response inside a
    shielded cancel scope, so a peer that stops reading would block that send, and with it the
    server's end, until the peer goes. So each accepted socket is known to its server until its
@@ -106,7 +106,7 @@ def _cut(sock: socket.socket) -> None:
         pass  # already gone
 
 
-_anycorn_handler = anycorn.run.tcp_server_handler  # the seam of rule 4; tests check it holds
+_anycorn_handler = anycorn.run.tcp_server_handler  # rule 4's seam; the tests of clients that never read fail without it
 
 
 def _tracking_handler(app: Any, config: anycorn.Config, *args: Any) -> Callable[..., Any]:
