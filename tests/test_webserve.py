@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import io
 import random
+import signal
 import socket
 import ssl
 import sys
@@ -28,13 +29,14 @@ from hypothesis import strategies as st
 
 pytest.importorskip("anycorn")  # in the test extra: CI always has it
 from starlette.applications import Starlette  # noqa: E402
-from starlette.responses import PlainTextResponse  # noqa: E402
+from starlette.responses import FileResponse, PlainTextResponse  # noqa: E402
 from starlette.routing import Route, WebSocketRoute  # noqa: E402
 
 from pyprocserv._shell.extras import Supervisor  # noqa: E402
 from pyprocserv._web import serve as web  # noqa: E402
 from pyprocserv._web.serve import WebServerError, serve_asgi  # noqa: E402
 
+from support.launch import ServerProcess  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.tls import self_signed  # noqa: E402
 from test_layers import ALL, imports, layer_of  # noqa: E402
@@ -43,8 +45,8 @@ KEY = base64.b64encode(b"0123456789abcdef").decode()
 ACCEPT = base64.b64encode(hashlib.sha1((KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
 
 
-def upgrade(key: str = KEY, version: str = "13") -> bytes:
-    return (f"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+def upgrade(key: str = KEY, version: str = "13", path: str = "/ws") -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             f"Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {key}\r\n\r\n").encode()
 
 
@@ -75,7 +77,26 @@ async def echo(websocket):
         await websocket.send_text(await websocket.receive_text())
 
 
-APP = Starlette(routes=[Route("/", count), Route("/exit", leave), WebSocketRoute("/ws", echo)])
+BIG = b"x" * (1 << 20)
+XTERM_JS = Path(web.__file__).parent / "static" / "xterm" / "xterm.js"
+
+
+async def big(request):
+    return PlainTextResponse(BIG)
+
+
+async def xterm(request):
+    return FileResponse(XTERM_JS)
+
+
+async def flood(websocket):
+    await websocket.accept()
+    while True:
+        await websocket.send_bytes(BIG)
+
+
+APP = Starlette(routes=[Route("/", count), Route("/exit", leave), Route("/big", big), Route("/xterm.js", xterm),
+                        WebSocketRoute("/ws", echo), WebSocketRoute("/flood", flood)])
 
 
 # -- a client of raw bytes ---------------------------------------------------------------------
@@ -277,15 +298,20 @@ async def test_with_a_tls_context_the_server_speaks_https_only_and_survives_plai
 
 # -- orderly shutdown --------------------------------------------------------------------------
 
+async def start_stoppable(nursery: trio.Nursery) -> tuple[int, trio.CancelScope]:
+    """(port, scope): the test app served in ``nursery``; cancelling ``scope`` stops it alone."""
+    scope = trio.CancelScope()
+
+    async def run_server(task_status):
+        with scope:
+            await serve_asgi(APP, task_status=task_status)
+
+    return await nursery.start(run_server), scope
+
+
 async def test_cancelling_the_server_closes_its_websockets_with_1001():
     async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def run_server(task_status):
-            with scope:
-                await serve_asgi(APP, task_status=task_status)
-
-        port = await nursery.start(run_server)
+        port, scope = await start_stoppable(nursery)
         streams = [await open_websocket(port) for _ in range(3)]
         scope.cancel()
         for stream in streams:
@@ -293,6 +319,93 @@ async def test_cancelling_the_server_closes_its_websockets_with_1001():
             assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1001
             await stream.aclose()
     assert scope.cancelled_caught
+
+
+# -- clients that never read ---------------------------------------------------------------------
+
+def pipelined(path: str, times: int = 40) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * times
+
+
+NEVER_READ = {"body": pipelined("/big"), "file": pipelined("/xterm.js"), "websocket": upgrade(path="/flood")}
+GIVE_UP = 15.0  # the client's patience, seconds: a stop that lasts it was held up by the client
+
+
+async def never_reading_client(port: int, request: bytes) -> trio.socket.SocketType:
+    """A client with a 4 KiB receive buffer that sends ``request`` and never reads; back once the
+    server has had time to fill its window and block in a send."""
+    client = trio.socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await client.connect(("127.0.0.1", port))
+    await client.send(request)
+    await trio.sleep(0.5)
+    return client
+
+
+@pytest.mark.parametrize("request_", NEVER_READ.values(), ids=NEVER_READ.keys())
+async def test_a_client_that_never_reads_does_not_hold_up_the_servers_stop(monkeypatch, request_):
+    """Regression: anycorn's shielded sends kept a stopping server until such a client left, and
+    then reported the stop as a WebServerError."""
+    monkeypatch.setattr(web, "STALL", 3600.0)  # the stop itself, not the kernel's timeout, ends it
+    gave_up = False
+    async with trio.open_nursery() as outer:
+        patience = trio.CancelScope()
+
+        async def give_up(client):
+            nonlocal gave_up
+            with patience:
+                await trio.sleep(GIVE_UP)
+                gave_up = True
+                client.close()
+
+        async with trio.open_nursery() as nursery:
+            port, scope = await start_stoppable(nursery)
+            client = await never_reading_client(port, request_)
+            outer.start_soon(give_up, client)
+            scope.cancel()
+        patience.cancel()
+    client.close()
+    assert scope.cancelled_caught  # an orderly stop, no WebServerError
+    assert not gave_up, "the server's stop waited for the client to leave"
+
+
+async def test_a_connection_whose_peer_stopped_reading_ends_while_the_server_runs(monkeypatch, nursery):
+    """The kernel ends it after STALL seconds without progress, so no send waits forever."""
+    monkeypatch.setattr(web, "STALL", 1.0)
+    port = await nursery.start(serve_asgi, APP)
+    client = await never_reading_client(port, NEVER_READ["body"])
+    await trio.sleep(5 * web.STALL)  # the kernel probes the zero window at doubling intervals
+    received = 0
+    try:
+        with trio.move_on_after(2):
+            while chunk := await client.recv(1 << 16):
+                received += len(chunk)
+        ended = False
+    except OSError:
+        ended = True
+    client.close()
+    assert ended or received < len(BIG) * 40, f"the connection was kept: {received} bytes came"
+    assert await get(port) == (200, b"ok")
+
+
+async def test_pyprocserv_exits_on_sigterm_beside_a_client_that_never_reads():
+    """End to end, the reported case: 40 pipelined requests for the vendored xterm.js, never read."""
+    port = free_port()
+    async with ServerProcess(["-q", "--web", str(port), "-P", str(free_port()), "/bin/cat"]) as server:
+        with trio.fail_after(15):
+            while True:
+                try:
+                    await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await trio.sleep(0.05)
+        client = await never_reading_client(port, pipelined("/static/xterm/xterm.js"))
+        try:
+            server.process.send_signal(signal.SIGTERM)
+            await server.wait(timeout=GIVE_UP)
+        finally:
+            client.close()
+    assert "WebServerError" not in server.read_stderr()
 
 
 # -- hostile bytes, generated ------------------------------------------------------------------

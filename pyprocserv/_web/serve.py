@@ -11,9 +11,19 @@ Rules:
    restarts; it never reaches the rest of the trio run as anything else. ``KeyboardInterrupt``
    passes as it is.
 3. Cancelling :func:`serve_asgi` stops the server in order: every open WebSocket gets a close
-   frame with code 1001 (going away), the server stops accepting and finishes, and after
-   :data:`GRACE` seconds whatever is left is cut. The caller's cancellation reaches the server
-   only through that path.
+   frame with code 1001 (going away), for at most :data:`GRACE` seconds; then the server stops
+   accepting and finishes, for at most another :data:`GRACE`; then whatever is left is cut
+   (rule 4). The caller's cancellation reaches the server only through that path.
+4. No client holds up a stop, nor a connection forever: anycorn sends every response inside a
+   shielded cancel scope, so a peer that stops reading would block that send, and with it the
+   server's end, until the peer goes. So each accepted socket is known to its server until its
+   connection ends (anycorn hands every accepted stream to the handler ``tcp_server_handler``
+   makes; serve.py wraps that factory), and when the grace is over the server *cuts* the ones
+   left (``shutdown(SHUT_RDWR)``, which wakes a blocked send with an error) before it cancels
+   the rest. While it runs, the kernel ends a connection whose sent data makes no progress
+   (zero window, or unacknowledged) for :data:`STALL` seconds (``TCP_USER_TIMEOUT``, which the
+   accepted sockets inherit). Errors anycorn raises while it unwinds after the cut are the
+   stop's, logged and not reported as a failure.
 """
 
 from __future__ import annotations
@@ -21,8 +31,12 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import anycorn
+import anycorn.run
+import anyio.abc
 import trio
 from anycorn.config import Sockets
 
@@ -32,6 +46,7 @@ from .guard import GOING_AWAY, App, Guard
 
 LOOPBACK = "127.0.0.1"
 GRACE = 2.0  # seconds a stopping server has for its close frames and last responses
+STALL = 10.0  # seconds a connection's sent data may make no progress before the kernel ends it
 MAX_WEBSOCKET_MESSAGE = 1 << 16  # keys and window sizes; the page sends a paste in 16 KiB pieces
 logger = logging.getLogger("pyprocserv.web")
 
@@ -46,6 +61,8 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; the accepted sockets inherit it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STALL * 1000))
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
@@ -53,6 +70,59 @@ def _listening_socket(host: str, port: int) -> socket.socket:
                                    f"{exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
+
+
+class _Connections:
+    """The sockets of one server's open connections, so that a stopping server can cut them."""
+
+    def __init__(self) -> None:
+        self._sockets: set[socket.socket] = set()
+        self.cut = False
+
+    @contextmanager
+    def open(self, sock: socket.socket) -> Iterator[None]:
+        """``sock`` is known while the block runs; one opened after :meth:`cut_all` is cut."""
+        self._sockets.add(sock)
+        try:
+            if self.cut:
+                _cut(sock)
+            yield
+        finally:
+            self._sockets.discard(sock)
+
+    def cut_all(self) -> None:
+        """Cut every open connection, and any that opens later."""
+        self.cut = True
+        for sock in list(self._sockets):
+            _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    """End ``sock``'s connection both ways: a send blocked on it, shielded or not, wakes with an
+    error, and its owner closes it as any broken connection."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
+
+
+_anycorn_handler = anycorn.run.tcp_server_handler  # rule 4's seam; the tests of clients that never read fail without it
+
+
+def _tracking_handler(app: Any, config: anycorn.Config, *args: Any) -> Callable[..., Any]:
+    """anycorn's connection handler; under a config of ours, its socket is known meanwhile."""
+    handler = _anycorn_handler(app, config, *args)
+    connections = getattr(config, "pyprocserv_connections", None)
+    if connections is None:
+        return handler
+
+    async def tracked(stream: anyio.abc.ByteStream) -> None:
+        with connections.open(stream.extra(anyio.abc.SocketAttribute.raw_socket)):
+            await handler(stream)
+    return tracked
+
+
+anycorn.run.tcp_server_handler = _tracking_handler
 
 
 def _config(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anycorn.Config:
@@ -69,6 +139,7 @@ def _config(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anycorn
             return sockets
 
     config = Config()
+    config.pyprocserv_connections = _Connections()  # type: ignore[attr-defined]
     config.accesslog = None
     config.errorlog = logger
     config.graceful_timeout = GRACE
@@ -109,15 +180,45 @@ async def serve_asgi(app: App, host: str = LOOPBACK, port: int = 0, *,
     """
     guard = Guard(app)
     config = _config(host, port, ssl_context)
+    connections: _Connections = config.pyprocserv_connections  # type: ignore[attr-defined]
     listening = config.create_sockets()
     stop = trio.Event()
+    finished = trio.Event()
     server_scope = trio.CancelScope(shield=True)  # the caller's cancellation goes through rule 3
 
     async def run(task_status: trio.TaskStatus[list[str]]) -> None:
-        with server_scope:
-            await anycorn.serve(guard, config, shutdown_trigger=stop.wait, task_status=task_status)
-        if not stop.is_set() and not server_scope.cancelled_caught:
-            raise WebServerError("the web server stopped by itself")
+        try:
+            with server_scope:
+                try:
+                    await anycorn.serve(guard, config, shutdown_trigger=stop.wait,
+                                        task_status=task_status)
+                except BaseException as exc:
+                    if not connections.cut or _only_cancelled(exc) or _interrupted(exc):
+                        raise
+                    logger.debug("the web server, cut at its stop, ended with %r", exc)
+            if not stop.is_set() and not server_scope.cancelled_caught:
+                raise WebServerError("the web server stopped by itself")
+        finally:
+            finished.set()
+
+    async def stop_server() -> None:
+        """Rules 3 and 4: close frames, the server's own stop, then the cut, each in a grace."""
+        async with trio.open_nursery() as stopping:
+            closed = trio.Event()
+
+            async def close_websockets() -> None:
+                await guard.close_websockets(GOING_AWAY)
+                closed.set()
+            stopping.start_soon(close_websockets)
+            with trio.move_on_after(GRACE):
+                await closed.wait()
+            stop.set()
+            with trio.move_on_after(GRACE):
+                await finished.wait()
+            connections.cut_all()
+            server_scope.cancel()
+            await finished.wait()
+            stopping.cancel_scope.cancel()
 
     try:
         async with trio.open_nursery() as nursery:
@@ -127,10 +228,8 @@ async def serve_asgi(app: App, host: str = LOOPBACK, port: int = 0, *,
             try:
                 await trio.sleep_forever()
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(GRACE):
-                    await guard.close_websockets(GOING_AWAY)
-                stop.set()
-                server_scope.deadline = trio.current_time() + GRACE
+                with trio.CancelScope(shield=True):
+                    await stop_server()
     except BaseException as exc:
         leaf = _leaf(exc)
         if _only_cancelled(exc) or _interrupted(exc):
