@@ -10,7 +10,7 @@ Rules:
 2. The header must appear exactly once, and its value (white space around it trimmed) must be
    a valid user name (``webusers`` rule 2); anything else is no user. The header name is
    matched without regard to case; names and values may be ``str`` or latin-1 ``bytes`` (ASGI).
-3. An IPv4-mapped IPv6 peer counts as its IPv4 address. A UNIX socket peer is never a proxy.
+3. An IPv4-mapped IPv6 peer counts as its IPv4 address (``addresses`` rule 2). A UNIX socket peer is never a proxy.
 4. A configured entry that is not an address or network is a :class:`ProxyConfigError`
    naming it; a network with host bits set is refused too (``10.0.0.1/8`` is a typo).
 5. The user the proxy names must still be in the credentials file for the role and IOC list;
@@ -23,6 +23,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Union
 
+from .addresses import peer_ip
 from .errors import PyprocservError
 from .webusers import CredentialsError, check_name
 
@@ -51,16 +52,6 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def _peer_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 def proxy_user(
     headers: Iterable[tuple[str | bytes, str | bytes]],
     peer: str,
@@ -68,7 +59,7 @@ def proxy_user(
     header: str = "X-Remote-User",
 ) -> str | None:
     """The user name the proxy at ``peer`` vouches for in ``header``, or None (rules 1 to 3)."""
-    address = _peer_address(peer)
+    address = peer_ip(peer)
     if address is None or not any(address in network for network in trusted):
         return None
     wanted = header.lower()

@@ -176,5 +176,5 @@ class WebAuth:
                     return None, 0.0
         finally:
             self._logins_waiting -= 1
-        self._limiter.succeeded(name)
+        self._limiter.succeeded(address, name)
         return websession.issue_session(self._key, user.name, user.role, time.time(), SESSION_LIFETIME), 0.0
