@@ -38,8 +38,9 @@ from .._core import messages
 from .._core.webusers import CONTROL, READ_LOG, SPY, VIEW_STATUS, WRITE_CONSOLE, may
 from .._shell.extras import Root
 from . import pages
-from .auth import Visitor, WebAuth, peer
+from .auth import Visitor, WebAuth
 from .console import WebSocketTransport
+from .recheck import serve_while_allowed
 
 STATIC = Path(__file__).parent / "static"
 MAX_FORM = 4096  # bytes of a login form: a name and a password
@@ -78,9 +79,9 @@ def build_app(root: Root, auth: WebAuth) -> Any:
     base = auth.base
     ioc = root.config.child_name
 
-    def who(request: Request, action: str) -> Visitor | Response:
+    async def who(request: Request, action: str) -> Visitor | Response:
         """The visitor if they may do ``action``, else the answer to give (rule 1)."""
-        visitor = auth.visitor(request)
+        visitor = await auth.visitor(request)
         if visitor is None and auth.open:  # a name other than loopback's (``.auth`` rule 6)
             return PlainTextResponse("refused: without --web-users, open the console by a loopback address, "
                                      "such as http://127.0.0.1:PORT/, not through a proxy (give a proxy "
@@ -97,13 +98,13 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         return {"user": visitor.user.name, "csrf": auth.csrf(visitor), "logout": not auth.open}
 
     async def status_page(request: Request) -> Response:
-        visitor = who(request, VIEW_STATUS)
+        visitor = await who(request, VIEW_STATUS)
         if isinstance(visitor, Response):
             return visitor
         return HTMLResponse(pages.status_page(ioc, operator=may(visitor.user, CONTROL, ioc), **page_args(visitor)))
 
     async def api_status(request: Request) -> Response:
-        visitor = who(request, VIEW_STATUS)
+        visitor = await who(request, VIEW_STATUS)
         if isinstance(visitor, Response):
             return visitor
         return JSONResponse(root.status.as_dict())
@@ -113,38 +114,41 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         act = _actions(root).get(action)
         if act is None:
             return PlainTextResponse(f"no action {action!r}; one of {', '.join(_actions(root))}", status_code=404)
-        visitor = who(request, CONTROL)
+        visitor = await who(request, CONTROL)
         if isinstance(visitor, Response):
             return visitor
         if not auth.origin_ok(request):
             return PlainTextResponse("refused: this request did not come from the console's own page", status_code=403)
         if not auth.csrf_ok(visitor, request.headers.get("x-csrf-token")):
             return PlainTextResponse("refused: missing or wrong X-CSRF-Token; reload the page", status_code=403)
-        root.announce(messages.web_action(action, visitor.user.name, peer(request)), who=messages.WEB_WHO)
+        root.announce(messages.web_action(action, visitor.user.name, auth.peer(request)), who=messages.WEB_WHO)
         act()
         return JSONResponse(root.status.as_dict())
 
     async def console_page(request: Request) -> Response:
-        visitor = who(request, SPY)
+        visitor = await who(request, SPY)
         if isinstance(visitor, Response):
             return visitor
         operator = may(visitor.user, WRITE_CONSOLE, ioc)
         return HTMLResponse(pages.console_page(ioc, operator=operator, **page_args(visitor)))
 
     async def console_socket(websocket: WebSocket) -> None:
-        visitor = auth.visitor(websocket)
+        visitor = await auth.visitor(websocket)
         if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, SPY, ioc):
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
         role = "operator" if may(visitor.user, WRITE_CONSOLE, ioc) else "spy"
         await websocket.accept()
         if role == "operator":
-            root.announce(messages.web_attached(visitor.user.name, peer(websocket)), who=messages.WEB_WHO)
-        await root.serve_console(WebSocketTransport(websocket), role=role)
+            root.announce(messages.web_attached(visitor.user.name, auth.peer(websocket)), who=messages.WEB_WHO)
+        right = WRITE_CONSOLE if role == "operator" else SPY  # kept only while it lasts (.recheck)
+        await serve_while_allowed(WebSocketTransport(websocket), auth.keeps(websocket, right, ioc),
+                                  lambda transport: root.serve_console(transport, role=role),
+                                  refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
 
-    def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
+    async def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
         """The visitor, the log file's path and the file open for reading, or the answer to give."""
-        visitor = who(request, READ_LOG)
+        visitor = await who(request, READ_LOG)
         if isinstance(visitor, Response):
             return visitor
         path = root.config.logfile
@@ -156,7 +160,7 @@ def build_app(root: Root, auth: WebAuth) -> Any:
             return PlainTextResponse(f"cannot read the log file: {exc.strerror}", status_code=404)
 
     async def log_page(request: Request) -> Response:
-        opened = open_log(request)
+        opened = await open_log(request)
         if isinstance(opened, Response):
             return opened
         visitor, path, f = opened
@@ -167,7 +171,7 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         return HTMLResponse(pages.log_page(ioc, path, text, skipped=size > LOG_TAIL, **page_args(visitor)))
 
     async def log_download(request: Request) -> Response:
-        opened = open_log(request)
+        opened = await open_log(request)
         if isinstance(opened, Response):
             return opened
         _, path, f = opened
@@ -189,7 +193,7 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         if form is None:
             return PlainTextResponse(f"a login form is at most {MAX_FORM} bytes", status_code=413)
         name, password = form.get("user", [""])[0], form.get("password", [""])[0]
-        token, wait = await auth.login(peer(request), name, password)
+        token, wait = await auth.login(auth.peer(request), name, password)
         if token is None:
             if wait > 0:
                 return HTMLResponse(pages.login_page(ioc, error=f"too many failed logins: try again in {wait:.0f} s"),
@@ -200,11 +204,12 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         return response
 
     async def logout(request: Request) -> Response:
-        visitor = auth.visitor(request)
+        visitor = await auth.visitor(request)
         form = await _small_form(request)
         if visitor is None or form is None or not auth.origin_ok(request) \
                 or not auth.csrf_ok(visitor, form.get("csrf", [None])[0]):
             return PlainTextResponse("refused: log out from the console's own page", status_code=403)
+        auth.logout(visitor)
         response = RedirectResponse(base + "login", status_code=303)
         response.headers.append("set-cookie", auth.cookie(request).clear_cookie())
         return response

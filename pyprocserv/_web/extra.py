@@ -64,6 +64,6 @@ async def run(root: Root, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATU
 
     config = root.config
     assert config.web is not None
-    app = build_app(root, WebAuth(config.web_users, config.web_base))
+    app = build_app(root, WebAuth.for_config(config))
     host, port = config.web
     await serve_asgi(app, host, port, ssl_context=tls_context(config), task_status=task_status)
