@@ -115,7 +115,7 @@ async def test_an_idle_console_closes_at_the_next_check_once_its_visitor_logs_ou
 
 
 async def test_a_spy_whose_session_expires_is_closed(nursery, tmp_path, monkeypatch):
-    monkeypatch.setattr(auth_module, "SESSION_LIFETIME", 1)
+    monkeypatch.setattr(auth_module, "SESSION_LIFETIME", 3)  # whole seconds: valid for 2 s at least
     site = await start(nursery, tmp_path, recheck_every=0.1)
     await site.login("vic")
     async with site.console() as ws:

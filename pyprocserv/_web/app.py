@@ -16,6 +16,8 @@ Rules:
    is read whole. Every response forbids framing (no clickjacking of the buttons) and caching.
 5. Whatever a request does, it ends that request at most (``serve.serve_asgi``'s guard).
 6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile).
+7. An open console keeps the right it was opened with only while the visitor still has it
+   (``.recheck``: every 30 s and on each message); then it is closed with 1008.
 """
 
 from __future__ import annotations
