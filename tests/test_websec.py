@@ -20,6 +20,8 @@ import threading
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import trio.testing
 
 pytest.importorskip("anycorn")  # in the test extra: CI always has it
@@ -296,6 +298,16 @@ def test_bad_proxy_options_are_refused_naming_the_option(args, message):
     with pytest.raises(CliError) as refused:
         web_options("--web", "8080", *args)
     assert message in refused.value.message
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.sampled_from(["--web-proxy", "--web-origin", "--web-proxy-user"]), st.text(max_size=60))
+def test_any_proxy_option_text_parses_or_is_refused_naming_the_option(option, text):
+    extra = ["--web-proxy", "::1"] if option == "--web-proxy-user" else []
+    try:
+        web_options("--web", "8080", "--web-users", "u", *extra, option, text)
+    except CliError as exc:
+        assert option in exc.message
 
 
 async def test_the_wired_extra_believes_the_configured_proxy(nursery, tmp_path):
