@@ -31,6 +31,7 @@ from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa:
 from pyprocserv._web import extra  # noqa: E402
 from pyprocserv._web.app import build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
+from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
 
 from support.ports import free_port  # noqa: E402
@@ -133,18 +134,21 @@ class Site:
         assert match, page.text
         return match.group(1)
 
-    async def act(self, action: str, csrf: str | None) -> Reply:
-        return await self.post(f"/api/{action}", headers={"X-CSRF-Token": csrf} if csrf else {})
+    async def act(self, action: str, csrf: str | None, ioc: str = IOC) -> Reply:
+        return await self.post(f"/api/ioc/{ioc}/{action}", headers={"X-CSRF-Token": csrf} if csrf else {})
 
-    def console(self, origin: str | None = None):
+    def socket(self, path: str, origin: str | None = None):
         headers = [(b"origin", (origin or self.origin).encode())]
         if self.cookies:
             headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()).encode()))
-        return open_websocket("127.0.0.1", self.port, "/ws/console", use_ssl=False, extra_headers=headers)
+        return open_websocket("127.0.0.1", self.port, path, use_ssl=False, extra_headers=headers)
 
-    async def console_handshake(self, origin: str | None = None) -> int:
-        """The status a WebSocket handshake on the console gets (trio-websocket leaks a refused one's socket)."""
-        reply = await self.request("GET", "/ws/console", headers={
+    def console(self, origin: str | None = None, *, ioc: str = IOC, spy: bool = False):
+        return self.socket(f"/ws/ioc/{ioc}/console" + ("?spy=1" if spy else ""), origin)
+
+    async def console_handshake(self, origin: str | None = None, *, path: str = f"/ws/ioc/{IOC}/console") -> int:
+        """The status a WebSocket handshake gets (trio-websocket leaks a refused one's socket)."""
+        reply = await self.request("GET", path, headers={
             "Origin": origin or self.origin, "Upgrade": "websocket", "Connection": "Upgrade",
             "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
         return reply.status
@@ -160,7 +164,7 @@ async def start_site(nursery: trio.Nursery, tmp_path, *, users: bool = True, lim
     server = ProcessServer(config, extras=[])
     await nursery.start(server.run)
     auth = WebAuth(users_file(tmp_path / "users") if users else None, base, limiter=limiter)
-    port = await nursery.start(serve_asgi, build_app(server, auth), "127.0.0.1", 0)
+    port = await nursery.start(serve_asgi, build_app(OneServer(server), auth, title=IOC), "127.0.0.1", 0)
     site = Site(server, port, log)
     with trio.fail_after(10):
         while not server.status.running:
@@ -276,41 +280,48 @@ async def test_under_a_base_path_every_page_link_and_cookie_stays_under_it(nurse
     assert (await site.get("/login")).status == 404
     reply = await site.post("/ioc1/login", {"user": "ada", "password": PASSWORD["ada"]})
     assert reply.header("location") == "/ioc1/" and "Path=/ioc1/;" in reply.header("set-cookie")
-    page = await site.get("/ioc1/console")
-    assert page.status == 200 and 'src="static/xterm/xterm.js"' in page.text  # relative: under the base
+    page = await site.get(f"/ioc1/ioc/{IOC}/console")
+    assert page.status == 200 and 'src="../../static/xterm/xterm.js"' in page.text  # relative: under the base
     assert (await site.get("/ioc1/static/xterm/xterm.js")).status == 200
     status = await site.get("/ioc1/")
     csrf = re.search(r'data-csrf="([^"]+)"', status.text).group(1)
-    assert (await site.post("/ioc1/api/toggle", headers={"X-CSRF-Token": csrf})).status == 200
+    assert (await site.post(f"/ioc1/api/ioc/{IOC}/toggle", headers={"X-CSRF-Token": csrf})).status == 200
 
 
 # -- roles ----------------------------------------------------------------------------------------
 
-PAGES = ["/", "/api/status", "/console", "/log", "/log/download"]
+HOST_PAGES = ["/", "/api/status"]
+IOC_PAGES = [f"/api/ioc/{IOC}", f"/ioc/{IOC}/console", f"/ioc/{IOC}/console?spy=1", f"/ioc/{IOC}/log",
+             f"/ioc/{IOC}/log/download"]
 
 
 @pytest.mark.parametrize("who", [None, "vic", "ada", "oth"])
 async def test_role_matrix_on_every_route(nursery, tmp_path, who):
     """Nobody: log in first. Viewer: reads everything, spies, presses nothing. Operator: all.
-    An operator of another IOC only: nothing of this one."""
+    An operator of another IOC only: an empty table, and this IOC is not there (404)."""
     site = await start_site(nursery, tmp_path)
     if who:
         assert (await site.login(who)).status == 303
-    expected_page = {None: 303, "vic": 200, "ada": 200, "oth": 403}[who]
-    for path in PAGES:
+    for path in HOST_PAGES + IOC_PAGES:
         reply = await site.get(path)
-        want = 401 if who is None and path.startswith("/api/") else expected_page
+        if who is None:
+            want = 401 if path.startswith("/api/") else 303
+        else:
+            want = 404 if who == "oth" and path in IOC_PAGES else 200
         assert reply.status == want, (path, reply.status, reply.text[:200])
+    if who:
+        listed = [entry["name"] for entry in json.loads((await site.get("/api/status")).body)]
+        assert listed == ([] if who == "oth" else [IOC])
 
-    csrf = await site.csrf() if who in ("vic", "ada") else "none"
+    csrf = await site.csrf() if who else "none"
     pid = site.status()["pid"]
     reply = await site.act("kill", csrf)
-    assert reply.status == {None: 401, "vic": 403, "ada": 200, "oth": 403}[who]
+    assert reply.status == {None: 401, "vic": 403, "ada": 200, "oth": 404}[who]
     if who != "ada":
         assert site.status()["pid"] == pid
 
     page = await site.get("/")
-    assert ('data-action="restart"' in page.text) == (who == "ada")
+    assert ('data-operator="yes"' in page.text) == (who == "ada")  # the buttons
 
     if who in (None, "oth"):
         assert await site.console_handshake() == 403
@@ -324,7 +335,7 @@ async def test_without_users_every_loopback_browser_is_an_operator(nursery, tmp_
     site = await start_site(nursery, tmp_path, users=False)
     assert (await site.get("/login")).status == 303  # nothing to log in to
     page = await site.get("/")
-    assert page.status == 200 and 'data-action="restart"' in page.text and "log out" not in page.text
+    assert page.status == 200 and 'data-operator="yes"' in page.text and "log out" not in page.text
     assert (await site.act("stop", await site.csrf())).status == 200
     assert (await site.act("start", None)).status == 403  # CSRF still counts
     await wait_for_log(site, "@@@ web: stop by local from 127.0.0.1")
@@ -337,7 +348,8 @@ async def test_without_users_a_request_through_a_proxy_is_refused(nursery, tmp_p
     proxied = {header: "for=192.0.2.7" if header == "Forwarded" else "192.0.2.7"}
     page = await site.request("GET", "/", headers=proxied)
     assert page.status == 403 and "not through a proxy" in page.text
-    action = await site.request("POST", "/api/stop", headers={**proxied, "X-CSRF-Token": await site.csrf()})
+    action = await site.request("POST", f"/api/ioc/{IOC}/stop",
+                                headers={**proxied, "X-CSRF-Token": await site.csrf()})
     assert action.status == 403 and site.status()["running"]
 
 
@@ -348,9 +360,9 @@ async def test_without_users_a_page_that_names_us_otherwise_is_refused(nursery, 
     evil = {"Host": f"{host}:{site.port}", "Origin": f"http://{host}:{site.port}"}
     page = await site.request("GET", "/", headers=evil)
     assert page.status == 403 and "loopback address" in page.text
-    action = await site.request("POST", "/api/stop", headers={**evil, "X-CSRF-Token": await site.csrf()})
+    action = await site.request("POST", f"/api/ioc/{IOC}/stop", headers={**evil, "X-CSRF-Token": await site.csrf()})
     assert action.status == 403
-    handshake = await site.request("GET", "/ws/console", headers={
+    handshake = await site.request("GET", f"/ws/ioc/{IOC}/console", headers={
         **evil, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
     assert handshake.status == 403
@@ -368,13 +380,14 @@ async def test_an_action_needs_the_csrf_token_and_our_origin(nursery, tmp_path):
     pid = site.status()["pid"]
     assert (await site.act("kill", None)).status == 403
     assert (await site.act("kill", csrf[:-1] + ("A" if csrf[-1] != "A" else "B"))).status == 403
-    other = await site.post("/api/kill", headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
+    other = await site.post(f"/api/ioc/{IOC}/kill", headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
                             origin=False)
     assert other.status == 403
-    no_origin = await site.post("/api/kill", headers={"X-CSRF-Token": csrf}, origin=False)
+    no_origin = await site.post(f"/api/ioc/{IOC}/kill", headers={"X-CSRF-Token": csrf}, origin=False)
     assert no_origin.status == 403
     assert (await site.act("explode", csrf)).status == 404
-    assert (await site.request("GET", "/api/kill")).status == 405
+    assert (await site.act("kill", csrf, ioc="nonesuch")).status == 404
+    assert (await site.request("GET", f"/api/ioc/{IOC}/kill")).status == 405
     assert site.status()["pid"] == pid
 
 
@@ -382,14 +395,14 @@ async def test_restart_gives_a_new_pid_and_says_who_pressed_it_from_where(nurser
     site = await start_site(nursery, tmp_path)
     await site.login("ada")
     csrf = await site.csrf()
-    before = json.loads((await site.get("/api/status")).body)
+    before = json.loads((await site.get(f"/api/ioc/{IOC}")).body)
     assert before["running"] and before["name"] == IOC
     reply = await site.act("restart", csrf)
     assert reply.status == 200
     with trio.fail_after(10):
         while not (site.status()["running"] and site.status()["pid"] != before["pid"]):
             await trio.sleep(0.05)
-    after = json.loads((await site.get("/api/status")).body)
+    after = json.loads((await site.get(f"/api/ioc/{IOC}")).body)
     assert after["pid"] != before["pid"] and after["start_count"] == before["start_count"] + 1
     await wait_for_log(site, "@@@ web: restart by ada from 127.0.0.1\n")
 
@@ -461,9 +474,9 @@ async def test_the_log_page_shows_the_tail_escaped_and_the_download_the_file(nur
     await site.login("vic")
     site.server.announce("<script>alert(1)</script>")
     await wait_for_log(site, "alert(1)")
-    page = await site.get("/log")
+    page = await site.get(f"/ioc/{IOC}/log")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
-    download = await site.get("/log/download")
+    download = await site.get(f"/ioc/{IOC}/log/download")
     assert download.status == 200 and b"<script>alert(1)</script>" in download.body
     assert download.header("content-disposition") == 'attachment; filename="ioc.log"'
 
@@ -471,7 +484,7 @@ async def test_the_log_page_shows_the_tail_escaped_and_the_download_the_file(nur
 async def test_without_a_log_file_the_log_pages_say_so(nursery, tmp_path):
     site = await start_site(nursery, tmp_path, logfile=False)
     await site.login("vic")
-    for path in ("/log", "/log/download"):
+    for path in (f"/ioc/{IOC}/log", f"/ioc/{IOC}/log/download"):
         reply = await site.get(path)
         assert reply.status == 404 and "-L FILE" in reply.text
 
@@ -482,11 +495,11 @@ HOSTILE = [
     b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"\xff" * 3000 + b"\r\nConnection: close\r\n\r\n",
     b"POST /login HTTP/1.1\r\nHost: x\r\nOrigin: http://x\r\nContent-Length: 9\r\n"
     b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\nuser=%ff&",
-    b"POST /api/restart HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\nxx",
+    b"POST /api/ioc/cat/restart HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\nxx",
     b"GET /static/../../../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     b"GET /%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),  # TLS to a plain port
-    b"GET /ws/console HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"GET /ws/ioc/cat/console HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n\x81\xff" + bytes(20),
 ]
 
@@ -608,7 +621,7 @@ async def test_over_https_the_wired_extra_sets_a_secure_host_cookie_and_checks_t
     cookie = reply.header("set-cookie")
     assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie and "Path=/;" in cookie
     csrf = await site.csrf()
-    plain_origin = await site.post("/api/toggle", headers={"X-CSRF-Token": csrf,
+    plain_origin = await site.post(f"/api/ioc/{IOC}/toggle", headers={"X-CSRF-Token": csrf,
                                                            "Origin": f"http://127.0.0.1:{port}"}, origin=False)
     assert plain_origin.status == 403
     assert (await site.act("toggle", csrf)).status == 200
