@@ -12,8 +12,6 @@ import ipaddress
 import json
 import ssl
 import re
-from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 import pytest
 import trio
@@ -21,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 pytest.importorskip("anycorn")  # in the test extra: CI always has it
-from trio_websocket import ConnectionClosed, open_websocket  # noqa: E402
+from trio_websocket import ConnectionClosed  # noqa: E402
 
 from pyprocserv import Config, ProcessServer  # noqa: E402
 from pyprocserv._apps import wiring  # noqa: E402
@@ -35,6 +33,7 @@ from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
 
 from support.ports import free_port  # noqa: E402
+from support.webclient import Reply, WebClient, attach, read_until  # noqa: E402
 from support.tls import self_signed  # noqa: E402
 
 PASSWORD = {"ada": "operator's secret", "vic": "viewer's secret", "oth": "other IOC's secret"}
@@ -53,105 +52,26 @@ def users_file(path) -> str:
 
 # -- a browser of raw HTTP ----------------------------------------------------------------------
 
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
+class Site(WebClient):
+    """A client of one server's console, with that server and its log at hand."""
 
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name), None)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-
-@dataclass
-class Site:
-    server: ProcessServer
-    port: int
-    log: str
-    origin: str = ""
-    cookies: dict[str, str] = field(default_factory=dict)
-    tls: ssl.SSLContext | None = None
-
-    def __post_init__(self) -> None:
-        self.origin = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-                      *, raw: bytes | None = None) -> Reply:
-        head = {"Host": f"127.0.0.1:{self.port}", "Connection": "close", **(headers or {})}
-        if self.cookies:
-            head["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        if body or method == "POST":
-            head["Content-Length"] = str(len(body))
-        data = raw if raw is not None else (f"{method} {path} HTTP/1.1\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode() + body
-        reply = b""
-        with trio.fail_after(10):  # a server that keeps the connection fails here, not at the test limit
-            reply = await self._exchange(data)
-        top, _, content = reply.partition(b"\r\n\r\n")
-        lines = top.decode("latin-1").split("\r\n")
-        headers_seen = [(k.lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-        for name, value in headers_seen:
-            if name == "set-cookie":
-                cookie, _, _ = value.partition(";")
-                key, _, val = cookie.partition("=")
-                if val:
-                    self.cookies[key] = val
-                else:
-                    self.cookies.pop(key, None)
-        return Reply(int(lines[0].split()[1]), headers_seen, content)
-
-    async def _exchange(self, data: bytes) -> bytes:
-        reply = b""
-        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-        if self.tls is not None:
-            stream = trio.SSLStream(stream, self.tls, server_hostname="127.0.0.1")
-        async with stream:
-            await stream.send_all(data)
-            while chunk := await stream.receive_some(65536):
-                reply += chunk
-        return reply
-
-    async def get(self, path: str) -> Reply:
-        return await self.request("GET", path)
-
-    async def post(self, path: str, form: dict | None = None, headers: dict | None = None,
-                   *, origin: bool = True) -> Reply:
-        head = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
-        if origin:
-            head["Origin"] = self.origin
-        return await self.request("POST", path, urlencode(form or {}).encode(), head)
+    def __init__(self, server: ProcessServer, port: int, log: str, *, cookies: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(port, cookies=cookies, tls=tls)
+        self.server = server
+        self.log = log
 
     async def login(self, user: str, password: str | None = None) -> Reply:
-        return await self.post("/login", {"user": user, "password": password or PASSWORD[user]})
-
-    async def csrf(self) -> str:
-        page = await self.get("/")
-        match = re.search(r'data-csrf="([^"]+)"', page.text)
-        assert match, page.text
-        return match.group(1)
+        return await super().login(user, password or PASSWORD[user])
 
     async def act(self, action: str, csrf: str | None, ioc: str = IOC) -> Reply:
-        return await self.post(f"/api/ioc/{ioc}/{action}", headers={"X-CSRF-Token": csrf} if csrf else {})
-
-    def socket(self, path: str, origin: str | None = None):
-        headers = [(b"origin", (origin or self.origin).encode())]
-        if self.cookies:
-            headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()).encode()))
-        return open_websocket("127.0.0.1", self.port, path, use_ssl=False, extra_headers=headers)
+        return await super().act(action, csrf, ioc)
 
     def console(self, origin: str | None = None, *, ioc: str = IOC, spy: bool = False):
-        return self.socket(f"/ws/ioc/{ioc}/console" + ("?spy=1" if spy else ""), origin)
+        return super().console(ioc, origin, spy=spy)
 
-    async def console_handshake(self, origin: str | None = None, *, path: str = f"/ws/ioc/{IOC}/console") -> int:
-        """The status a WebSocket handshake gets (trio-websocket leaks a refused one's socket)."""
-        reply = await self.request("GET", path, headers={
-            "Origin": origin or self.origin, "Upgrade": "websocket", "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
-        return reply.status
+    async def console_handshake(self, origin: str | None = None) -> int:
+        return await self.handshake(f"/ws/ioc/{IOC}/console", origin)
 
     def status(self) -> dict:
         return self.server.status.as_dict()
@@ -170,26 +90,6 @@ async def start_site(nursery: trio.Nursery, tmp_path, *, users: bool = True, lim
         while not server.status.running:
             await trio.sleep(0.02)
     return site
-
-
-async def read_until(ws, needle: bytes, *, timeout: float = 10) -> bytes:
-    seen = b""
-    with trio.fail_after(timeout):
-        while needle not in seen:
-            message = await ws.get_message()
-            if isinstance(message, bytes):
-                seen += message
-    return seen
-
-
-async def attach(ws) -> bytes:
-    """Read the replay up to its end marker, then say ready, as the page does."""
-    replay = b""
-    with trio.fail_after(10):
-        while (message := await ws.get_message()) != '{"replayed": true}':
-            replay += message
-    await ws.send_message('{"ready": true}')
-    return replay
 
 
 def read_log(site: Site) -> str:
@@ -638,3 +538,188 @@ def test_a_log_download_is_the_file_as_it_was_when_asked_for_even_while_it_grows
     with open(path, "ab") as log:
         log.write(b"b" * 100_000)  # the IOC goes on writing while the browser downloads
     assert first + b"".join(chunks) == b"a" * 200_000
+
+
+# -- a fleet: one console for many IOCs -----------------------------------------------------------
+
+class Servers:
+    """A fleet of real servers by name, as host mode's ``Host`` is one: each server's changes
+    wake whoever waits for the fleet's."""
+
+    def __init__(self, servers: dict[str, ProcessServer], nursery: trio.Nursery) -> None:
+        self.servers = servers
+        self.changed = trio.lowlevel.ParkingLot()
+        for server in servers.values():
+            nursery.start_soon(self._watch, server)
+
+    def names(self) -> list[str]:
+        return sorted(self.servers)
+
+    def get(self, name: str):
+        return self.servers.get(name)
+
+    async def wait_change(self) -> None:
+        await self.changed.park()
+
+    async def _watch(self, server: ProcessServer) -> None:
+        generation = None
+        while True:
+            generation = await server.wait_status_change(generation)
+            self.changed.unpark_all()
+
+
+FLEET_PASSWORD = {"ada": PASSWORD["ada"], "vic": PASSWORD["vic"], "alf": "alpha's operator"}
+
+
+@dataclasses.dataclass
+class FleetSite:
+    servers: dict[str, ProcessServer]
+    port: int
+    logs: dict[str, str]
+
+    def pid(self, name: str) -> int:
+        return self.servers[name].status.pid
+
+    def log(self, name: str) -> str:
+        with open(self.logs[name], encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+async def start_fleet(nursery: trio.Nursery, tmp_path) -> FleetSite:
+    cheap = {"n": 16, "r": 1, "p": 1}
+    users = tmp_path / "users"
+    users.write_text(serialize([
+        WebUser("ada", "operator", hash_password(FLEET_PASSWORD["ada"], **cheap)),
+        WebUser("vic", "viewer", hash_password(FLEET_PASSWORD["vic"], **cheap)),
+        WebUser("alf", "operator", hash_password(FLEET_PASSWORD["alf"], **cheap), ("alpha",)),
+    ]))
+    servers, logs = {}, {}
+    for name in ("alpha", "beta"):
+        logs[name] = str(tmp_path / f"{name}.log")
+        servers[name] = ProcessServer(Config(command=("/bin/cat",), name=name, logfile=logs[name], holdoff=0.2),
+                                      extras=[])
+        await nursery.start(servers[name].run)
+    app = build_app(Servers(servers, nursery), WebAuth(str(users), "/"), title="the fleet")
+    port = await nursery.start(serve_asgi, app, "127.0.0.1", 0)
+    with trio.fail_after(10):
+        while not all(server.status.running for server in servers.values()):
+            await trio.sleep(0.02)
+    return FleetSite(servers, port, logs)
+
+
+async def logged_in(site: FleetSite, user: str) -> WebClient:
+    client = WebClient(site.port)
+    assert (await client.login(user, FLEET_PASSWORD[user])).status == 303
+    return client
+
+
+async def test_a_fleet_table_lists_every_ioc_and_an_action_on_one_leaves_the_other_alone(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    ada = await logged_in(site, "ada")
+    page = await ada.get("/")
+    assert page.status == 200 and "<h1>the fleet</h1>" in page.text
+    listed = json.loads((await ada.get("/api/status")).body)
+    assert [(entry["name"], entry["pid"]) for entry in listed] == [("alpha", site.pid("alpha")),
+                                                                   ("beta", site.pid("beta"))]
+    assert json.loads((await ada.get("/api/ioc/beta")).body)["pid"] == site.pid("beta")
+
+    before = {name: site.pid(name) for name in ("alpha", "beta")}
+    assert (await ada.act("restart", await ada.csrf(), "alpha")).status == 200
+    with trio.fail_after(10):
+        while site.pid("alpha") in (None, before["alpha"]):
+            await trio.sleep(0.02)
+    assert site.pid("beta") == before["beta"] and site.servers["beta"].status.start_count == 1
+    with trio.fail_after(10):
+        while "@@@ web: restart by ada from 127.0.0.1" not in site.log("alpha"):
+            await trio.sleep(0.02)
+    assert "restart by" not in site.log("beta")
+
+
+async def test_an_access_list_hides_an_ioc_everywhere_as_if_it_did_not_exist(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    alf = await logged_in(site, "alf")
+    listed = json.loads((await alf.get("/api/status")).body)
+    assert [entry["name"] for entry in listed] == ["alpha"]
+    for path in ("/api/ioc/beta", "/ioc/beta/console", "/ioc/beta/console?spy=1", "/ioc/beta/log",
+                 "/ioc/beta/log/download"):
+        hidden, unknown = await alf.get(path), await alf.get(path.replace("beta", "nonesuch"))
+        assert (hidden.status, hidden.body) == (404, unknown.body.replace(b"nonesuch", b"beta")), path
+    csrf = await alf.csrf()
+    pid = site.pid("beta")
+    assert (await alf.act("kill", csrf, "beta")).status == 404
+    assert await alf.handshake("/ws/ioc/beta/console") == 403
+    assert (await alf.get("/ioc/alpha/console")).status == 200
+    async with alf.socket("/ws/status") as ws:
+        with trio.fail_after(10):
+            pushed = json.loads(await ws.get_message())
+    assert [entry["name"] for entry in pushed] == ["alpha"]
+    assert site.pid("beta") == pid
+
+
+async def test_ws_status_pushes_a_restart_without_being_asked(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    vic, ada = await logged_in(site, "vic"), await logged_in(site, "ada")
+    assert await WebClient(site.port).handshake("/ws/status") == 403  # nobody
+    assert await vic.handshake("/ws/status", "http://evil.example") == 403
+    async with vic.socket("/ws/status") as ws:
+        with trio.fail_after(10):
+            first = json.loads(await ws.get_message())  # at once
+        old = {entry["name"]: entry["pid"] for entry in first}
+        assert old == {"alpha": site.pid("alpha"), "beta": site.pid("beta")}
+        assert (await ada.act("restart", await ada.csrf(), "beta")).status == 200
+        with trio.fail_after(10):
+            while site.pid("beta") in (None, old["beta"]) or not site.servers["beta"].status.running:
+                await trio.sleep(0.01)
+        new = site.pid("beta")
+        with trio.fail_after(1):  # pushed within a second of the change: nobody asked again
+            while True:
+                beta = {entry["name"]: entry for entry in json.loads(await ws.get_message())}["beta"]
+                if beta["pid"] == new and beta["running"]:
+                    break
+        assert beta["start_count"] == 2
+
+
+async def test_ws_status_sends_a_few_snapshots_a_second_however_fast_the_statuses_change(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    ada = await logged_in(site, "ada")
+    alpha = site.servers["alpha"]
+    async with ada.socket("/ws/status") as ws:
+        with trio.fail_after(10):
+            await ws.get_message()
+        received, last = 0, None
+        start = trio.current_time()
+        for _ in range(100):
+            alpha.toggle_autorestart()  # a change of status each time
+            await trio.sleep(0.005)
+            with trio.move_on_after(0):
+                last = json.loads(await ws.get_message())
+                received += 1
+        with trio.fail_after(10):  # the last change arrives too
+            while last is None or last[0]["restart_mode"] != alpha.status.restart_mode.value:
+                last = json.loads(await ws.get_message())
+                received += 1
+        elapsed = trio.current_time() - start
+    assert received <= elapsed / 0.25 + 2, (received, elapsed)  # not one a change: at most 4 a second
+
+
+async def test_the_spy_link_gives_even_an_operator_a_console_that_drops_keys(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    ada = await logged_in(site, "ada")
+    page = await ada.get("/ioc/alpha/console?spy=1")
+    assert page.status == 200 and 'data-operator="no"' in page.text and "(read only)" in page.text
+    assert 'data-socket="../../ws/ioc/alpha/console?spy=1"' in page.text
+    assert 'data-operator="yes"' in (await ada.get("/ioc/alpha/console")).text
+    vic = await logged_in(site, "vic")
+    assert 'data-operator="no"' in (await vic.get("/ioc/alpha/console")).text  # viewers only spy
+
+    alpha = site.servers["alpha"]
+    async with ada.console("alpha", spy=True) as spy:
+        await attach(spy)
+        assert (alpha.status.users, alpha.status.loggers) == (0, 1)
+        await spy.send_message(b"typed by the spy\r")
+        async with ada.console("alpha") as operator:
+            await attach(operator)
+            await operator.send_message(b"typed by the operator\r")
+            seen = await read_until(spy, b"typed by the operator\r\n")
+    assert b"typed by the spy" not in seen and "typed by the spy" not in site.log("alpha")
+    assert site.log("alpha").count("ada from 127.0.0.1 attached read-write") == 1  # the operator's only
