@@ -28,15 +28,16 @@ from urllib.parse import quote
 UP = "../../"  # from an IOC's pages (ioc/NAME/...) back to the base (rule 2)
 
 _STYLE = """
-body { font-family: sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
+body { font-family: sans-serif; margin: 1em 1.2em; background: #fafafa; color: #222; }
 nav a, nav button { margin-right: 1em; }
 nav form { display: inline; }
 table.status { border-collapse: collapse; margin: 1em 0; }
-table.status th { text-align: left; padding: .3em 1em .3em 0; font-weight: normal; color: #555;
+table.status th { text-align: left; padding: .3em .7em .3em 0; font-weight: normal; color: #555; font-size: .95em;
   border-bottom: 1px solid #ccc; }
-table.status td { padding: .3em 1em .3em 0; font-family: monospace; font-size: 1.05em; }
-table.status td a { margin-right: .6em; }
-td.actions button { margin-right: .3em; padding: .2em .6em; }
+table.status td { padding: .3em .7em .3em 0; font-family: monospace; font-size: .95em; }
+table.status td, table.status th { white-space: nowrap; }
+table.status td a { margin-right: .5em; }
+td.actions button { margin-right: .2em; padding: .15em .4em; }
 tr.stopped td.state { color: #a00; }
 tr.running td.state { color: #070; }
 .error { color: #a00; }
@@ -71,7 +72,7 @@ def login_page(title: str, *, error: str = "") -> str:
 
 
 _COLUMNS = (("state", "state"), ("pid", "pid"), ("uptime", "uptime"), ("restarts", "restarts"),
-            ("clients", "clients"), ("auto restart", "mode"), ("watchdog", "watchdog"),
+            ("clients", "clients"), ("restart mode", "mode"), ("watchdog", "watchdog"),
             ("last exit", "last_exit"))
 ACTIONS = ("start", "stop", "restart", "kill", "toggle")
 
@@ -83,7 +84,8 @@ const link = document.getElementById("link"), rows = new Map();
 let shown = [];
 function ago(t) { if (t == null) return "-"; let s = Math.max(0, Math.round(Date.now() / 1000 - t));
   const d = Math.floor(s / 86400); s %= 86400; const h = Math.floor(s / 3600); s %= 3600;
-  const m = Math.floor(s / 60); s %= 60; return (d ? d + "d " : "") + (d || h ? h + "h " : "") + m + "m " + s + "s"; }
+  const m = Math.floor(s / 60); s %= 60;
+  return d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m ? m + "m " + s + "s" : s + "s"; }
 function cells(st) {
   if (!st.serving) return {state: "no server (retrying)"};
   return {
@@ -91,7 +93,7 @@ function cells(st) {
     pid: st.pid == null ? "-" : String(st.pid),
     uptime: st.running ? ago(st.child_started_at) : "-",
     restarts: String(Math.max(0, st.start_count - 1)),
-    clients: st.users + " console, " + st.loggers + " log",
+    clients: st.users + " rw, " + st.loggers + " ro",
     mode: st.restart_mode,
     watchdog: st.watchdog == null ? "off" : st.watchdog + " (" + st.watchdog_restarts + " restarts)",
     last_exit: st.last_exit_code == null ? "-" : (st.last_exit_code < 0 ? "signal " + (-st.last_exit_code)
