@@ -8,10 +8,12 @@ browser. Users come from a real credentials file with cheap scrypt parameters.
 from __future__ import annotations
 
 import dataclasses
+import html
 import ipaddress
 import json
 import ssl
 import re
+from urllib.parse import quote
 
 import pytest
 import trio
@@ -724,3 +726,23 @@ async def test_the_spy_link_gives_even_an_operator_a_console_that_drops_keys(nur
             seen = await read_until(spy, b"typed by the operator\r\n")
     assert b"typed by the spy" not in seen and "typed by the spy" not in site.log("alpha")
     assert site.log("alpha").count("ada from 127.0.0.1 attached read-write") == 1  # the operator's only
+
+
+@pytest.mark.parametrize("name", ["ioc one", "<b>&'\"x", "é-ioc", "100%", "a?b#c;d", ".hidden"])
+async def test_any_ioc_name_is_quoted_in_urls_and_escaped_in_pages(nursery, tmp_path, name):
+    server = ProcessServer(Config(command=("/bin/cat",), name=name, logfile=str(tmp_path / "log")), extras=[])
+    await nursery.start(server.run)
+    port = await nursery.start(serve_asgi, build_app(OneServer(server), WebAuth(None, "/"), title=name),
+                               "127.0.0.1", 0)
+    client = WebClient(port)
+    quoted = quote(name, safe="")
+    page = await client.get("/")
+    assert page.status == 200 and f"<h1>{html.escape(name)}</h1>" in page.text
+    assert [entry["name"] for entry in json.loads((await client.get("/api/status")).body)] == [name]
+    assert json.loads((await client.get(f"/api/ioc/{quoted}")).body)["name"] == name
+    console = await client.get(f"/ioc/{quoted}/console")
+    assert console.status == 200 and f"<h1>{html.escape(name)}</h1>" in console.text
+    assert f'data-socket="../../ws/ioc/{html.escape(quoted)}/console"' in console.text
+    assert (await client.get(f"/ioc/{quoted}/log")).status == 200
+    async with client.console(name) as ws:
+        assert name.encode() in await attach(ws)

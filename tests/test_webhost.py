@@ -276,3 +276,24 @@ async def test_in_chromium_log_in_restart_one_ioc_type_into_its_console_and_spy(
         assert "hello from the host page" in screen  # replayed: it is beta's console
     assert "hello from the host page" in host.log("beta") and "typed by a spy" not in host.log("beta")
     assert "ada from 127.0.0.1 attached read-write in a browser" in host.log("beta")
+
+
+@needs_chromium
+async def test_in_chromium_the_table_says_reconnecting_while_the_host_is_away_and_comes_back(tmp_path):
+    conf = short_tmpdir()
+    write_conf(conf, TWO)
+    port = free_port()
+    async with open_browser() as browser:
+        async with Host(conf, "--web", str(port)) as host:  # loopback without users: no login
+            await wait_for_port(port)
+            page = await browser.open(f"http://127.0.0.1:{port}/")
+            pid_js = text_of("alpha", "pid")
+            old = await page.wait_for(f"/^[0-9]+$/.test({pid_js}) && {pid_js}", timeout=15)
+            assert await page.evaluate("document.getElementById('link').textContent") == ""
+            assert host.process is not None
+            host.process.send_signal(signal.SIGTERM)
+            await host.process.wait()
+            await page.wait_for("document.getElementById('link').textContent.startsWith('reconnecting')")
+        async with Host(conf, "--web", str(port)):  # the same page, no reload
+            await page.wait_for(f"/^[0-9]+$/.test({pid_js}) && {pid_js} !== {old!r}"
+                                " && document.getElementById('link').textContent === ''", timeout=20)
