@@ -54,6 +54,18 @@ async def wait_for_port(port: int) -> None:
             return
 
 
+async def log_in(browser, base: str, user: str, password: str):
+    """A page of ``base`` where ``user`` has logged in as a person does: typing into the form."""
+    page = await browser.open(base)  # not logged in: the login page
+    await page.wait_for("document.activeElement && document.activeElement.id === 'user'")
+    await page.type(user)
+    await page.evaluate("document.getElementById('password').focus()")
+    await page.type(password)
+    await page.evaluate("window.__ppsLeft = true; document.getElementById('login').click()")
+    await page.wait_for("document.readyState === 'complete' && !window.__ppsLeft && location.pathname === '/'")
+    return page
+
+
 @needs_chromium
 async def test_log_in_read_the_status_restart_and_type_into_the_console(tmp_path):
     shots = Path(os.environ.get("PYPROCSERV_SCREENSHOTS") or tmp_path)
@@ -65,13 +77,7 @@ async def test_log_in_read_the_status_restart_and_type_into_the_console(tmp_path
     async with ServerProcess(args), open_browser() as browser:
         await wait_for_port(port)
         base = f"http://127.0.0.1:{port}/"
-        page = await browser.open(base)  # not logged in: the login page
-        await page.wait_for("document.activeElement && document.activeElement.id === 'user'")
-        await page.type("ada")
-        await page.evaluate("document.getElementById('password').focus()")
-        await page.type(PASSWORD)
-        await page.evaluate("window.__ppsLeft = true; document.getElementById('login').click()")
-        await page.wait_for("document.readyState === 'complete' && !window.__ppsLeft && location.pathname === '/'")
+        page = await log_in(browser, base, "ada", PASSWORD)
 
         pid = await page.wait_for(f"/^[0-9]+$/.test({text_of('pid')}) && {text_of('pid')}")
         assert await page.evaluate(text_of("state")) == "running"

@@ -15,8 +15,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,12 +25,13 @@ from trio_websocket import ConnectionClosed  # noqa: E402
 
 from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa: E402
 
-from support.browser import CHROMIUM, open_browser  # noqa: E402
-from support.launch import PY, short_tmpdir  # noqa: E402
+from support.browser import open_browser  # noqa: E402
+from support.launch import short_tmpdir  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.webclient import WebClient, attach, read_until  # noqa: E402
+from test_browser_console import log_in, needs_chromium, terminal_text, wait_for_port  # noqa: E402
+from test_manage import HostProcess, manage, write_conf  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = {"ada": "operator's secret", "vic": "viewer's secret"}
 TWO = """\
     [alpha]
@@ -44,15 +43,6 @@ TWO = """\
     holdoff = 0.2
     options = --history 100
 """
-IN_CI = os.environ.get("CI") == "true"
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None and not IN_CI,
-    reason="Debian's chromium is not installed (apt-get install chromium); CI installs it",
-)
-
-
-def write_conf(conf: str, text: str) -> None:
-    (Path(conf) / "procServ.conf").write_text(textwrap.dedent(text))
 
 
 def users_file(conf: str) -> str:
@@ -62,39 +52,8 @@ def users_file(conf: str) -> str:
     return str(path)
 
 
-def manage(conf: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYPROCSERV_SYSTEMCTL="/nonexistent/systemctl")
-    return subprocess.run([PY, "-m", "pyprocserv._apps.manage", "--conf-dir", conf, *args], capture_output=True,
-                          text=True, env=env, timeout=30, stdin=subprocess.DEVNULL)
-
-
-class Host:
-    """``pyprocserv-manage --conf-dir CONF run ARGS`` in the background; SIGTERM at the end."""
-
-    def __init__(self, conf: str, *args: str) -> None:
-        self.conf = conf
-        self.args = args
-        self.stderr = Path(conf) / "host.stderr"
-        self.process: trio.Process | None = None
-
-    async def __aenter__(self) -> "Host":
-        with open(self.stderr, "wb") as err:
-            self.process = await trio.lowlevel.open_process(
-                [PY, "-m", "pyprocserv._apps.manage", "--conf-dir", self.conf, "run", *self.args],
-                env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=err)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(20):
-                await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-                raise AssertionError("host mode did not stop on SIGTERM")
+class Host(HostProcess):
+    """``pyprocserv-manage --conf-dir CONF run ARGS`` in the background, and its instances' logs."""
 
     def log(self, name: str) -> str:
         path = Path(self.conf) / "log" / f"{name}.log"
@@ -104,18 +63,6 @@ class Host:
         with trio.fail_after(10):
             while needle not in self.log(name):
                 await trio.sleep(0.05)
-
-
-async def wait_for_port(port: int) -> None:
-    with trio.fail_after(20):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
 
 
 async def next_snapshot(ws, wanted) -> dict[str, dict]:
@@ -177,13 +124,13 @@ async def test_host_mode_serves_one_console_for_every_instance(nursery):
 def test_host_mode_takes_pyprocservs_web_options_with_its_rules_and_words(tmp_path):
     conf = short_tmpdir()
     write_conf(conf, TWO)
-    refused = manage(conf, "run", "--web", "0.0.0.0:8080", "--web-users", users_file(conf))
+    refused = manage(conf, "run", "--web", "0.0.0.0:8080", "--web-users", users_file(conf), check=False)
     assert refused.returncode == 1
     assert refused.stderr == ("pyprocserv-manage: --web 0.0.0.0:8080 needs --web-cert/--web-key and --web-users: "
                               "a browser console beyond loopback must use https and log its users in (missing: "
                               "--web-cert, --web-key); or serve on loopback: --web 8080\n")
-    assert "--web-users needs --web" in manage(conf, "run", "--web-users", "x").stderr
-    missing = manage(conf, "run", "--web", "8080", "--web-users", str(tmp_path / "nobody"))
+    assert "--web-users needs --web" in manage(conf, "run", "--web-users", "x", check=False).stderr
+    missing = manage(conf, "run", "--web", "8080", "--web-users", str(tmp_path / "nobody"), check=False)
     assert missing.returncode == 1 and "--web-users" in missing.stderr and "No such file" in missing.stderr
     assert not (Path(conf) / "log").exists()  # refused before anything started
     helped = manage(conf, "run", "--help").stdout
@@ -214,13 +161,6 @@ def text_of(name: str, key: str) -> str:
     return f"(document.querySelector('tr[data-ioc=\"{name}\"] [data-key=\"{key}\"]') || {{}}).textContent"
 
 
-def terminal_text() -> str:
-    """JavaScript: the whole terminal buffer as text, one line each."""
-    return ("(() => { const b = window.term && term.buffer.active; if (!b) return '';"
-            " const lines = []; for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));"
-            " return lines.join('\\n'); })()")
-
-
 @needs_chromium
 async def test_in_chromium_log_in_restart_one_ioc_type_into_its_console_and_spy(tmp_path):
     shots = Path(os.environ.get("PYPROCSERV_SCREENSHOTS") or tmp_path)
@@ -231,13 +171,7 @@ async def test_in_chromium_log_in_restart_one_ioc_type_into_its_console_and_spy(
             open_browser() as browser:
         await wait_for_port(port)
         base = f"http://127.0.0.1:{port}/"
-        page = await browser.open(base)  # not logged in: the login page
-        await page.wait_for("document.activeElement && document.activeElement.id === 'user'")
-        await page.type("ada")
-        await page.evaluate("document.getElementById('password').focus()")
-        await page.type(PASSWORD["ada"])
-        await page.evaluate("window.__ppsLeft = true; document.getElementById('login').click()")
-        await page.wait_for("document.readyState === 'complete' && !window.__ppsLeft && location.pathname === '/'")
+        page = await log_in(browser, base, "ada", PASSWORD["ada"])
 
         pids = {}
         for name in ("alpha", "beta"):

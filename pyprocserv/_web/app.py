@@ -119,15 +119,23 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             return RedirectResponse(base + "login", status_code=303)
         return visitor
 
-    def instance(request: Request, action: str) -> tuple[Visitor, str, Root] | Response:
-        """The visitor, the IOC's name and its server if they may do ``action`` on it, else the
-        answer to give (rules 1 and 8)."""
+    def named(request: Request) -> tuple[Visitor, str] | Response:
+        """The visitor and the IOC the path names if they may see it, else the answer (rule 1)."""
         visitor = logged_in(request)
         if isinstance(visitor, Response):
             return visitor
         name = request.path_params["name"]
-        if not _visible(visitor, name):
+        if not (may(visitor.user, VIEW_STATUS, name) and name in fleet.names()):
             return PlainTextResponse(f"no IOC named {name!r} here", status_code=404)
+        return visitor, name
+
+    def instance(request: Request, action: str) -> tuple[Visitor, str, Root] | Response:
+        """The visitor, the IOC's name and its server if they may do ``action`` on it, else the
+        answer to give (rules 1 and 8)."""
+        found = named(request)
+        if isinstance(found, Response):
+            return found
+        visitor, name = found
         if not may(visitor.user, action, name):
             return PlainTextResponse(f"{visitor.user.role}s may not do this", status_code=403)
         root = fleet.get(name)
@@ -135,9 +143,6 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             return PlainTextResponse(f"{name} has no server now (it failed to start and is retried); "
                                      "try again later", status_code=503)
         return visitor, name, root
-
-    def _visible(visitor: Visitor, name: str) -> bool:
-        return may(visitor.user, VIEW_STATUS, name) and name in fleet.names()
 
     def visible_status(visitor: Visitor) -> list[dict[str, object]]:
         return snapshot(fleet, lambda name: may(visitor.user, VIEW_STATUS, name))
@@ -159,13 +164,10 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         return JSONResponse(visible_status(visitor))
 
     async def api_instance(request: Request) -> Response:
-        visitor = logged_in(request)
-        if isinstance(visitor, Response):
-            return visitor
-        name = request.path_params["name"]
-        if not _visible(visitor, name):
-            return PlainTextResponse(f"no IOC named {name!r} here", status_code=404)
-        return JSONResponse(entry(fleet, name))
+        found = named(request)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse(entry(fleet, found[1]))
 
     async def api_action(request: Request) -> Response:
         action = request.path_params["action"]
