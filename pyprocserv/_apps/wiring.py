@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .._ca.hostpvs import HostView, ManagerPVs
     from .._ca.pvs import ProcessPVs, PVServer
     from .._core.config import Config
-    from .._web.extra import WebSettings as Settings
+    from .._web.extra import WebOptions
     from .._web.fleet import Fleet
 
 
@@ -49,7 +49,7 @@ def check_pv_support(config: Config) -> str | None:
     return None
 
 
-def check_web_support(config: Settings) -> str | None:
+def check_web_support(config: WebOptions) -> str | None:
     """What stops the browser console (``--web``) from working, or None (a ``Config`` or host
     mode's :class:`WebSettings`)."""
     if config.web is None:

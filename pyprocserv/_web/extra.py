@@ -1,6 +1,6 @@
 """The browser console as an extra: checked before the start, run under a supervisor.
 
-The settings are the five ``--web*`` options (:class:`WebSettings`): a ``Config`` holds them for
+The settings are the five ``--web*`` options (:class:`WebOptions`): a ``Config`` holds them for
 ``pyprocserv --web``, host mode's record of ``pyprocserv-manage run --web`` (``_apps/wiring.py``)
 for a whole host.
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 
-class WebSettings(Protocol):
+class WebOptions(Protocol):
     """The browser console's options, as ``Config`` holds them (rule 1 and 2)."""
 
     @property
@@ -46,7 +46,7 @@ class WebSettings(Protocol):
     def web_base(self) -> str: ...
 
 
-def problem(config: WebSettings) -> str | None:
+def problem(config: WebOptions) -> str | None:
     """What stops the browser console of ``config`` from working, or None (rule 1)."""
     try:
         importlib.import_module("anycorn")
@@ -70,7 +70,7 @@ def problem(config: WebSettings) -> str | None:
     return None
 
 
-def tls_context(config: WebSettings) -> ssl.SSLContext | None:
+def tls_context(config: WebOptions) -> ssl.SSLContext | None:
     if config.web_cert is None or config.web_key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -79,7 +79,7 @@ def tls_context(config: WebSettings) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(fleet: Fleet, settings: WebSettings, *, title: str,
+async def serve(fleet: Fleet, settings: WebOptions, *, title: str,
                 task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the browser console of ``fleet`` until cancelled (rule 2)."""
     from .app import build_app

@@ -120,12 +120,12 @@ function row(name) {
 function render() {
   const names = new Set(shown.map((st) => st.name));
   for (const [name, tr] of rows) if (!names.has(name)) { tr.remove(); rows.delete(name); }
-  for (const st of shown) {
+  shown.forEach((st, i) => {
     const tr = row(st.name), values = cells(st);
-    table.appendChild(tr);  // in the server's order (by name)
+    if (table.children[i] !== tr) table.insertBefore(tr, table.children[i] || null);  // the server's order
     tr.className = st.serving && st.running ? "running" : "stopped";
     for (const k of KEYS) tr.querySelector('[data-key="' + k + '"]').textContent = values[k] ?? "-";
-  }
+  });
   document.getElementById("none").hidden = shown.length > 0;
 }
 async function act(name, action) {
