@@ -1,8 +1,9 @@
 """The browser console's web app (issue #12): logins, roles, CSRF and Origin, the console, the buttons.
 
-In this process with trio: a real server running ``/bin/cat`` in a pty, its web app served by
-``serve_asgi`` on a loopback port, and raw HTTP requests and trio-websocket clients as the
-browser. Users come from a real credentials file with cheap scrypt parameters.
+In this process with trio: a real server running ``/bin/cat`` in a pty (or a fleet of two, as
+host mode serves), its web app served by ``serve_asgi`` on a loopback port, and raw HTTP
+requests and trio-websocket clients as the browser (``support.webclient``). Users come from a
+real credentials file with cheap scrypt parameters.
 """
 
 from __future__ import annotations
