@@ -546,14 +546,15 @@ def test_a_log_download_is_the_file_as_it_was_when_asked_for_even_while_it_grows
 # -- a fleet: one console for many IOCs -----------------------------------------------------------
 
 class Servers:
-    """A fleet of real servers by name, as host mode's ``Host`` is one: each server's changes
-    wake whoever waits for the fleet's."""
+    """A fleet of real servers by name, as host mode's ``Host`` is one (None: an instance
+    without a server now): each server's changes wake whoever waits for the fleet's."""
 
     def __init__(self, servers: dict[str, ProcessServer], nursery: trio.Nursery) -> None:
         self.servers = servers
         self.changed = trio.lowlevel.ParkingLot()
         for server in servers.values():
-            nursery.start_soon(self._watch, server)
+            if server is not None:
+                nursery.start_soon(self._watch, server)
 
     def names(self) -> list[str]:
         return sorted(self.servers)
@@ -747,3 +748,20 @@ async def test_any_ioc_name_is_quoted_in_urls_and_escaped_in_pages(nursery, tmp_
     assert (await client.get(f"/ioc/{quoted}/log")).status == 200
     async with client.console(name) as ws:
         assert name.encode() in await attach(ws)
+
+
+async def test_an_instance_without_a_server_is_a_row_and_its_pages_say_try_later(nursery, tmp_path):
+    """Host mode retrying an instance that failed to start: it stays in the table."""
+    site = await start_fleet(nursery, tmp_path)
+    fleet = Servers({**site.servers, "ghost": None}, nursery)  # type: ignore[dict-item]
+    port = await nursery.start(serve_asgi, build_app(fleet, WebAuth(None, "/")), "127.0.0.1", 0)
+    local = WebClient(port)
+    listed = json.loads((await local.get("/api/status")).body)
+    assert [entry["name"] for entry in listed] == ["alpha", "beta", "ghost"]
+    assert listed[2] == {"name": "ghost", "serving": False} and listed[0]["serving"]
+    assert json.loads((await local.get("/api/ioc/ghost")).body) == {"name": "ghost", "serving": False}
+    for path in ("/ioc/ghost/console", "/ioc/ghost/log"):
+        reply = await local.get(path)
+        assert reply.status == 503 and "try again later" in reply.text, path
+    assert (await local.act("start", await local.csrf(), "ghost")).status == 503
+    assert await local.handshake("/ws/ioc/ghost/console") == 403
