@@ -155,7 +155,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         if isinstance(visitor, Response):
             return visitor
         operator = any(may(visitor.user, CONTROL, name) for name in fleet.names())
-        return HTMLResponse(pages.status_page(title, operator=operator, **page_args(visitor)))
+        return HTMLResponse(pages.status_page(title, operator=operator, actions=ACTIONS, **page_args(visitor)))
 
     async def api_status(request: Request) -> Response:
         visitor = logged_in(request)

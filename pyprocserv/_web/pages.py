@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 from html import escape
 from urllib.parse import quote
 
@@ -74,7 +75,6 @@ def login_page(title: str, *, error: str = "") -> str:
 _COLUMNS = (("state", "state"), ("pid", "pid"), ("uptime", "uptime"), ("restarts", "restarts"),
             ("clients", "clients"), ("restart mode", "mode"), ("watchdog", "watchdog"),
             ("last exit", "last_exit"))
-ACTIONS = ("start", "stop", "restart", "kill", "toggle")
 
 _STATUS_SCRIPT = """
 const body = document.body, csrf = body.dataset.csrf, operator = body.dataset.operator === "yes";
@@ -153,18 +153,19 @@ setInterval(render, 1000);  // the uptimes tick between messages
 """
 
 
-def status_page(title: str, *, user: str, operator: bool, csrf: str, logout: bool) -> str:
+def status_page(title: str, *, user: str, operator: bool, actions: tuple[str, ...], csrf: str,
+                logout: bool) -> str:
+    """The table of every IOC the user may see, filled by its script; ``actions``: the buttons of
+    each row, for operators."""
     heads = "".join(f"<th>{label}</th>" for label, _ in _COLUMNS)
     extra = "<th></th><th></th>" if operator else "<th></th>"
     body = (f'<h1>{escape(title)}</h1><p id="link"></p>'
             f'<table class="status"><thead><tr><th>IOC</th>{heads}{extra}</tr></thead>'
             f'<tbody id="iocs"></tbody></table><p id="none" hidden>No IOC to show.</p>'
             f'<p class="error" id="problem"></p><script>{_STATUS_SCRIPT}</script>')
-    columns = "[" + ",".join(f'"{key}"' for _, key in _COLUMNS) + "]"
-    actions = "[" + ",".join(f'"{a}"' for a in ACTIONS) + "]"
     return _page(title, body, user=user, csrf=csrf, logout=logout,
-                 data={"csrf": csrf, "operator": "yes" if operator else "no", "columns": columns,
-                       "actions": actions})
+                 data={"csrf": csrf, "operator": "yes" if operator else "no",
+                       "columns": json.dumps([key for _, key in _COLUMNS]), "actions": json.dumps(actions)})
 
 
 _CONSOLE_SCRIPT = """
