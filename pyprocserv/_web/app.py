@@ -30,25 +30,21 @@ Rules:
    is read whole. Every response forbids framing (no clickjacking of the buttons) and caching.
 5. Whatever a request does, it ends that request at most (``serve.serve_asgi``'s guard).
 6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile).
-7. ``ws/status`` sends the snapshot (``.fleet`` rule 3) at once, then after each change, at
-   most one every :data:`STATUS_GAP` seconds however fast the statuses change. A snapshot is
-   made when it is sent, never queued: a slow browser holds up its own updates only, and the
-   server keeps no more than the one it is sending. Changes that leave the snapshot as it was
-   send nothing.
+7. ``ws/status`` (login and Origin as the console's) sends the snapshot of the IOCs the user
+   may see (``.fleet`` rule 3) at once, then after each change, at most one every
+   :data:`STATUS_GAP` seconds, never queued (``.statuspush``).
 8. An instance that exists but has no server now (host mode retrying one that failed) is a row
    of the table; its console, log and buttons answer 503 until it is back.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import parse_qs
 
-import trio
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -63,7 +59,8 @@ from .._shell.extras import Root
 from . import pages
 from .auth import Visitor, WebAuth, peer
 from .console import WebSocketTransport
-from .fleet import Changes, Fleet, entry, snapshot
+from .fleet import Fleet, entry, snapshot
+from .statuspush import push_status
 
 STATIC = Path(__file__).parent / "static"
 MAX_FORM = 4096  # bytes of a login form: a name and a password
@@ -214,24 +211,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
         await websocket.accept()
-        changes = Changes(fleet)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(changes.watch)
-            nursery.start_soon(_until_closed, websocket, nursery.cancel_scope)
-            sent = None
-            while True:
-                await changes.take()
-                text = json.dumps(visible_status(visitor))
-                if text != sent:
-                    try:
-                        await websocket.send_text(text)
-                    except trio.Cancelled:
-                        raise
-                    except Exception:  # the browser left mid-send: Starlette's words vary
-                        nursery.cancel_scope.cancel()
-                        return
-                    sent = text
-                await trio.sleep(STATUS_GAP)  # changes meanwhile make one snapshot (rule 7)
+        await push_status(websocket, fleet, lambda: visible_status(visitor), STATUS_GAP)
 
     def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
         """The visitor, the log file's path and the file open for reading, or the answer to give."""
@@ -318,18 +298,6 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         Mount(base + "static", StaticFiles(directory=STATIC)),
     ]
     return _SafeHeaders(Starlette(routes=routes))
-
-
-async def _until_closed(websocket: WebSocket, scope: trio.CancelScope) -> None:
-    """Read and drop what the browser sends on ``ws/status``; cancel ``scope`` once it leaves."""
-    try:
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-    except trio.Cancelled:
-        raise
-    except Exception:  # the browser went away: Starlette's words vary
-        pass
-    scope.cancel()
 
 
 def _up_to_now(f: BinaryIO) -> Iterator[bytes]:

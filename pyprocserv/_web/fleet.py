@@ -10,15 +10,11 @@ Rules:
 3. :func:`snapshot` is what the status table, ``api/status`` and ``ws/status`` show of the
    instances a user may see: one dict a name, the server's :class:`Status` as plain values
    and ``"serving"``; an instance without a server is its name and ``"serving": false``.
-4. :class:`Changes` turns ``wait_change`` into a flag no change slips past: set by a watcher
-   task, read and cleared by whoever sends the next snapshot.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Protocol, final
-
-import trio
 
 if TYPE_CHECKING:
     from .._shell.extras import Root
@@ -63,28 +59,3 @@ def entry(fleet: Fleet, name: str) -> dict[str, object]:
 def snapshot(fleet: Fleet, visible: Callable[[str], bool]) -> list[dict[str, object]]:
     """Every instance ``visible`` lets through, by name (rule 3)."""
     return [entry(fleet, name) for name in fleet.names() if visible(name)]
-
-
-@final
-class Changes:
-    """Whether the fleet changed since the last :meth:`take` (rule 4); set at first."""
-
-    def __init__(self, fleet: Fleet) -> None:
-        self._fleet = fleet
-        self._pending = True
-        self._wake = trio.Event()
-
-    async def watch(self) -> None:
-        """Run until cancelled: mark every change. No checkpoint between one wait and the next,
-        so a change can only be merged with others, never missed."""
-        while True:
-            await self._fleet.wait_change()
-            self._pending = True
-            self._wake.set()
-
-    async def take(self) -> None:
-        """Wait until something changed since the last call, and clear the mark."""
-        while not self._pending:
-            self._wake = trio.Event()
-            await self._wake.wait()
-        self._pending = False
