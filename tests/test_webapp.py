@@ -34,6 +34,7 @@ from pyprocserv._web.app import build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
 from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
+from pyprocserv._web.statuspush import push_status  # noqa: E402
 
 from support.ports import free_port  # noqa: E402
 from support.webclient import Reply, WebClient, attach, read_until  # noqa: E402
@@ -765,3 +766,39 @@ async def test_an_instance_without_a_server_is_a_row_and_its_pages_say_try_later
         assert reply.status == 503 and "try again later" in reply.text, path
     assert (await local.act("start", await local.csrf(), "ghost")).status == 503
     assert await local.handshake("/ws/ioc/ghost/console") == 403
+
+
+async def test_a_browser_that_reads_slowly_gets_the_latest_snapshot_never_a_queue(autojump_clock):
+    """While one send waits on a slow browser, a hundred changes make one snapshot, made when sent."""
+
+    class SlowBrowser:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+            self.gate = trio.Event()
+
+        async def send_text(self, text: str) -> None:
+            await self.gate.wait()  # the browser reads nothing until the gate opens
+            self.sent.append(text)
+
+        async def receive(self) -> dict:
+            await trio.sleep_forever()
+
+    class Counter:
+        value = 0
+        changed = trio.lowlevel.ParkingLot()
+
+        async def wait_change(self) -> None:
+            await self.changed.park()
+
+    browser, fleet = SlowBrowser(), Counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(push_status, browser, fleet, lambda: fleet.value, 0.25)
+        await trio.sleep(1)
+        for _ in range(100):
+            fleet.value += 1
+            fleet.changed.unpark_all()
+            await trio.sleep(0.01)
+        browser.gate.set()
+        await trio.sleep(1)
+        assert browser.sent == ["0", "100"]
+        nursery.cancel_scope.cancel()
