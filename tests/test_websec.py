@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import threading
 
@@ -35,11 +36,13 @@ from pyprocserv._core.weblogins import LoginLimiter  # noqa: E402
 from pyprocserv._web import auth as auth_module  # noqa: E402
 from pyprocserv._web.app import build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
+from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.recheck import RECHECK_EVERY, serve_while_allowed  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
 
 from support.ports import free_port  # noqa: E402
-from test_webapp import IOC, Site, attach, read_log, users_file, wait_for_log  # noqa: E402
+from support.webclient import attach  # noqa: E402
+from test_webapp import IOC, Site, read_log, users_file, wait_for_log  # noqa: E402
 
 POLICY_VIOLATION = 1008
 ORIGIN = "https://iocs.example.org"
@@ -51,7 +54,7 @@ async def start(nursery: trio.Nursery, tmp_path, **auth_options) -> Site:
     server = ProcessServer(config, extras=[])
     await nursery.start(server.run)
     auth = WebAuth(users_file(tmp_path / "users"), "/", **auth_options)
-    port = await nursery.start(serve_asgi, build_app(server, auth), "127.0.0.1", 0)
+    port = await nursery.start(serve_asgi, build_app(OneServer(server), auth, title=IOC), "127.0.0.1", 0)
     with trio.fail_after(10):
         while not server.status.running:
             await trio.sleep(0.02)
@@ -114,6 +117,15 @@ async def test_an_idle_console_closes_at_the_next_check_once_its_visitor_logs_ou
     with trio.fail_after(10):
         while site.status()["users"]:
             await trio.sleep(0.02)
+
+
+async def test_the_pushed_status_of_a_removed_user_stops(nursery, tmp_path):
+    site = await start(nursery, tmp_path, recheck_every=0.1)
+    await site.login("vic")
+    async with site.socket("/ws/status") as ws:
+        assert json.loads(await ws.get_message())[0]["name"] == IOC
+        edit_users(tmp_path, lambda users: users.pop("vic"))
+        assert await close_code(ws) == POLICY_VIOLATION
 
 
 async def test_a_spy_whose_session_expires_is_closed(nursery, tmp_path, monkeypatch):
@@ -237,7 +249,7 @@ async def test_behind_a_tls_proxy_the_origin_is_https_and_the_cookie_secure(nurs
     assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie
     page = await site.request("GET", "/", headers=_through_proxy())
     csrf = page.text.split('data-csrf="')[1].split('"')[0]
-    act = await site.post("/api/toggle", headers={**_through_proxy(), "X-CSRF-Token": csrf}, origin=False)
+    act = await site.post(f"/api/ioc/{IOC}/toggle", headers={**_through_proxy(), "X-CSRF-Token": csrf}, origin=False)
     assert act.status == 200
     await wait_for_log(site, "@@@ web: toggle by ada from 198.51.100.4")  # the browser's address, not ours
 
@@ -257,7 +269,7 @@ async def test_a_trusted_proxys_user_header_names_a_user_of_the_file(nursery, tm
     assert (await site.act("stop", None)).status == 401
     page = await site.request("GET", "/", headers={"X-Remote-User": "ada"})
     csrf = page.text.split('data-csrf="')[1].split('"')[0]
-    stop = await site.post("/api/stop", headers={"X-Remote-User": "ada", "X-CSRF-Token": csrf})
+    stop = await site.post(f"/api/ioc/{IOC}/stop", headers={"X-Remote-User": "ada", "X-CSRF-Token": csrf})
     assert stop.status == 200
     await wait_for_log(site, "@@@ web: stop by ada from 127.0.0.1")
     assert (await site.request("GET", "/api/status", headers={"X-Remote-User": "mallory"})).status == 401

@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable, final
+from typing import Any, Awaitable, Callable, final
 
 import trio
 from starlette.requests import HTTPConnection
@@ -59,9 +59,6 @@ from .._core.weborigin import Origin, allowed_origins, origin_allowed
 from .._core.webproxy import Forwarded, Network, forwarded, proxy_user, trusted_proxies
 from .._core.webusers import OPERATOR, CredentialsError, WebUser, may
 from .recheck import RECHECK_EVERY
-
-if TYPE_CHECKING:
-    from .._core.config import Config
 
 logger = logging.getLogger("pyprocserv.web")
 SESSION_LIFETIME = 12 * 3600  # seconds: a shift
@@ -165,10 +162,12 @@ class WebAuth:
         self.recheck_every = recheck_every  # seconds between checks of an open WebSocket's right
 
     @classmethod
-    def for_config(cls, config: Config) -> WebAuth:
-        """The security state of the browser console ``config`` describes."""
-        return cls(config.web_users, config.web_base, proxies=config.web_proxies,
-                   proxy_user_header=config.web_proxy_user, origin=config.web_origin)
+    def for_config(cls, config: Any) -> WebAuth:
+        """The security state of the browser console ``config`` describes: a ``Config``, or host
+        mode's settings (``.extra.WebOptions``); the proxy options it lacks are not configured."""
+        return cls(config.web_users, config.web_base, proxies=getattr(config, "web_proxies", ()),
+                   proxy_user_header=getattr(config, "web_proxy_user", None),
+                   origin=getattr(config, "web_origin", None))
 
     @property
     def open(self) -> bool:
