@@ -358,3 +358,18 @@ async def test_the_users_file_is_read_off_the_event_loop_and_a_bad_one_logged_on
         for _ in range(3):
             assert await auth.users() == {}
         assert caplog.text.count("nobody can log in") == 3
+
+
+async def test_a_users_file_that_could_not_be_opened_is_tried_again(tmp_path, monkeypatch, caplog):
+    auth = WebAuth(users_file(tmp_path / "users"), "/")
+
+    def no_descriptors(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(auth_module, "open", no_descriptors, raising=False)
+    with caplog.at_level(logging.ERROR, "pyprocserv.web"):
+        for _ in range(3):
+            assert await auth.users() == {}
+    assert caplog.text.count("Too many open files") == 1
+    monkeypatch.delattr(auth_module, "open")
+    assert set(await auth.users()) == {"ada", "vic", "oth"}  # the same file, now readable

@@ -131,8 +131,10 @@ class _UsersFile:
                 try:
                     with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
                         users = webusers.parse(f.read(), self.path)
-                except (OSError, CredentialsError) as exc:
+                except CredentialsError as exc:
                     problem = exc
+                except OSError as exc:  # tried again next time (it may pass: EMFILE), said once
+                    problem, stamp = exc, ("unreadable", exc.errno, stamp)
             if problem is not None and stamp != self._stamp:
                 logger.error("web console: nobody can log in: %s", problem)
             self._stamp, self._users = stamp, users
