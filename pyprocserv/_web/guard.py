@@ -8,7 +8,10 @@ Rules:
 2. Every WebSocket the application has accepted is known until it ends, so
    :meth:`Guard.close_websockets` can close them all with one code (1001, going away, when the
    server stops). A close goes through the same lock as the application's own sends, and the
-   application's sends after it are dropped: the peer sees one orderly close frame.
+   application's sends after it are dropped: the peer sees one orderly close frame. Two stops
+   close WebSockets through it, both with 1001 (going away): the IOC's, whose browser
+   consoles end with their sessions (``.console`` rule 3), and the web server's own, for
+   whatever is still open (``.serve`` rule 3).
 """
 
 from __future__ import annotations
@@ -86,3 +89,4 @@ class Guard:
         async with trio.open_nursery() as nursery:
             for socket in list(self._websockets):
                 nursery.start_soon(close, socket)
+
