@@ -4,11 +4,13 @@
   (going away); a console that ends for another reason (a logout) closes with 1000, as before.
 * The real ``pyprocserv -f --web`` exits 0 on SIGTERM beside an open console and a keep-alive
   connection, with nothing on stderr.
+* The ASGI lifespan is the guard's: an application that does not speak it costs no warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from functools import partial
 
@@ -136,6 +138,17 @@ async def start_console_site(nursery: trio.Nursery, **config) -> tuple[ProcessSe
     return server, port
 
 
+async def http_get(port: int, path: str = "/") -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+    return reply
+
+
 # -- one close, 1001, at an orderly stop ----------------------------------------------------------
 
 @pytest.mark.parametrize("stop", ["shutdown()", "^Q"])
@@ -231,3 +244,31 @@ async def test_sigterm_closes_the_browser_console_with_1001_and_pyprocserv_exits
             assert await keep_alive.receive_some(65536) == b""  # the server's end of it closed
         await keep_alive.aclose()
     assert server.read_stderr() == ""  # no traceback, no warning, at start or stop
+
+
+# -- lifespan ---------------------------------------------------------------------------------------
+
+async def test_the_server_answers_lifespan_itself_so_an_app_without_it_costs_no_warning(caplog):
+    """anycorn warns on stderr when an application fails lifespan; the guard never asks it."""
+    scopes: list[str] = []
+
+    async def http_only(scope, receive, send):
+        scopes.append(scope["type"])
+        if scope["type"] != "http":
+            raise RuntimeError(f"no {scope['type']} here")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    caplog.set_level(logging.DEBUG, logger="pyprocserv")
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def run(task_status):
+            with scope:
+                await serve_asgi(http_only, task_status=task_status)
+
+        port = await nursery.start(run)
+        assert (await http_get(port)).endswith(b"ok")
+        scope.cancel()
+    assert scopes == ["http"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
