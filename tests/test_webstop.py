@@ -5,6 +5,8 @@
 * The real ``pyprocserv -f --web`` exits 0 on SIGTERM beside an open console and a keep-alive
   connection, with nothing on stderr.
 * The ASGI lifespan is the guard's: an application that does not speak it costs no warning.
+* Slowloris: a request's head has a deadline, and the number of open connections a cap; slow
+  clients beyond it do not keep a normal client from the page, the console or the IOC's telnet.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ pytest.importorskip("anycorn")  # in the test extra: CI always has it
 from trio_websocket import ConnectionClosed, open_websocket  # noqa: E402
 
 from pyprocserv import Config, KeyMap, ProcessServer  # noqa: E402
+from pyprocserv._web import connections  # noqa: E402
+from pyprocserv._web import serve as web  # noqa: E402
 from pyprocserv._web.app import build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
 
+from support.client import connect  # noqa: E402
 from support.launch import ServerProcess  # noqa: E402
 from support.ports import free_port  # noqa: E402
+from test_webserve import wait_listening  # noqa: E402
 
 GOING_AWAY, NORMAL_CLOSURE = 1001, 1000
 CLOSE, TEXT, BINARY = 0x8, 0x1, 0x2
@@ -208,16 +214,6 @@ async def test_the_shell_tells_a_message_transport_the_server_goes_away(nursery)
 
 # -- the real program, SIGTERM ---------------------------------------------------------------------
 
-async def wait_listening(port: int) -> None:
-    with trio.fail_after(15):
-        while True:
-            try:
-                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                return
-            except OSError:
-                await trio.sleep(0.05)
-
-
 async def test_sigterm_closes_the_browser_console_with_1001_and_pyprocserv_exits_0_quietly():
     port = free_port()
     async with ServerProcess(["--web", str(port), "-P", str(free_port()), "/bin/cat"]) as server:
@@ -272,3 +268,144 @@ async def test_the_server_answers_lifespan_itself_so_an_app_without_it_costs_no_
         scope.cancel()
     assert scopes == ["http"]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- slow clients ----------------------------------------------------------------------------------
+
+SLOW_HEAD = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+async def still_open(stream: trio.SocketStream, wait: float = 0.5) -> bool:
+    """Whether the server still holds ``stream``'s connection (nothing comes in ``wait`` seconds)."""
+    try:
+        with trio.move_on_after(wait):
+            await stream.receive_some(65536)
+            return False
+        return True
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+
+
+async def dribble(streams: list[trio.SocketStream], every: float) -> None:
+    """Slowloris: one more byte of a head that never ends, on each stream, every ``every`` s."""
+    for stream in streams:
+        try:
+            await stream.send_all(SLOW_HEAD)
+        except trio.BrokenResourceError:
+            pass
+    while True:
+        await trio.sleep(every)
+        for stream in streams:
+            try:
+                await stream.send_all(b"a")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the server ended it
+
+
+async def open_all(port: int, count: int) -> list[trio.SocketStream]:
+    return [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(count)]
+
+
+async def count_open(streams: list[trio.SocketStream]) -> int:
+    results: list[bool] = []
+
+    async def probe(stream):
+        results.append(await still_open(stream))
+
+    async with trio.open_nursery() as nursery:
+        for stream in streams:
+            nursery.start_soon(probe, stream)
+    return sum(results)
+
+
+async def close_all(streams: list[trio.SocketStream]) -> None:
+    for stream in streams:
+        await stream.aclose()
+
+
+async def test_a_request_head_that_never_ends_loses_its_connection_at_the_deadline(monkeypatch, nursery):
+    monkeypatch.setattr(web, "HEAD_DEADLINE", 2.0)
+    _, port = await start_console_site(nursery)
+    slow = await open_all(port, 3)
+    nursery.start_soon(dribble, slow, 0.2)
+    await trio.sleep(0.3)
+    assert await count_open(slow) == 3  # still sending, within the deadline
+    await trio.sleep(2.5)
+    assert await count_open(slow) == 0  # anycorn's default (5 s) would still hold them
+    assert (await http_get(port)).startswith(b"HTTP/1.1 200")
+    await close_all(slow)
+
+
+async def test_slow_clients_beyond_the_cap_do_not_keep_others_from_the_page_console_or_telnet(monkeypatch, nursery):
+    """With the cap full of heads that never end, a newcomer ends the oldest of them."""
+    monkeypatch.setattr(connections, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(web, "HEAD_DEADLINE", 3600.0)  # only the cap ends them here
+    server, port = await start_console_site(nursery)
+    slow = await open_all(port, 30)
+    nursery.start_soon(dribble, slow, 1.0)
+    await trio.sleep(0.3)
+    assert await count_open(slow) <= 8  # the rest were closed as they came, not queued
+    page = await http_get(port, "/console")
+    assert page.startswith(b"HTTP/1.1 200") and b"xterm" in page
+    console = await RawConsole.open(port)
+    await console.read_until(b"connected (plus you)")
+    telnet = await connect(server.endpoints[0])
+    await telnet.expect(b"@@@ Welcome to procServ")
+    await telnet.aclose()
+    assert await count_open(slow) <= 7  # the console is one of the 8
+    await console.send(TEXT, READY)
+    await console.send(BINARY, b"echo\r")
+    await console.read_until(b"echo")  # the console lives on
+    await console.stream.aclose()
+    await close_all(slow)
+
+
+async def test_when_every_open_connection_is_answered_a_newcomer_is_closed_at_once(monkeypatch, nursery):
+    monkeypatch.setattr(connections, "MAX_CONNECTIONS", 4)
+    _, port = await start_console_site(nursery)
+    consoles = [await RawConsole.open(port) for _ in range(4)]
+    for console in consoles:
+        await console.read_until(b"connected (plus you)")
+    newcomer = await trio.open_tcp_stream("127.0.0.1", port)
+    with trio.fail_after(5):
+        try:
+            assert await newcomer.receive_some(65536) == b""
+        except trio.BrokenResourceError:
+            pass  # reset: refused as well
+    await newcomer.aclose()
+    for console in consoles:  # the consoles were not touched
+        await console.send(TEXT, READY)
+    await consoles[0].send(BINARY, b"still here\r")
+    for console in consoles:
+        await console.read_until(b"still here")
+        await console.stream.aclose()
+
+
+async def test_hundreds_of_slow_clients_leave_the_real_programs_console_and_telnet_alone(tmp_path):
+    """pyprocserv -f --web with its own cap (256): 300 slowloris connections, then a browser and a
+    telnet client come as usual."""
+    port = free_port()
+    async with ServerProcess(["--web", str(port), "-P", str(free_port()), "/bin/cat"]) as server:
+        await wait_listening(port)
+        slow = await open_all(port, 300)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dribble, slow, 2.0)
+                await trio.sleep(0.5)
+                page = await http_get(port, "/console")
+                assert page.startswith(b"HTTP/1.1 200") and b"xterm" in page
+                origin = [(b"origin", f"http://127.0.0.1:{port}".encode())]
+                async with open_websocket("127.0.0.1", port, "/ws/console", use_ssl=False,
+                                          extra_headers=origin) as ws:
+                    with trio.fail_after(10):
+                        assert GREETING in await ws.get_message()
+                telnet = await connect(server.control())
+                await telnet.expect(b"@@@ Welcome to procServ")
+                await telnet.aclose()
+                assert await count_open(slow) <= connections.MAX_CONNECTIONS
+                nursery.cancel_scope.cancel()
+        finally:
+            await close_all(slow)
+    assert server.returncode == 0
+    assert server.read_stderr() == ""
+
