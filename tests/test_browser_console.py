@@ -30,8 +30,9 @@ needs_chromium = pytest.mark.skipif(
 PASSWORD = "correct horse"
 
 
-def text_of(element_id: str) -> str:
-    return f"(document.getElementById({element_id!r}) || {{}}).textContent"
+def text_of(key: str, ioc: str = "demo") -> str:
+    """JavaScript: the text of column ``key`` in the status table's row of ``ioc``."""
+    return f"(document.querySelector('tr[data-ioc=\"{ioc}\"] [data-key=\"{key}\"]') || {{}}).textContent"
 
 
 def terminal_text() -> str:
@@ -53,6 +54,18 @@ async def wait_for_port(port: int) -> None:
             return
 
 
+async def log_in(browser, base: str, user: str, password: str):
+    """A page of ``base`` where ``user`` has logged in as a person does: typing into the form."""
+    page = await browser.open(base)  # not logged in: the login page
+    await page.wait_for("document.activeElement && document.activeElement.id === 'user'")
+    await page.type(user)
+    await page.evaluate("document.getElementById('password').focus()")
+    await page.type(password)
+    await page.evaluate("window.__ppsLeft = true; document.getElementById('login').click()")
+    await page.wait_for("document.readyState === 'complete' && !window.__ppsLeft && location.pathname === '/'")
+    return page
+
+
 @needs_chromium
 async def test_log_in_read_the_status_restart_and_type_into_the_console(tmp_path):
     shots = Path(os.environ.get("PYPROCSERV_SCREENSHOTS") or tmp_path)
@@ -64,25 +77,19 @@ async def test_log_in_read_the_status_restart_and_type_into_the_console(tmp_path
     async with ServerProcess(args), open_browser() as browser:
         await wait_for_port(port)
         base = f"http://127.0.0.1:{port}/"
-        page = await browser.open(base)  # not logged in: the login page
-        await page.wait_for("document.activeElement && document.activeElement.id === 'user'")
-        await page.type("ada")
-        await page.evaluate("document.getElementById('password').focus()")
-        await page.type(PASSWORD)
-        await page.evaluate("window.__ppsLeft = true; document.getElementById('login').click()")
-        await page.wait_for("document.readyState === 'complete' && !window.__ppsLeft && location.pathname === '/'")
+        page = await log_in(browser, base, "ada", PASSWORD)
 
         pid = await page.wait_for(f"/^[0-9]+$/.test({text_of('pid')}) && {text_of('pid')}")
         assert await page.evaluate(text_of("state")) == "running"
         await page.screenshot(shots / "web-status.png")
 
-        await page.evaluate("document.getElementById('restart').click()")
+        await page.evaluate("document.querySelector('tr[data-ioc=\"demo\"] button[data-action=\"restart\"]').click()")
         new_pid = await page.wait_for(
             f"/^[0-9]+$/.test({text_of('pid')}) && {text_of('pid')} !== {pid!r} && {text_of('pid')}", timeout=15)
         assert new_pid != pid
         assert await page.evaluate(text_of("restarts")) == "1"
 
-        await page.goto(base + "console")
+        await page.goto(base + "ioc/demo/console")
         await page.wait_for("window.consoleReady === true")
         await page.wait_for("document.activeElement === term.textarea")
         await page.type("hello from chromium\n")

@@ -1,19 +1,20 @@
 """The browser console's web app (issue #12): logins, roles, CSRF and Origin, the console, the buttons.
 
-In this process with trio: a real server running ``/bin/cat`` in a pty, its web app served by
-``serve_asgi`` on a loopback port, and raw HTTP requests and trio-websocket clients as the
-browser. Users come from a real credentials file with cheap scrypt parameters.
+In this process with trio: a real server running ``/bin/cat`` in a pty (or a fleet of two, as
+host mode serves), its web app served by ``serve_asgi`` on a loopback port, and raw HTTP
+requests and trio-websocket clients as the browser (``support.webclient``). Users come from a
+real credentials file with cheap scrypt parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import ipaddress
 import json
 import ssl
 import re
-from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 import pytest
 import trio
@@ -21,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 pytest.importorskip("anycorn")  # in the test extra: CI always has it
-from trio_websocket import ConnectionClosed, open_websocket  # noqa: E402
+from trio_websocket import ConnectionClosed  # noqa: E402
 
 from pyprocserv import Config, ProcessServer  # noqa: E402
 from pyprocserv._apps import wiring  # noqa: E402
@@ -31,9 +32,12 @@ from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa:
 from pyprocserv._web import extra  # noqa: E402
 from pyprocserv._web.app import build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
+from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
+from pyprocserv._web.statuspush import push_status  # noqa: E402
 
 from support.ports import free_port  # noqa: E402
+from support.webclient import Reply, WebClient, attach, read_until  # noqa: E402
 from support.tls import self_signed  # noqa: E402
 
 PASSWORD = {"ada": "operator's secret", "vic": "viewer's secret", "oth": "other IOC's secret"}
@@ -52,102 +56,26 @@ def users_file(path) -> str:
 
 # -- a browser of raw HTTP ----------------------------------------------------------------------
 
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
+class Site(WebClient):
+    """A client of one server's console, with that server and its log at hand."""
 
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name), None)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-
-@dataclass
-class Site:
-    server: ProcessServer
-    port: int
-    log: str
-    origin: str = ""
-    cookies: dict[str, str] = field(default_factory=dict)
-    tls: ssl.SSLContext | None = None
-
-    def __post_init__(self) -> None:
-        self.origin = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-                      *, raw: bytes | None = None) -> Reply:
-        head = {"Host": f"127.0.0.1:{self.port}", "Connection": "close", **(headers or {})}
-        if self.cookies:
-            head["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        if body or method == "POST":
-            head["Content-Length"] = str(len(body))
-        data = raw if raw is not None else (f"{method} {path} HTTP/1.1\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode() + body
-        reply = b""
-        with trio.fail_after(10):  # a server that keeps the connection fails here, not at the test limit
-            reply = await self._exchange(data)
-        top, _, content = reply.partition(b"\r\n\r\n")
-        lines = top.decode("latin-1").split("\r\n")
-        headers_seen = [(k.lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-        for name, value in headers_seen:
-            if name == "set-cookie":
-                cookie, _, _ = value.partition(";")
-                key, _, val = cookie.partition("=")
-                if val:
-                    self.cookies[key] = val
-                else:
-                    self.cookies.pop(key, None)
-        return Reply(int(lines[0].split()[1]), headers_seen, content)
-
-    async def _exchange(self, data: bytes) -> bytes:
-        reply = b""
-        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-        if self.tls is not None:
-            stream = trio.SSLStream(stream, self.tls, server_hostname="127.0.0.1")
-        async with stream:
-            await stream.send_all(data)
-            while chunk := await stream.receive_some(65536):
-                reply += chunk
-        return reply
-
-    async def get(self, path: str) -> Reply:
-        return await self.request("GET", path)
-
-    async def post(self, path: str, form: dict | None = None, headers: dict | None = None,
-                   *, origin: bool = True) -> Reply:
-        head = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
-        if origin:
-            head["Origin"] = self.origin
-        return await self.request("POST", path, urlencode(form or {}).encode(), head)
+    def __init__(self, server: ProcessServer, port: int, log: str, *, cookies: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(port, cookies=cookies, tls=tls)
+        self.server = server
+        self.log = log
 
     async def login(self, user: str, password: str | None = None) -> Reply:
-        return await self.post("/login", {"user": user, "password": password or PASSWORD[user]})
+        return await super().login(user, password or PASSWORD[user])
 
-    async def csrf(self) -> str:
-        page = await self.get("/")
-        match = re.search(r'data-csrf="([^"]+)"', page.text)
-        assert match, page.text
-        return match.group(1)
+    async def act(self, action: str, csrf: str | None, ioc: str = IOC) -> Reply:
+        return await super().act(action, csrf, ioc)
 
-    async def act(self, action: str, csrf: str | None) -> Reply:
-        return await self.post(f"/api/{action}", headers={"X-CSRF-Token": csrf} if csrf else {})
-
-    def console(self, origin: str | None = None):
-        headers = [(b"origin", (origin or self.origin).encode())]
-        if self.cookies:
-            headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()).encode()))
-        return open_websocket("127.0.0.1", self.port, "/ws/console", use_ssl=False, extra_headers=headers)
+    def console(self, origin: str | None = None, *, ioc: str = IOC, spy: bool = False):
+        return super().console(ioc, origin, spy=spy)
 
     async def console_handshake(self, origin: str | None = None) -> int:
-        """The status a WebSocket handshake on the console gets (trio-websocket leaks a refused one's socket)."""
-        reply = await self.request("GET", "/ws/console", headers={
-            "Origin": origin or self.origin, "Upgrade": "websocket", "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
-        return reply.status
+        return await self.handshake(f"/ws/ioc/{IOC}/console", origin)
 
     def status(self) -> dict:
         return self.server.status.as_dict()
@@ -160,32 +88,12 @@ async def start_site(nursery: trio.Nursery, tmp_path, *, users: bool = True, lim
     server = ProcessServer(config, extras=[])
     await nursery.start(server.run)
     auth = WebAuth(users_file(tmp_path / "users") if users else None, base, limiter=limiter)
-    port = await nursery.start(serve_asgi, build_app(server, auth), "127.0.0.1", 0)
+    port = await nursery.start(serve_asgi, build_app(OneServer(server), auth, title=IOC), "127.0.0.1", 0)
     site = Site(server, port, log)
     with trio.fail_after(10):
         while not server.status.running:
             await trio.sleep(0.02)
     return site
-
-
-async def read_until(ws, needle: bytes, *, timeout: float = 10) -> bytes:
-    seen = b""
-    with trio.fail_after(timeout):
-        while needle not in seen:
-            message = await ws.get_message()
-            if isinstance(message, bytes):
-                seen += message
-    return seen
-
-
-async def attach(ws) -> bytes:
-    """Read the replay up to its end marker, then say ready, as the page does."""
-    replay = b""
-    with trio.fail_after(10):
-        while (message := await ws.get_message()) != '{"replayed": true}':
-            replay += message
-    await ws.send_message('{"ready": true}')
-    return replay
 
 
 def read_log(site: Site) -> str:
@@ -276,41 +184,48 @@ async def test_under_a_base_path_every_page_link_and_cookie_stays_under_it(nurse
     assert (await site.get("/login")).status == 404
     reply = await site.post("/ioc1/login", {"user": "ada", "password": PASSWORD["ada"]})
     assert reply.header("location") == "/ioc1/" and "Path=/ioc1/;" in reply.header("set-cookie")
-    page = await site.get("/ioc1/console")
-    assert page.status == 200 and 'src="static/xterm/xterm.js"' in page.text  # relative: under the base
+    page = await site.get(f"/ioc1/ioc/{IOC}/console")
+    assert page.status == 200 and 'src="../../static/xterm/xterm.js"' in page.text  # relative: under the base
     assert (await site.get("/ioc1/static/xterm/xterm.js")).status == 200
     status = await site.get("/ioc1/")
     csrf = re.search(r'data-csrf="([^"]+)"', status.text).group(1)
-    assert (await site.post("/ioc1/api/toggle", headers={"X-CSRF-Token": csrf})).status == 200
+    assert (await site.post(f"/ioc1/api/ioc/{IOC}/toggle", headers={"X-CSRF-Token": csrf})).status == 200
 
 
 # -- roles ----------------------------------------------------------------------------------------
 
-PAGES = ["/", "/api/status", "/console", "/log", "/log/download"]
+HOST_PAGES = ["/", "/api/status"]
+IOC_PAGES = [f"/api/ioc/{IOC}", f"/ioc/{IOC}/console", f"/ioc/{IOC}/console?spy=1", f"/ioc/{IOC}/log",
+             f"/ioc/{IOC}/log/download"]
 
 
 @pytest.mark.parametrize("who", [None, "vic", "ada", "oth"])
 async def test_role_matrix_on_every_route(nursery, tmp_path, who):
     """Nobody: log in first. Viewer: reads everything, spies, presses nothing. Operator: all.
-    An operator of another IOC only: nothing of this one."""
+    An operator of another IOC only: an empty table, and this IOC is not there (404)."""
     site = await start_site(nursery, tmp_path)
     if who:
         assert (await site.login(who)).status == 303
-    expected_page = {None: 303, "vic": 200, "ada": 200, "oth": 403}[who]
-    for path in PAGES:
+    for path in HOST_PAGES + IOC_PAGES:
         reply = await site.get(path)
-        want = 401 if who is None and path.startswith("/api/") else expected_page
+        if who is None:
+            want = 401 if path.startswith("/api/") else 303
+        else:
+            want = 404 if who == "oth" and path in IOC_PAGES else 200
         assert reply.status == want, (path, reply.status, reply.text[:200])
+    if who:
+        listed = [entry["name"] for entry in json.loads((await site.get("/api/status")).body)]
+        assert listed == ([] if who == "oth" else [IOC])
 
-    csrf = await site.csrf() if who in ("vic", "ada") else "none"
+    csrf = await site.csrf() if who else "none"
     pid = site.status()["pid"]
     reply = await site.act("kill", csrf)
-    assert reply.status == {None: 401, "vic": 403, "ada": 200, "oth": 403}[who]
+    assert reply.status == {None: 401, "vic": 403, "ada": 200, "oth": 404}[who]
     if who != "ada":
         assert site.status()["pid"] == pid
 
     page = await site.get("/")
-    assert ('data-action="restart"' in page.text) == (who == "ada")
+    assert ('data-operator="yes"' in page.text) == (who == "ada")  # the buttons
 
     if who in (None, "oth"):
         assert await site.console_handshake() == 403
@@ -324,7 +239,7 @@ async def test_without_users_every_loopback_browser_is_an_operator(nursery, tmp_
     site = await start_site(nursery, tmp_path, users=False)
     assert (await site.get("/login")).status == 303  # nothing to log in to
     page = await site.get("/")
-    assert page.status == 200 and 'data-action="restart"' in page.text and "log out" not in page.text
+    assert page.status == 200 and 'data-operator="yes"' in page.text and "log out" not in page.text
     assert (await site.act("stop", await site.csrf())).status == 200
     assert (await site.act("start", None)).status == 403  # CSRF still counts
     await wait_for_log(site, "@@@ web: stop by local from 127.0.0.1")
@@ -337,7 +252,8 @@ async def test_without_users_a_request_through_a_proxy_is_refused(nursery, tmp_p
     proxied = {header: "for=192.0.2.7" if header == "Forwarded" else "192.0.2.7"}
     page = await site.request("GET", "/", headers=proxied)
     assert page.status == 403 and "not through a proxy" in page.text
-    action = await site.request("POST", "/api/stop", headers={**proxied, "X-CSRF-Token": await site.csrf()})
+    action = await site.request("POST", f"/api/ioc/{IOC}/stop",
+                                headers={**proxied, "X-CSRF-Token": await site.csrf()})
     assert action.status == 403 and site.status()["running"]
 
 
@@ -348,9 +264,9 @@ async def test_without_users_a_page_that_names_us_otherwise_is_refused(nursery, 
     evil = {"Host": f"{host}:{site.port}", "Origin": f"http://{host}:{site.port}"}
     page = await site.request("GET", "/", headers=evil)
     assert page.status == 403 and "loopback address" in page.text
-    action = await site.request("POST", "/api/stop", headers={**evil, "X-CSRF-Token": await site.csrf()})
+    action = await site.request("POST", f"/api/ioc/{IOC}/stop", headers={**evil, "X-CSRF-Token": await site.csrf()})
     assert action.status == 403
-    handshake = await site.request("GET", "/ws/console", headers={
+    handshake = await site.request("GET", f"/ws/ioc/{IOC}/console", headers={
         **evil, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA=="})
     assert handshake.status == 403
@@ -368,13 +284,14 @@ async def test_an_action_needs_the_csrf_token_and_our_origin(nursery, tmp_path):
     pid = site.status()["pid"]
     assert (await site.act("kill", None)).status == 403
     assert (await site.act("kill", csrf[:-1] + ("A" if csrf[-1] != "A" else "B"))).status == 403
-    other = await site.post("/api/kill", headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
+    other = await site.post(f"/api/ioc/{IOC}/kill", headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"},
                             origin=False)
     assert other.status == 403
-    no_origin = await site.post("/api/kill", headers={"X-CSRF-Token": csrf}, origin=False)
+    no_origin = await site.post(f"/api/ioc/{IOC}/kill", headers={"X-CSRF-Token": csrf}, origin=False)
     assert no_origin.status == 403
     assert (await site.act("explode", csrf)).status == 404
-    assert (await site.request("GET", "/api/kill")).status == 405
+    assert (await site.act("kill", csrf, ioc="nonesuch")).status == 404
+    assert (await site.request("GET", f"/api/ioc/{IOC}/kill")).status == 405
     assert site.status()["pid"] == pid
 
 
@@ -382,14 +299,14 @@ async def test_restart_gives_a_new_pid_and_says_who_pressed_it_from_where(nurser
     site = await start_site(nursery, tmp_path)
     await site.login("ada")
     csrf = await site.csrf()
-    before = json.loads((await site.get("/api/status")).body)
+    before = json.loads((await site.get(f"/api/ioc/{IOC}")).body)
     assert before["running"] and before["name"] == IOC
     reply = await site.act("restart", csrf)
     assert reply.status == 200
     with trio.fail_after(10):
         while not (site.status()["running"] and site.status()["pid"] != before["pid"]):
             await trio.sleep(0.05)
-    after = json.loads((await site.get("/api/status")).body)
+    after = json.loads((await site.get(f"/api/ioc/{IOC}")).body)
     assert after["pid"] != before["pid"] and after["start_count"] == before["start_count"] + 1
     await wait_for_log(site, "@@@ web: restart by ada from 127.0.0.1\n")
 
@@ -461,9 +378,9 @@ async def test_the_log_page_shows_the_tail_escaped_and_the_download_the_file(nur
     await site.login("vic")
     site.server.announce("<script>alert(1)</script>")
     await wait_for_log(site, "alert(1)")
-    page = await site.get("/log")
+    page = await site.get(f"/ioc/{IOC}/log")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
-    download = await site.get("/log/download")
+    download = await site.get(f"/ioc/{IOC}/log/download")
     assert download.status == 200 and b"<script>alert(1)</script>" in download.body
     assert download.header("content-disposition") == 'attachment; filename="ioc.log"'
 
@@ -471,7 +388,7 @@ async def test_the_log_page_shows_the_tail_escaped_and_the_download_the_file(nur
 async def test_without_a_log_file_the_log_pages_say_so(nursery, tmp_path):
     site = await start_site(nursery, tmp_path, logfile=False)
     await site.login("vic")
-    for path in ("/log", "/log/download"):
+    for path in (f"/ioc/{IOC}/log", f"/ioc/{IOC}/log/download"):
         reply = await site.get(path)
         assert reply.status == 404 and "-L FILE" in reply.text
 
@@ -482,11 +399,11 @@ HOSTILE = [
     b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"\xff" * 3000 + b"\r\nConnection: close\r\n\r\n",
     b"POST /login HTTP/1.1\r\nHost: x\r\nOrigin: http://x\r\nContent-Length: 9\r\n"
     b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\nuser=%ff&",
-    b"POST /api/restart HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\nxx",
+    b"POST /api/ioc/cat/restart HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\nxx",
     b"GET /static/../../../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     b"GET /%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),  # TLS to a plain port
-    b"GET /ws/console HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"GET /ws/ioc/cat/console HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n\x81\xff" + bytes(20),
 ]
 
@@ -608,7 +525,7 @@ async def test_over_https_the_wired_extra_sets_a_secure_host_cookie_and_checks_t
     cookie = reply.header("set-cookie")
     assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie and "Path=/;" in cookie
     csrf = await site.csrf()
-    plain_origin = await site.post("/api/toggle", headers={"X-CSRF-Token": csrf,
+    plain_origin = await site.post(f"/api/ioc/{IOC}/toggle", headers={"X-CSRF-Token": csrf,
                                                            "Origin": f"http://127.0.0.1:{port}"}, origin=False)
     assert plain_origin.status == 403
     assert (await site.act("toggle", csrf)).status == 200
@@ -625,3 +542,263 @@ def test_a_log_download_is_the_file_as_it_was_when_asked_for_even_while_it_grows
     with open(path, "ab") as log:
         log.write(b"b" * 100_000)  # the IOC goes on writing while the browser downloads
     assert first + b"".join(chunks) == b"a" * 200_000
+
+
+# -- a fleet: one console for many IOCs -----------------------------------------------------------
+
+class Servers:
+    """A fleet of real servers by name, as host mode's ``Host`` is one (None: an instance
+    without a server now): each server's changes wake whoever waits for the fleet's."""
+
+    def __init__(self, servers: dict[str, ProcessServer], nursery: trio.Nursery) -> None:
+        self.servers = servers
+        self.changed = trio.lowlevel.ParkingLot()
+        for server in servers.values():
+            if server is not None:
+                nursery.start_soon(self._watch, server)
+
+    def names(self) -> list[str]:
+        return sorted(self.servers)
+
+    def get(self, name: str):
+        return self.servers.get(name)
+
+    async def wait_change(self) -> None:
+        await self.changed.park()
+
+    async def _watch(self, server: ProcessServer) -> None:
+        generation = None
+        while True:
+            generation = await server.wait_status_change(generation)
+            self.changed.unpark_all()
+
+
+FLEET_PASSWORD = {"ada": PASSWORD["ada"], "vic": PASSWORD["vic"], "alf": "alpha's operator"}
+
+
+@dataclasses.dataclass
+class FleetSite:
+    servers: dict[str, ProcessServer]
+    port: int
+    logs: dict[str, str]
+
+    def pid(self, name: str) -> int:
+        return self.servers[name].status.pid
+
+    def log(self, name: str) -> str:
+        with open(self.logs[name], encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+async def start_fleet(nursery: trio.Nursery, tmp_path) -> FleetSite:
+    cheap = {"n": 16, "r": 1, "p": 1}
+    users = tmp_path / "users"
+    users.write_text(serialize([
+        WebUser("ada", "operator", hash_password(FLEET_PASSWORD["ada"], **cheap)),
+        WebUser("vic", "viewer", hash_password(FLEET_PASSWORD["vic"], **cheap)),
+        WebUser("alf", "operator", hash_password(FLEET_PASSWORD["alf"], **cheap), ("alpha",)),
+    ]))
+    servers, logs = {}, {}
+    for name in ("alpha", "beta"):
+        logs[name] = str(tmp_path / f"{name}.log")
+        servers[name] = ProcessServer(Config(command=("/bin/cat",), name=name, logfile=logs[name], holdoff=0.2),
+                                      extras=[])
+        await nursery.start(servers[name].run)
+    app = build_app(Servers(servers, nursery), WebAuth(str(users), "/"), title="the fleet")
+    port = await nursery.start(serve_asgi, app, "127.0.0.1", 0)
+    with trio.fail_after(10):
+        while not all(server.status.running for server in servers.values()):
+            await trio.sleep(0.02)
+    return FleetSite(servers, port, logs)
+
+
+async def logged_in(site: FleetSite, user: str) -> WebClient:
+    client = WebClient(site.port)
+    assert (await client.login(user, FLEET_PASSWORD[user])).status == 303
+    return client
+
+
+async def test_a_fleet_table_lists_every_ioc_and_an_action_on_one_leaves_the_other_alone(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    ada = await logged_in(site, "ada")
+    page = await ada.get("/")
+    assert page.status == 200 and "<h1>the fleet</h1>" in page.text
+    listed = json.loads((await ada.get("/api/status")).body)
+    assert [(entry["name"], entry["pid"]) for entry in listed] == [("alpha", site.pid("alpha")),
+                                                                   ("beta", site.pid("beta"))]
+    assert json.loads((await ada.get("/api/ioc/beta")).body)["pid"] == site.pid("beta")
+
+    before = {name: site.pid(name) for name in ("alpha", "beta")}
+    assert (await ada.act("restart", await ada.csrf(), "alpha")).status == 200
+    with trio.fail_after(10):
+        while site.pid("alpha") in (None, before["alpha"]):
+            await trio.sleep(0.02)
+    assert site.pid("beta") == before["beta"] and site.servers["beta"].status.start_count == 1
+    with trio.fail_after(10):
+        while "@@@ web: restart by ada from 127.0.0.1" not in site.log("alpha"):
+            await trio.sleep(0.02)
+    assert "restart by" not in site.log("beta")
+
+
+async def test_an_access_list_hides_an_ioc_everywhere_as_if_it_did_not_exist(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    alf = await logged_in(site, "alf")
+    listed = json.loads((await alf.get("/api/status")).body)
+    assert [entry["name"] for entry in listed] == ["alpha"]
+    for path in ("/api/ioc/beta", "/ioc/beta/console", "/ioc/beta/console?spy=1", "/ioc/beta/log",
+                 "/ioc/beta/log/download"):
+        hidden, unknown = await alf.get(path), await alf.get(path.replace("beta", "nonesuch"))
+        assert (hidden.status, hidden.body) == (404, unknown.body.replace(b"nonesuch", b"beta")), path
+    csrf = await alf.csrf()
+    pid = site.pid("beta")
+    assert (await alf.act("kill", csrf, "beta")).status == 404
+    assert await alf.handshake("/ws/ioc/beta/console") == 403
+    assert (await alf.get("/ioc/alpha/console")).status == 200
+    async with alf.socket("/ws/status") as ws:
+        with trio.fail_after(10):
+            pushed = json.loads(await ws.get_message())
+    assert [entry["name"] for entry in pushed] == ["alpha"]
+    assert site.pid("beta") == pid
+
+
+async def test_ws_status_pushes_a_restart_without_being_asked(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    vic, ada = await logged_in(site, "vic"), await logged_in(site, "ada")
+    assert await WebClient(site.port).handshake("/ws/status") == 403  # nobody
+    assert await vic.handshake("/ws/status", "http://evil.example") == 403
+    async with vic.socket("/ws/status") as ws:
+        with trio.fail_after(10):
+            first = json.loads(await ws.get_message())  # at once
+        old = {entry["name"]: entry["pid"] for entry in first}
+        assert old == {"alpha": site.pid("alpha"), "beta": site.pid("beta")}
+        assert (await ada.act("restart", await ada.csrf(), "beta")).status == 200
+        with trio.fail_after(10):
+            while site.pid("beta") in (None, old["beta"]) or not site.servers["beta"].status.running:
+                await trio.sleep(0.01)
+        new = site.pid("beta")
+        with trio.fail_after(1):  # pushed within a second of the change: nobody asked again
+            while True:
+                beta = {entry["name"]: entry for entry in json.loads(await ws.get_message())}["beta"]
+                if beta["pid"] == new and beta["running"]:
+                    break
+        assert beta["start_count"] == 2
+
+
+async def test_ws_status_sends_a_few_snapshots_a_second_however_fast_the_statuses_change(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    ada = await logged_in(site, "ada")
+    alpha = site.servers["alpha"]
+    async with ada.socket("/ws/status") as ws:
+        with trio.fail_after(10):
+            await ws.get_message()
+        received, last = 0, None
+        start = trio.current_time()
+        for _ in range(101):  # an odd number: ^T goes ON, OFF, ON, ... and must end elsewhere
+            alpha.toggle_autorestart()  # a change of status each time
+            await trio.sleep(0.005)
+        with trio.fail_after(10):  # then read what came, until nothing more does for a while
+            while True:
+                with trio.move_on_after(0.6) as quiet:
+                    last = json.loads(await ws.get_message())
+                    received += 1
+                if quiet.cancelled_caught:
+                    break
+        elapsed = trio.current_time() - start
+    assert last is not None and last[0]["restart_mode"] == alpha.status.restart_mode.value  # the last change came
+    assert received <= elapsed / 0.25 + 2, (received, elapsed)  # not one a change: at most 4 a second
+
+
+async def test_the_spy_link_gives_even_an_operator_a_console_that_drops_keys(nursery, tmp_path):
+    site = await start_fleet(nursery, tmp_path)
+    ada = await logged_in(site, "ada")
+    page = await ada.get("/ioc/alpha/console?spy=1")
+    assert page.status == 200 and 'data-operator="no"' in page.text and "(read only)" in page.text
+    assert 'data-socket="../../ws/ioc/alpha/console?spy=1"' in page.text
+    assert 'data-operator="yes"' in (await ada.get("/ioc/alpha/console")).text
+    vic = await logged_in(site, "vic")
+    assert 'data-operator="no"' in (await vic.get("/ioc/alpha/console")).text  # viewers only spy
+
+    alpha = site.servers["alpha"]
+    async with ada.console("alpha", spy=True) as spy:
+        await attach(spy)
+        assert (alpha.status.users, alpha.status.loggers) == (0, 1)
+        await spy.send_message(b"typed by the spy\r")
+        async with ada.console("alpha") as operator:
+            await attach(operator)
+            await operator.send_message(b"typed by the operator\r")
+            seen = await read_until(spy, b"typed by the operator\r\n")
+    assert b"typed by the spy" not in seen and "typed by the spy" not in site.log("alpha")
+    assert site.log("alpha").count("ada from 127.0.0.1 attached read-write") == 1  # the operator's only
+
+
+@pytest.mark.parametrize("name", ["ioc one", "<b>&'\"x", "é-ioc", "100%", "a?b#c;d", ".hidden"])
+async def test_any_ioc_name_is_quoted_in_urls_and_escaped_in_pages(nursery, tmp_path, name):
+    server = ProcessServer(Config(command=("/bin/cat",), name=name, logfile=str(tmp_path / "log")), extras=[])
+    await nursery.start(server.run)
+    port = await nursery.start(serve_asgi, build_app(OneServer(server), WebAuth(None, "/"), title=name),
+                               "127.0.0.1", 0)
+    client = WebClient(port)
+    quoted = quote(name, safe="")
+    page = await client.get("/")
+    assert page.status == 200 and f"<h1>{html.escape(name)}</h1>" in page.text
+    assert [entry["name"] for entry in json.loads((await client.get("/api/status")).body)] == [name]
+    assert json.loads((await client.get(f"/api/ioc/{quoted}")).body)["name"] == name
+    console = await client.get(f"/ioc/{quoted}/console")
+    assert console.status == 200 and f"<h1>{html.escape(name)}</h1>" in console.text
+    assert f'data-socket="../../ws/ioc/{html.escape(quoted)}/console"' in console.text
+    assert (await client.get(f"/ioc/{quoted}/log")).status == 200
+    async with client.console(name) as ws:
+        assert name.encode() in await attach(ws)
+
+
+async def test_an_instance_without_a_server_is_a_row_and_its_pages_say_try_later(nursery, tmp_path):
+    """Host mode retrying an instance that failed to start: it stays in the table."""
+    site = await start_fleet(nursery, tmp_path)
+    fleet = Servers({**site.servers, "ghost": None}, nursery)  # type: ignore[dict-item]
+    port = await nursery.start(serve_asgi, build_app(fleet, WebAuth(None, "/")), "127.0.0.1", 0)
+    local = WebClient(port)
+    listed = json.loads((await local.get("/api/status")).body)
+    assert [entry["name"] for entry in listed] == ["alpha", "beta", "ghost"]
+    assert listed[2] == {"name": "ghost", "serving": False} and listed[0]["serving"]
+    assert json.loads((await local.get("/api/ioc/ghost")).body) == {"name": "ghost", "serving": False}
+    for path in ("/ioc/ghost/console", "/ioc/ghost/log"):
+        reply = await local.get(path)
+        assert reply.status == 503 and "try again later" in reply.text, path
+    assert (await local.act("start", await local.csrf(), "ghost")).status == 503
+    assert await local.handshake("/ws/ioc/ghost/console") == 403
+
+
+async def test_a_browser_that_reads_slowly_gets_the_latest_snapshot_never_a_queue(autojump_clock):
+    """While one send waits on a slow browser, a hundred changes make one snapshot, made when sent."""
+
+    class SlowBrowser:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+            self.gate = trio.Event()
+
+        async def send_text(self, text: str) -> None:
+            await self.gate.wait()  # the browser reads nothing until the gate opens
+            self.sent.append(text)
+
+        async def receive(self) -> dict:
+            await trio.sleep_forever()
+
+    class Counter:
+        value = 0
+        changed = trio.lowlevel.ParkingLot()
+
+        async def wait_change(self) -> None:
+            await self.changed.park()
+
+    browser, fleet = SlowBrowser(), Counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(push_status, browser, fleet, lambda: fleet.value, 0.25)
+        await trio.sleep(1)
+        for _ in range(100):
+            fleet.value += 1
+            fleet.changed.unpark_all()
+            await trio.sleep(0.01)
+        browser.gate.set()
+        await trio.sleep(1)
+        assert browser.sent == ["0", "100"]
+        nursery.cancel_scope.cancel()

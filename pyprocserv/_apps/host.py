@@ -17,6 +17,10 @@ Rules:
 6. ``--manager-pvs PREFIX`` adds the supervisor IOC manager's names (see ``_ca.hostpvs``).
 7. Each instance's log is rotated by size (``--log-max-bytes``, ``--log-backups``, or its own
    ``log_max_bytes`` / ``log_backups`` keys; 10 MiB x 5 by default, see ``_shell.logfile``).
+8. ``--web [ADDR:]PORT`` serves one browser console for every instance, with the rules and
+   messages of ``pyprocserv --web`` (checked before anything starts). It is a host-level
+   supervised extra like the CA server; the :class:`Host` is its fleet (``_web.fleet``), so the
+   status table follows a reload, and a removed instance's consoles close with its server.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import argparse
 import dataclasses
 import os
 import signal
+import socket
 import sys
 import traceback
 from typing import TYPE_CHECKING
 
 import trio
 
-from .._core.cli import CliStop, parse_args
+from .._core.cli import CliError, CliStop, parse_args
 from .._shell.extras import Supervisor
 from .instances import ConfigError, Instance, Layout, instances
 from .._core.log import parse_size
@@ -60,9 +65,10 @@ class Managed:
 
 
 class Host:
-    def __init__(self, layout: Layout, args: argparse.Namespace) -> None:
+    def __init__(self, layout: Layout, args: argparse.Namespace, web: wiring.WebSettings | None = None) -> None:
         self.layout = layout
         self.args = args
+        self.web = web
         self.logdir = args.log_dir or layout.logdir
         self.managed: dict[str, Managed] = {}
         self.pvs: PVServer | None = None
@@ -81,6 +87,25 @@ class Host:
         for managed in list(self.managed.values()):
             if managed.server is not None:
                 managed.server.announce(text)
+
+    # -- the browser console's fleet (rule 8) ---------------------------------------------
+
+    def names(self) -> list[str]:
+        """The configured instances, sorted."""
+        return sorted(self.managed)
+
+    def get(self, name: str) -> ProcessServer | None:
+        """The server of instance ``name``, or None (unknown, or retrying after a failure)."""
+        managed = self.managed.get(name)
+        return managed.server if managed is not None else None
+
+    async def wait_change(self) -> None:
+        """Wait for the next change of an instance's status or of the set of instances."""
+        await self.changed.park()
+
+    async def _serve_web(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.web is not None
+        await wiring.serve_host_web(self, self.web, f"IOCs on {socket.gethostname()}", task_status=task_status)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -285,6 +310,8 @@ class Host:
                 self._nursery = nursery
                 if serve_pvs:
                     await nursery.start(self.extras.run, "PV server", self._serve_pvs)
+                if self.web is not None:
+                    await nursery.start(self.extras.run, "web console", self._serve_web)
                 await nursery.start(self.extras.run, "configuration reload", self._reload)
                 async for signum in signals:
                     if signum == signal.SIGHUP:
@@ -309,4 +336,14 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def run_host(layout: Layout, args: argparse.Namespace) -> int:
-    return trio.run(Host(layout, args).main)  # a ConfigError at start: manage.main says it
+    prog = "pyprocserv-manage"
+    try:
+        web = wiring.host_web(args, prog)
+    except CliError as exc:  # rule 8: pyprocserv --web's rules and words
+        print(exc.message, end="", file=sys.stderr)
+        return 1
+    problem = wiring.check_web_support(web) if web is not None else None
+    if problem:
+        print(f"{prog}: {problem}", file=sys.stderr)
+        return 1
+    return trio.run(Host(layout, args, web).main)  # a ConfigError at start: manage.main says it

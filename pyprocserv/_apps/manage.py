@@ -591,6 +591,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log-dir", help="each instance logs to LOG_DIR/NAME.log (default by mode)")
     s.add_argument("--only", nargs="*", help="serve only these instances")
     _host_options(s)
+    _web_options(s)
     s.set_defaults(func=cmd_run)
     _add_log_commands(sub)
     return p
@@ -617,6 +618,20 @@ def _host_options(s: argparse.ArgumentParser) -> None:
                    help="also serve the supervisor IOC manager's PVs: PREFIX:MAN:NAME_control "
                    "(Stop/Run/Reset), PREFIX:MAN:NAME_hb (seconds since the child's time_pv, else its "
                    "last output; 999 = not running) and PREFIX:MAN:all")
+
+
+def _web_options(s: argparse.ArgumentParser) -> None:
+    """``run``'s browser console: pyprocserv's ``--web*`` options, checked by the same code."""
+    g = s.add_argument_group("browser console (needs starlette and anycorn: pip install 'pyprocserv[web]')")
+    g.add_argument("--web", metavar="[ADDR:]PORT",
+                   help="serve one page for every instance (status, buttons, consoles, logs) on PORT; "
+                   "loopback unless ADDR is given, and any other address needs --web-cert, --web-key "
+                   "and --web-users")
+    g.add_argument("--web-users", metavar="FILE", help="log in with the users in FILE (add them with "
+                   "pyprocserv-manage web-user add); without it only loopback, every local browser an operator")
+    g.add_argument("--web-cert", metavar="FILE", help="serve https with this certificate chain (PEM; needs --web-key)")
+    g.add_argument("--web-key", metavar="FILE", help="... and this private key (PEM)")
+    g.add_argument("--web-base", metavar="PATH", help="serve the pages under PATH (default /), e.g. behind a proxy")
 
 
 def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:

@@ -10,20 +10,28 @@ Rules:
 3. ``_ca`` (and so caproto) is imported only when a configuration asks for PVs or the
    watchdog: a server without them never imports caproto. Likewise ``_web``'s ASGI stack
    (starlette, anycorn) only for ``--web``.
+4. Host mode's browser console (``pyprocserv-manage run --web ...``) takes the options of
+   ``pyprocserv --web``, converted and checked by the same code with the same messages
+   (``_core.cli.web_options``), and serves the whole host as one fleet (``_web.fleet``).
 """
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._core.cli import web_options
 from .._shell.extras import ExtraSpec, Root
 
 if TYPE_CHECKING:
     from .._ca.hostpvs import HostView, ManagerPVs
     from .._ca.pvs import ProcessPVs, PVServer
     from .._core.config import Config
+    from .._web.extra import WebOptions
+    from .._web.fleet import Fleet
 
 
 def check_pv_support(config: Config) -> str | None:
@@ -41,8 +49,9 @@ def check_pv_support(config: Config) -> str | None:
     return None
 
 
-def check_web_support(config: Config) -> str | None:
-    """What stops the browser console (``--web``) from working, or None."""
+def check_web_support(config: WebOptions) -> str | None:
+    """What stops the browser console (``--web``) from working, or None (a ``Config`` or host
+    mode's :class:`WebSettings`)."""
     if config.web is None:
         return None
     from .._web import extra
@@ -136,3 +145,35 @@ def manager_pvs(server: Root, prefix: str, name: str, write_hosts: tuple[str, ..
     from .._ca.pvs import WritePolicy
 
     return ManagerPVs(server, prefix, name, WritePolicy(write_hosts), time_pv=time_pv)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """``pyprocserv-manage run``'s browser console options, as a ``Config`` holds pyprocserv's."""
+
+    web: tuple[str, int] | None = None
+    web_users: str | None = None
+    web_cert: str | None = None
+    web_key: str | None = None
+    web_base: str = "/"
+
+
+WEB_OPTIONS = ("web", "web-users", "web-cert", "web-key", "web-base")
+
+
+def host_web(args: argparse.Namespace, prog: str) -> WebSettings | None:
+    """``run``'s ``--web*`` options, checked as ``pyprocserv``'s (rule 4); None without them.
+    Raises ``CliError`` with pyprocserv's message for a combination it would refuse."""
+    given = {name: getattr(args, name.replace("-", "_")) for name in WEB_OPTIONS}
+    given = {name: text for name, text in given.items() if text is not None}
+    if not given:
+        return None
+    return WebSettings(**web_options(given, prog))  # type: ignore[arg-type]
+
+
+async def serve_host_web(fleet: Fleet, settings: WebSettings, title: str, *,
+                         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """The browser console of every instance of a host (rule 4), until cancelled."""
+    from .._web import extra
+
+    await extra.serve(fleet, settings, title=title, task_status=task_status)

@@ -561,6 +561,16 @@ def _check_web(values: Mapping[str, object], prog: str) -> None:
             f"{', '.join('--' + name for name in missing)}); or serve on loopback: --web {port}\n")
 
 
+def web_options(given: Mapping[str, str], prog: str) -> dict[str, object]:
+    """The browser console's options of another program (host mode's ``run --web ...``): ``given``
+    maps option names without dashes (``"web"``, ``"web-users"``, ...) to their texts. Converted
+    and checked as pyprocserv's own, with the same messages (a CliError); returns the values by
+    their ``Config`` field names (``web``, ``web_users``, ...)."""
+    values = _convert({name: [text] for name, text in given.items()}, prog)
+    _check_web(values, prog)
+    return _fields(values)[""]
+
+
 def _config(
     values: Mapping[str, object], argv: Sequence[str], optind: int, cwd: str | None, prog: str, *, debug: bool
 ) -> Config:

@@ -1,21 +1,40 @@
-"""The browser console's routes: login, the status table and its buttons, the console, the log.
+"""The browser console's routes: login, the status table of a fleet and its buttons, each IOC's
+console and log, the JSON API and the pushed status.
 
-``build_app(root, auth)`` is a Starlette application for one server, seen only through ``Root``.
-Every path is under the base path (``--web-base``, ending in ``/``).
+``build_app(fleet, auth)`` is a Starlette application for the IOCs of a :class:`.fleet.Fleet`,
+each seen only through ``Root``: one server (``pyprocserv --web``) or a whole host
+(``pyprocserv-manage run --web``), with the same URLs. Every path is under the base path
+(``--web-base``, ending in ``/``); NAME is an IOC's name, URL-quoted:
+
+    ``(base)``                the status table of every IOC the user may see
+    ``ioc/NAME/console``      its console (``?spy=1``: read only, even for an operator)
+    ``ioc/NAME/log``, ``ioc/NAME/log/download``
+    ``api/status``            JSON: every IOC the user may see; ``api/ioc/NAME``: one
+    ``api/ioc/NAME/ACTION``   POST: start, stop, restart, kill or toggle
+    ``ws/ioc/NAME/console``   the console's WebSocket (``?spy=1`` as above)
+    ``ws/status``             the status JSON, pushed at once and after every change
+    ``login``, ``logout``, ``static/...``
 
 Rules:
-1. Every route asks :func:`.._core.webusers.may` for its action on this IOC: the status page and
-   ``api/status`` need ``view_status``, the log ``read_log``, the console ``spy`` (and
-   ``write_console`` to type), the buttons ``control``. Nobody logged in: pages redirect to the
-   login, the API answers 401, a WebSocket is refused; a role without the right: 403.
-2. What changes something checks the ``Origin`` (POSTs and the WebSocket handshake) and, but for
-   the login, the CSRF token (``.auth`` rule 2): 403 without them.
-3. Each button pressed, and each read-write console opened, is an ``@@@ web:`` line on every
-   console and in the log naming the user and the address (``_core.messages``).
+1. Every route asks :func:`.._core.webusers.may` for its action on its IOC: the status table and
+   ``api/status`` list only the IOCs the user may see (``view_status``; a per-IOC access list
+   hides the others), the log needs ``read_log``, the console ``spy`` (and ``write_console`` to
+   type), the buttons ``control``. Nobody logged in: pages redirect to the login, the API
+   answers 401, a WebSocket is refused; a role without the right: 403. An IOC that does not
+   exist and one the user may not see get the same 404: the answer never tells them apart.
+2. What changes something checks the ``Origin`` (POSTs and the WebSocket handshakes) and, but
+   for the login, the CSRF token (``.auth`` rule 2): 403 without them.
+3. Each button pressed, and each read-write console opened, is an ``@@@ web:`` line on that
+   IOC's consoles and in its log naming the user and the address (``_core.messages``).
 4. Bodies are small: a login form of more than :data:`MAX_FORM` bytes is refused (413) before it
    is read whole. Every response forbids framing (no clickjacking of the buttons) and caching.
 5. Whatever a request does, it ends that request at most (``serve.serve_asgi``'s guard).
 6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile).
+7. ``ws/status`` (login and Origin as the console's) sends the snapshot of the IOCs the user
+   may see (``.fleet`` rule 3) at once, then after each change, at most one every
+   :data:`STATUS_GAP` seconds, never queued (``.statuspush``).
+8. An instance that exists but has no server now (host mode retrying one that failed) is a row
+   of the table; its console, log and buttons answer 503 until it is back.
 """
 
 from __future__ import annotations
@@ -27,7 +46,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.responses import StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -40,10 +59,13 @@ from .._shell.extras import Root
 from . import pages
 from .auth import Visitor, WebAuth, peer
 from .console import WebSocketTransport
+from .fleet import Fleet, entry, snapshot
+from .statuspush import push_status
 
 STATIC = Path(__file__).parent / "static"
 MAX_FORM = 4096  # bytes of a login form: a name and a password
 LOG_TAIL = 64 << 10  # bytes of the log file the log page shows
+STATUS_GAP = 0.25  # seconds between two pushed status snapshots, at least (rule 7)
 POLICY_VIOLATION = 1008  # WebSocket close code: refused by policy (no login, no right, bad Origin)
 _HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
             (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
@@ -53,6 +75,9 @@ _HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-
 def _actions(root: Root) -> dict[str, Callable[[], object]]:
     return {"start": root.start, "stop": root.stop, "restart": root.restart, "kill": root.kill,
             "toggle": root.toggle_autorestart}
+
+
+ACTIONS = ("start", "stop", "restart", "kill", "toggle")
 
 
 class _SafeHeaders:
@@ -73,13 +98,13 @@ class _SafeHeaders:
         await self._app(scope, receive, with_headers)
 
 
-def build_app(root: Root, auth: WebAuth) -> Any:
-    """The ASGI application of the browser console of ``root`` (rules 1-5)."""
+def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
+    """The ASGI application of the browser console of ``fleet`` (rules 1-8); ``title`` heads the
+    status table and the login page."""
     base = auth.base
-    ioc = root.config.child_name
 
-    def who(request: Request, action: str) -> Visitor | Response:
-        """The visitor if they may do ``action``, else the answer to give (rule 1)."""
+    def logged_in(request: HTTPConnection) -> Visitor | Response:
+        """The visitor, or the answer to give to nobody (rule 1)."""
         visitor = auth.visitor(request)
         if visitor is None and auth.open:  # a name other than loopback's (``.auth`` rule 6)
             return PlainTextResponse("refused: without --web-users, open the console by a loopback address, "
@@ -89,64 +114,111 @@ def build_app(root: Root, auth: WebAuth) -> Any:
             if request.url.path.startswith(base + "api/"):
                 return PlainTextResponse("log in first", status_code=401)
             return RedirectResponse(base + "login", status_code=303)
-        if not may(visitor.user, action, ioc):
-            return PlainTextResponse(f"{visitor.user.role}s may not do this", status_code=403)
         return visitor
+
+    def named(request: Request) -> tuple[Visitor, str] | Response:
+        """The visitor and the IOC the path names if they may see it, else the answer (rule 1)."""
+        visitor = logged_in(request)
+        if isinstance(visitor, Response):
+            return visitor
+        name = request.path_params["name"]
+        if not (may(visitor.user, VIEW_STATUS, name) and name in fleet.names()):
+            return PlainTextResponse(f"no IOC named {name!r} here", status_code=404)
+        return visitor, name
+
+    def instance(request: Request, action: str) -> tuple[Visitor, str, Root] | Response:
+        """The visitor, the IOC's name and its server if they may do ``action`` on it, else the
+        answer to give (rules 1 and 8)."""
+        found = named(request)
+        if isinstance(found, Response):
+            return found
+        visitor, name = found
+        if not may(visitor.user, action, name):
+            return PlainTextResponse(f"{visitor.user.role}s may not do this", status_code=403)
+        root = fleet.get(name)
+        if root is None:
+            return PlainTextResponse(f"{name} has no server now (it failed to start and is retried); "
+                                     "try again later", status_code=503)
+        return visitor, name, root
+
+    def visible_status(visitor: Visitor) -> list[dict[str, object]]:
+        return snapshot(fleet, lambda name: may(visitor.user, VIEW_STATUS, name))
 
     def page_args(visitor: Visitor) -> dict[str, Any]:
         return {"user": visitor.user.name, "csrf": auth.csrf(visitor), "logout": not auth.open}
 
     async def status_page(request: Request) -> Response:
-        visitor = who(request, VIEW_STATUS)
+        visitor = logged_in(request)
         if isinstance(visitor, Response):
             return visitor
-        return HTMLResponse(pages.status_page(ioc, operator=may(visitor.user, CONTROL, ioc), **page_args(visitor)))
+        operator = any(may(visitor.user, CONTROL, name) for name in fleet.names())
+        return HTMLResponse(pages.status_page(title, operator=operator, actions=ACTIONS, **page_args(visitor)))
 
     async def api_status(request: Request) -> Response:
-        visitor = who(request, VIEW_STATUS)
+        visitor = logged_in(request)
         if isinstance(visitor, Response):
             return visitor
-        return JSONResponse(root.status.as_dict())
+        return JSONResponse(visible_status(visitor))
+
+    async def api_instance(request: Request) -> Response:
+        found = named(request)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse(entry(fleet, found[1]))
 
     async def api_action(request: Request) -> Response:
         action = request.path_params["action"]
-        act = _actions(root).get(action)
-        if act is None:
-            return PlainTextResponse(f"no action {action!r}; one of {', '.join(_actions(root))}", status_code=404)
-        visitor = who(request, CONTROL)
-        if isinstance(visitor, Response):
-            return visitor
+        if action not in ACTIONS:
+            return PlainTextResponse(f"no action {action!r}; one of {', '.join(ACTIONS)}", status_code=404)
+        found = instance(request, CONTROL)
+        if isinstance(found, Response):
+            return found
+        visitor, name, root = found
         if not auth.origin_ok(request):
             return PlainTextResponse("refused: this request did not come from the console's own page", status_code=403)
         if not auth.csrf_ok(visitor, request.headers.get("x-csrf-token")):
             return PlainTextResponse("refused: missing or wrong X-CSRF-Token; reload the page", status_code=403)
         root.announce(messages.web_action(action, visitor.user.name, peer(request)), who=messages.WEB_WHO)
-        act()
-        return JSONResponse(root.status.as_dict())
+        _actions(root)[action]()
+        return JSONResponse(entry(fleet, name))
 
     async def console_page(request: Request) -> Response:
-        visitor = who(request, SPY)
-        if isinstance(visitor, Response):
-            return visitor
-        operator = may(visitor.user, WRITE_CONSOLE, ioc)
-        return HTMLResponse(pages.console_page(ioc, operator=operator, **page_args(visitor)))
+        found = instance(request, SPY)
+        if isinstance(found, Response):
+            return found
+        visitor, name, _ = found
+        may_write = may(visitor.user, WRITE_CONSOLE, name)
+        operator = may_write and request.query_params.get("spy") != "1"
+        return HTMLResponse(pages.console_page(name, operator=operator, may_write=may_write, **page_args(visitor)))
 
     async def console_socket(websocket: WebSocket) -> None:
+        name = websocket.path_params["name"]
         visitor = auth.visitor(websocket)
-        if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, SPY, ioc):
+        root = fleet.get(name)
+        if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, SPY, name) or root is None:
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
-        role = "operator" if may(visitor.user, WRITE_CONSOLE, ioc) else "spy"
+        spy = websocket.query_params.get("spy") == "1"
+        role = "operator" if not spy and may(visitor.user, WRITE_CONSOLE, name) else "spy"
         await websocket.accept()
         if role == "operator":
             root.announce(messages.web_attached(visitor.user.name, peer(websocket)), who=messages.WEB_WHO)
         await root.serve_console(WebSocketTransport(websocket), role=role)
 
+    async def status_socket(websocket: WebSocket) -> None:
+        visitor = auth.visitor(websocket)
+        if visitor is None or not auth.origin_ok(websocket):
+            await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
+            return
+        await websocket.accept()
+        await push_status(websocket, fleet, lambda: visible_status(visitor), STATUS_GAP)
+
     def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
         """The visitor, the log file's path and the file open for reading, or the answer to give."""
-        visitor = who(request, READ_LOG)
-        if isinstance(visitor, Response):
-            return visitor
+        found = instance(request, READ_LOG)
+        if isinstance(found, Response):
+            return found
+        visitor, _, root = found
         path = root.config.logfile
         if path is None or path == "-":
             return PlainTextResponse("no log file is configured (-L FILE)", status_code=404)
@@ -164,6 +236,7 @@ def build_app(root: Root, auth: WebAuth) -> Any:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - LOG_TAIL))
             text = f.read(LOG_TAIL).decode("utf-8", "replace")
+        ioc = request.path_params["name"]
         return HTMLResponse(pages.log_page(ioc, path, text, skipped=size > LOG_TAIL, **page_args(visitor)))
 
     async def log_download(request: Request) -> Response:
@@ -178,7 +251,7 @@ def build_app(root: Root, auth: WebAuth) -> Any:
     async def login_page(request: Request) -> Response:
         if auth.open:
             return RedirectResponse(base, status_code=303)
-        return HTMLResponse(pages.login_page(ioc))
+        return HTMLResponse(pages.login_page(title))
 
     async def login(request: Request) -> Response:
         if auth.open:
@@ -192,9 +265,9 @@ def build_app(root: Root, auth: WebAuth) -> Any:
         token, wait = await auth.login(peer(request), name, password)
         if token is None:
             if wait > 0:
-                return HTMLResponse(pages.login_page(ioc, error=f"too many failed logins: try again in {wait:.0f} s"),
+                return HTMLResponse(pages.login_page(title, error=f"too many failed logins: try again in {wait:.0f} s"),
                                     status_code=429, headers={"Retry-After": str(int(wait) + 1)})
-            return HTMLResponse(pages.login_page(ioc, error="wrong user name or password"), status_code=401)
+            return HTMLResponse(pages.login_page(title, error="wrong user name or password"), status_code=401)
         response = RedirectResponse(base, status_code=303)
         response.headers.append("set-cookie", auth.cookie(request).set_cookie(token, max_age=12 * 3600))
         return response
@@ -212,11 +285,13 @@ def build_app(root: Root, auth: WebAuth) -> Any:
     routes = [
         Route(base, status_page),
         Route(base + "api/status", api_status),
-        Route(base + "api/{action}", api_action, methods=["POST"]),
-        Route(base + "console", console_page),
-        WebSocketRoute(base + "ws/console", console_socket),
-        Route(base + "log", log_page),
-        Route(base + "log/download", log_download),
+        Route(base + "api/ioc/{name}", api_instance),
+        Route(base + "api/ioc/{name}/{action}", api_action, methods=["POST"]),
+        Route(base + "ioc/{name}/console", console_page),
+        Route(base + "ioc/{name}/log", log_page),
+        Route(base + "ioc/{name}/log/download", log_download),
+        WebSocketRoute(base + "ws/ioc/{name}/console", console_socket),
+        WebSocketRoute(base + "ws/status", status_socket),
         Route(base + "login", login_page, methods=["GET"]),
         Route(base + "login", login, methods=["POST"]),
         Route(base + "logout", logout, methods=["POST"]),

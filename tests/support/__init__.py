@@ -8,6 +8,7 @@ one port picker.
 * ``ports``: free ports that no other call in this process has handed out;
 * ``conformance``: the harness that runs procServ and pyprocserv side by side.
 * ``browser``: headless Chromium over the DevTools protocol (pages, keys, JavaScript, screenshots).
+* ``webclient``: a browser of raw HTTP and WebSockets for the web console (cookies, CSRF, Origin).
 
 Rules for the tests that use them (trio-websocket style):
 * Use localhost only; servers take port 0 and tests read the port back.
