@@ -2,8 +2,8 @@
 
 * At an orderly stop (SIGTERM, ^Q, ``shutdown()``) every browser console closes once, with 1001
   (going away); a console that ends for another reason (a logout) closes with 1000, as before.
-* The real ``pyprocserv -f --web`` exits 0 on SIGTERM beside an open console and a keep-alive
-  connection, with nothing on stderr.
+* The real ``pyprocserv -f --web`` exits 0 on SIGTERM beside an open console, the pushed status
+  and a keep-alive connection, both WebSockets closed with 1001, with nothing on stderr.
 * The ASGI lifespan is the guard's: an application that does not speak it costs no warning.
 * Slowloris: a request's head has a deadline, and the number of open connections a cap; slow
   clients beyond it do not keep a normal client from the page, the console or the IOC's telnet.
@@ -27,6 +27,7 @@ from pyprocserv._web import connections  # noqa: E402
 from pyprocserv._web import serve as web  # noqa: E402
 from pyprocserv._web.app import build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
+from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
 
 from support.client import connect  # noqa: E402
@@ -42,7 +43,7 @@ GREETING = b"@@@ Welcome to procServ"
 
 # -- a browser console of raw frames, to count close frames --------------------------------------
 
-def handshake(port: int, path: str = "/ws/console") -> bytes:
+def handshake(port: int, path: str = "/ws/ioc/cat/console") -> bytes:
     return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"
             "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
             "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n").encode()
@@ -137,7 +138,7 @@ async def start_console_site(nursery: trio.Nursery, **config) -> tuple[ProcessSe
     server = ProcessServer(Config(command=("/bin/cat",), name="cat", control=("0",), holdoff=0.2, **config),
                            extras=[])
     await nursery.start(server.run)
-    port = await nursery.start(serve_asgi, build_app(server, WebAuth(None, "/")), "127.0.0.1", 0)
+    port = await nursery.start(serve_asgi, build_app(OneServer(server), WebAuth(None, "/")), "127.0.0.1", 0)
     with trio.fail_after(10):
         while not (server.status.running or config.get("wait")):
             await trio.sleep(0.02)
@@ -214,9 +215,19 @@ async def test_the_shell_tells_a_message_transport_the_server_goes_away(nursery)
 
 # -- the real program, SIGTERM ---------------------------------------------------------------------
 
-async def test_sigterm_closes_the_browser_console_with_1001_and_pyprocserv_exits_0_quietly():
+async def closed_with(ws) -> int:
+    """The close code ``ws`` ends with (its messages until then are read and dropped)."""
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
+        while True:
+            await ws.get_message()
+    await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
+    return closed.value.reason.code
+
+
+async def test_sigterm_closes_every_websocket_with_1001_and_pyprocserv_exits_0_quietly():
+    """A console and the pushed status table open, and a keep-alive connection idle."""
     port = free_port()
-    async with ServerProcess(["--web", str(port), "-P", str(free_port()), "/bin/cat"]) as server:
+    async with ServerProcess(["--web", str(port), "-n", "cat", "-P", str(free_port()), "/bin/cat"]) as server:
         await wait_listening(port)
         keep_alive = await trio.open_tcp_stream("127.0.0.1", port)
         await keep_alive.send_all(f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
@@ -226,16 +237,16 @@ async def test_sigterm_closes_the_browser_console_with_1001_and_pyprocserv_exits
                 reply += await keep_alive.receive_some(65536)
         assert reply.startswith(b"HTTP/1.1 200") and b"connection: close" not in reply.lower()
         origin = [(b"origin", f"http://127.0.0.1:{port}".encode())]
-        async with open_websocket("127.0.0.1", port, "/ws/console", use_ssl=False, extra_headers=origin) as ws:
+        async with open_websocket("127.0.0.1", port, "/ws/ioc/cat/console", use_ssl=False,
+                                  extra_headers=origin) as console, \
+                open_websocket("127.0.0.1", port, "/ws/status", use_ssl=False, extra_headers=origin) as status:
             with trio.fail_after(10):
-                assert GREETING in await ws.get_message()
+                assert GREETING in await console.get_message()
+                assert "cat" in await status.get_message()
             server.process.send_signal(signal.SIGTERM)
-            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
-                while True:
-                    await ws.get_message()
-            assert closed.value.reason.code == GOING_AWAY
+            assert await closed_with(console) == GOING_AWAY
+            assert await closed_with(status) == GOING_AWAY
             assert await server.wait(timeout=10) == 0
-            await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
         with trio.fail_after(5):
             assert await keep_alive.receive_some(65536) == b""  # the server's end of it closed
         await keep_alive.aclose()
@@ -349,7 +360,7 @@ async def test_slow_clients_beyond_the_cap_do_not_keep_others_from_the_page_cons
     slow = await open_all(port, 30)
     nursery.start_soon(dribble, slow, 1.0)
     await until_at_most_open(slow, 8)  # the rest were closed as they came, not queued
-    page = await http_get(port, "/console")
+    page = await http_get(port, "/ioc/cat/console")
     assert page.startswith(b"HTTP/1.1 200") and b"xterm" in page
     console = await RawConsole.open(port)
     await console.read_until(b"connected (plus you)")
@@ -389,17 +400,17 @@ async def test_hundreds_of_slow_clients_leave_the_real_programs_console_and_teln
     """pyprocserv -f --web with its own cap (256): 300 slowloris connections, then a browser and a
     telnet client come as usual."""
     port = free_port()
-    async with ServerProcess(["--web", str(port), "-P", str(free_port()), "/bin/cat"]) as server:
+    async with ServerProcess(["--web", str(port), "-n", "cat", "-P", str(free_port()), "/bin/cat"]) as server:
         await wait_listening(port)
         slow = await open_all(port, 300)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(dribble, slow, 2.0)
                 await trio.sleep(0.5)
-                page = await http_get(port, "/console")
+                page = await http_get(port, "/ioc/cat/console")
                 assert page.startswith(b"HTTP/1.1 200") and b"xterm" in page
                 origin = [(b"origin", f"http://127.0.0.1:{port}".encode())]
-                async with open_websocket("127.0.0.1", port, "/ws/console", use_ssl=False,
+                async with open_websocket("127.0.0.1", port, "/ws/ioc/cat/console", use_ssl=False,
                                           extra_headers=origin) as ws:
                     with trio.fail_after(10):
                         assert GREETING in await ws.get_message()
