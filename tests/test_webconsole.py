@@ -110,7 +110,7 @@ class MemoryTransport:
         except trio.EndOfChannel:
             raise trio.BrokenResourceError("the other end closed") from None
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, going_away: bool = False) -> None:
         await self._send.aclose()
         await self._receive.aclose()
 

@@ -18,7 +18,8 @@ Rules:
    console's bytes as they are (binary messages); after the greeting and the history comes one
    ``REPLAY_END`` text message, also when the reader fell behind and the rest of the replay was
    skipped. An operator is a control reader; a spy is a log reader that reads the control form
-   (no stamps) and whose input, resizes included, is read and dropped.
+   (no stamps) and whose input, resizes included, is read and dropped. A session the server's
+   stop ends closes its transport with ``going_away`` (a WebSocket's close code 1001).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class MessageTransport(Protocol):
 
     async def receive_message(self) -> bytes | str: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, *, going_away: bool = False) -> None:
+        """End the connection; ``going_away``: because the server stops (a WebSocket's 1001)."""
 
 
 class Host(Protocol):
@@ -84,6 +86,7 @@ class Sessions:
 
     def __init__(self, changed: Callable[[], None]) -> None:
         self._open: list[Session] = []
+        self.closing = False  # the server stops: sessions end telling their peer it goes away
         self._all_closed = trio.Event()
         self._changed = changed
 
@@ -99,6 +102,7 @@ class Sessions:
 
     async def close(self, console: Console) -> None:
         """Every reader gets what is queued for it, then its end; wait (a while) until they left."""
+        self.closing = True
         for reader in console.readers:
             reader.outbox.close()
         if self._open:
@@ -175,7 +179,10 @@ class Session:
             self._sessions.closed(self)
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(FLUSH_MAX):
-                    await self._link.aclose()
+                    if self._web is not None:
+                        await cast(MessageTransport, self._link).aclose(going_away=self._sessions.closing)
+                    else:
+                        await self._link.aclose()
 
     async def _send(self, session: trio.CancelScope) -> None:
         outbox = self.reader.outbox
