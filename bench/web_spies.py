@@ -3,6 +3,7 @@
 
     python bench/web_spies.py                       # every case, 100 spies, about a minute
     python bench/web_spies.py --only stalled --spies 200
+    python bench/web_spies.py --deflate            # spies that offer permessage-deflate, as browsers do
     python bench/web_spies.py --server-root /tmp/old   # measure another source tree
 
 Each case starts a fresh ``python -m pyprocserv -f`` (standard output to /dev/null) whose child
@@ -11,13 +12,16 @@ server's RSS (VmRSS from /proc; the child is not counted):
 
 * ``idle``: without ``--web``;
 * ``web``: with ``--web PORT --web-users FILE`` (one viewer: every WebSocket is a read-only spy),
-  idle. This is the baseline of the two cases below;
+  idle. Each case below starts its own such server and takes its idle RSS as the baseline;
 * ``connected``: N spies connected to a quiet child (it writes nothing): what a WebSocket
   connection costs by itself;
 * ``readers``: N spies on ``ws/console`` (trio-websocket, in a helper process) that read every
-  message for ``--seconds``; the RSS is sampled every 50 ms (peak), and each spy's bytes give
-  the throughput it got;
+  message for ``--seconds``; the RSS is sampled every 50 ms (peak), each spy's bytes give
+  the throughput it got, and the server's CPU time over the bytes all spies read its cost per GB;
 * ``stalled``: N spies that complete the handshake and never read again.
+
+With ``--deflate`` the spies are plain wsproto clients that offer permessage-deflate (Chromium
+and Firefox do; trio-websocket cannot): the server then compresses every message for each spy.
 
 Then the helper exits (its sockets close), and ``--settle`` seconds later the RSS is read again
 ("after"). Target (issue #12: web clients share the console's memory budget): the peak stays
@@ -68,41 +72,71 @@ CASES = ("idle", "web", "connected", "readers", "stalled")
 
 # -- the spies (run as a helper process: --role spies) -------------------------------------------
 
-def run_spies(port: int, cookie: str, count: int, read: bool, seconds: float) -> None:
+def run_spies(port: int, cookie: str, count: int, read: bool, seconds: float, deflate: bool) -> None:
     """Open ``count`` consoles; each reads everything (``read``) or nothing, for ``seconds``."""
     import trio
-    from trio_websocket import ConnectionClosed, open_websocket
 
     headers = [(b"origin", f"http://{HOST}:{port}".encode()), (b"cookie", cookie.encode())]
     got = [0] * count
     messages = [0] * count
     told = [False] * count
+    tails = [b""] * count
+    deflated = [False] * count  # the server accepted permessage-deflate
+
+    def seen(i: int, data: bytes) -> None:
+        got[i] += len(data)
+        messages[i] += 1
+        if not told[i]:
+            told[i] = SKIP in tails[i] + data[:64] or SKIP in data
+            tails[i] = data[-64:]
 
     async def spy(i: int, connected: trio.Semaphore, stop: trio.Event) -> None:
+        from trio_websocket import ConnectionClosed, open_websocket
+
         async with open_websocket(HOST, port, "/ws/console", use_ssl=False, extra_headers=headers,
                                   receive_buffer_size=1 << 16 if read else 1 << 12) as ws:
             connected.release()
             if not read:
                 await stop.wait()
                 return
-            tail = b""
             with contextlib.suppress(ConnectionClosed):
                 while True:
                     message = await ws.get_message()
-                    if isinstance(message, str):
-                        continue  # the replay's end
-                    got[i] += len(message)
-                    messages[i] += 1
-                    if not told[i]:
-                        told[i] = SKIP in tail + message[:64] or SKIP in message
-                        tail = message[-64:]
+                    if isinstance(message, bytes):  # not the replay's end
+                        seen(i, message)
+
+    async def deflating_spy(i: int, connected: trio.Semaphore, stop: trio.Event) -> None:
+        """A spy that offers permessage-deflate, as browsers do (trio-websocket cannot offer it)."""
+        from wsproto import ConnectionType, WSConnection
+        from wsproto.events import AcceptConnection, BytesMessage, Request
+        from wsproto.extensions import PerMessageDeflate
+
+        ws = WSConnection(ConnectionType.CLIENT)
+        async with await trio.open_tcp_stream(HOST, port) as stream:
+            await stream.send_all(ws.send(Request(host=f"{HOST}:{port}", target="/ws/console",
+                                                  extensions=[PerMessageDeflate()], extra_headers=headers)))
+            accepted = False
+            while data := await stream.receive_some(1 << 16):
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, AcceptConnection):
+                        deflated[i] = any(isinstance(e, PerMessageDeflate) for e in event.extensions)
+                        accepted = True
+                        connected.release()
+                    elif isinstance(event, BytesMessage):
+                        seen(i, event.data)
+                if accepted and not read:
+                    await stop.wait()
+                    return
+
+    one_spy = deflating_spy if deflate else spy
 
     async def main() -> None:
         connected = trio.Semaphore(0)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             for i in range(count):
-                nursery.start_soon(spy, i, connected, stop)
+                nursery.start_soon(one_spy, i, connected, stop)
                 if i % 10 == 9:
                     await trio.sleep(0.01)
             for _ in range(count):
@@ -113,7 +147,7 @@ def run_spies(port: int, cookie: str, count: int, read: bool, seconds: float) ->
             await trio.sleep(seconds)
             read_bytes = [g - s for g, s in zip(got, start)]
             print(json.dumps({"bytes": read_bytes, "seconds": seconds, "told": sum(told),
-                              "messages": sum(messages)}), flush=True)
+                              "messages": sum(messages), "deflated": sum(deflated)}), flush=True)
             os._exit(0)  # every socket closes at once: the spies leave together
 
     trio.run(main)
@@ -211,7 +245,7 @@ def measure(args: argparse.Namespace, case: str) -> dict:
         spies = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--role", "spies", "--port", str(server.web_port),
              "--cookie", server.login(), "--spies", str(args.spies), "--seconds", str(args.seconds),
-             *(["--stalled"] if case != "readers" else [])],
+             *(["--stalled"] if case != "readers" else []), *(["--deflate"] if args.deflate else [])],
             stdout=subprocess.PIPE, text=True,
         )
         assert spies.stdout is not None
@@ -240,6 +274,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the spies stay")
     parser.add_argument("--settle", type=float, default=3.0, help="wait before the baseline and the after figure")
     parser.add_argument("--client-budget", type=int, default=0, help="the server's --client-budget (default: its own)")
+    parser.add_argument("--deflate", action="store_true",
+                        help="the spies offer permessage-deflate, as browsers do (wsproto, not trio-websocket)")
     parser.add_argument("--server-root", default=ROOT, help="source tree whose pyprocserv runs (default: this one)")
     parser.add_argument("--role", default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -247,11 +283,12 @@ def main() -> int:
     parser.add_argument("--stalled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "spies":
-        run_spies(args.port, args.cookie, args.spies, not args.stalled, args.seconds)
+        run_spies(args.port, args.cookie, args.spies, not args.stalled, args.seconds, args.deflate)
         return 0
     budget = args.client_budget or BUDGET
     allowed = budget + args.spies * PER_SPY
-    print(f"server: {args.server_root}; {args.spies} spies for {args.seconds:g} s; {os.cpu_count()} cores; "
+    print(f"server: {args.server_root}; {args.spies} spies{' (deflate)' if args.deflate else ''} for "
+          f"{args.seconds:g} s; {os.cpu_count()} cores; "
           f"budget {budget / MIB:g} MiB, {PER_SPY // KIB} KiB a spy")
     print(f"{'case':<9} {'RSS idle':>9} {'peak':>9} {'peak-idle':>10} {'after':>9} {'server CPU':>11}  spies")
     met = True
@@ -269,9 +306,16 @@ def main() -> int:
         met = met and peak_ok and after_ok
         read = r.get("bytes", [])
         rates = sorted(b / r["seconds"] / 1e6 for b in read) if read else [0.0]
-        spies = (f"each read {rates[len(rates) // 2]:.2f} MB/s (median; min {rates[0]:.2f}, max {rates[-1]:.2f}), "
-                 f"{r.get('told', 0)} told of skips, {r.get('messages', 0) / max(1, r['seconds']):.0f} messages/s"
-                 if case == "readers" else "never read" + (", the child writes nothing" if case == "connected" else ""))
+        sent = sum(read) / 1e9
+        if case == "readers":
+            spies = (f"each read {rates[len(rates) // 2]:.2f} MB/s (median; min {rates[0]:.2f}, "
+                     f"max {rates[-1]:.2f}), {r.get('told', 0)} told of skips, "
+                     f"{r.get('messages', 0) / max(1, r['seconds']):.0f} messages/s, "
+                     f"server CPU {r['cpu'] / max(sent, 1e-9):.1f} s per GB read")
+        else:
+            spies = "never read" + (", the child writes nothing" if case == "connected" else "")
+        if args.deflate:
+            spies += f"; {r.get('deflated', 0)} of {args.spies} compressed"
         print(f"{case:<9} {r['baseline'] / MIB:8.1f}M {r['peak'] / MIB:8.1f}M {grew / MIB:9.1f}M "
               f"{r['after'] / MIB:8.1f}M {r['cpu']:10.1f}s  {spies}")
         print(f"{'':<9} target: peak-idle <= {allowed / MIB:.1f}M: {'met' if peak_ok else 'NOT MET'}; "
