@@ -253,11 +253,11 @@ class Outbox:
 
 def _at_most(parts: list[bytes | memoryview], limit: int) -> list[bytes | memoryview]:
     """The first ``limit`` bytes of ``parts`` (the last part cut without a copy)."""
-    total = 0
+    room = limit
     for i, part in enumerate(parts):
-        if total + len(part) >= limit:
-            return [*parts[:i], memoryview(part)[: limit - total]] if total + len(part) > limit else parts[: i + 1]
-        total += len(part)
+        if len(part) >= room:
+            return [*parts[:i], part if len(part) == room else memoryview(part)[:room]]
+        room -= len(part)
     return parts
 
 
