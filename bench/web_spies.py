@@ -15,7 +15,7 @@ server's RSS (VmRSS from /proc; the child is not counted):
   idle. Each case below starts its own such server and takes its idle RSS as the baseline;
 * ``connected``: N spies connected to a quiet child (it writes nothing): what a WebSocket
   connection costs by itself;
-* ``readers``: N spies on ``ws/console`` (trio-websocket, in a helper process) that read every
+* ``readers``: N spies on ``ws/ioc/NAME/console`` (trio-websocket, in a helper process) that read every
   message for ``--seconds``; the RSS is sampled every 50 ms (peak), each spy's bytes give
   the throughput it got, and the server's CPU time over the bytes all spies read its cost per GB;
 * ``stalled``: N spies that complete the handshake and never read again.
@@ -64,6 +64,8 @@ HEAP_SLACK = 0.2  # of the budget: the heap around the queued chunks (see the do
 PER_SPY = 256 * KIB  # what a spy holds besides the output the budget counts (see the docstring)
 AFTER_SLACK = 16 * MIB
 USER, PASSWORD = "spy", "a spy's password"
+IOC = "streamer"  # the server's -n: its console is CONSOLE
+CONSOLE = f"/ws/ioc/{IOC}/console"
 QUIET = "import time\nwhile True: time.sleep(60)\n"
 CASES = ("idle", "web", "connected", "readers", "stalled")
 
@@ -91,7 +93,7 @@ def run_spies(port: int, cookie: str, count: int, read: bool, seconds: float, de
     async def spy(i: int, connected: trio.Semaphore, stop: trio.Event) -> None:
         from trio_websocket import ConnectionClosed, open_websocket
 
-        async with open_websocket(HOST, port, "/ws/console", use_ssl=False, extra_headers=headers,
+        async with open_websocket(HOST, port, CONSOLE, use_ssl=False, extra_headers=headers,
                                   receive_buffer_size=1 << 16 if read else 1 << 12) as ws:
             connected.release()
             if not read:
@@ -111,7 +113,7 @@ def run_spies(port: int, cookie: str, count: int, read: bool, seconds: float, de
 
         ws = WSConnection(ConnectionType.CLIENT)
         async with await trio.open_tcp_stream(HOST, port) as stream:
-            await stream.send_all(ws.send(Request(host=f"{HOST}:{port}", target="/ws/console",
+            await stream.send_all(ws.send(Request(host=f"{HOST}:{port}", target=CONSOLE,
                                                   extensions=[PerMessageDeflate()], extra_headers=headers)))
             accepted = False
             while data := await stream.receive_some(1 << 16):
@@ -170,7 +172,7 @@ class Server(memory.Server):
             with open(users, "w") as f:
                 f.write(serialize([WebUser(USER, "viewer", hash_password(PASSWORD))]))
             options += ["--web", f"{HOST}:{self.web_port}", "--web-users", users]
-        argv = [sys.executable, "-m", "pyprocserv", "-f", "-q", "-I", self.info, *options,
+        argv = [sys.executable, "-m", "pyprocserv", "-f", "-q", "-n", IOC, "-I", self.info, *options,
                 str(self.port), sys.executable, "-c", child]
         env = dict(os.environ, PYTHONPATH=root)
         self.process = subprocess.Popen(argv, env=env, cwd=self.dir, stdin=subprocess.DEVNULL,
