@@ -20,6 +20,10 @@ Rules:
    skipped. An operator is a control reader; a spy is a log reader that reads the control form
    (no stamps) and whose input, resizes included, is read and dropped. A session the server's
    stop ends closes its transport with ``going_away`` (a WebSocket's close code 1001).
+7. A message to a browser carries at most ``MAX_OUTPUT_MESSAGE`` bytes of output: the one queued
+   chunk as it is, or queued chunks joined (a copy), and the WebSocket's framing copies it once
+   more. One message is in flight per browser at a time, so besides the shared budget a browser
+   holds at most two copies of ``MAX_OUTPUT_MESSAGE`` (architecture §3 rule 2's exception).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ INPUT_READ_SIZE = 1 << 10
 # How long a closing session may take to hand its last bytes to the peer.
 FLUSH_MAX = 1.0
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.EndOfChannel, OSError)
+# The most console output one message to a browser carries (rule 7).
+MAX_OUTPUT_MESSAGE = 1 << 16
 # Who a browser console is: "operator" types, "spy" only reads (rule 6).
 CONSOLE_ROLES = ("operator", "spy")
 
@@ -218,7 +224,7 @@ class Session:
                 replaying = False
                 await send(REPLAY_END)
                 continue
-            data = await outbox.get()  # at once: wait() said something is queued
+            data = await outbox.get(MAX_OUTPUT_MESSAGE)  # at once: wait() said something is queued
             if data is None:
                 return
             if replaying:

@@ -97,6 +97,7 @@ def _config(host: str, port: int, ssl_context: ssl.SSLContext | None, connection
     config.keep_alive_timeout = HEAD_DEADLINE  # also the time a new connection has for its head
     config.ssl_handshake_timeout = HEAD_DEADLINE
     config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
+    config.websocket_permessage_deflate = False  # no compression made for each browser (architecture §3)
     config.include_server_header = False
     sock = _listening_socket(host, port)
     sockets = Sockets([sock] if ssl_context else [], [] if ssl_context else [sock], [])
