@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from support.client import attach
 from pyprocserv import KeyMap, RestartMode
 from pyprocserv._core.telnet import Data, WindowSize
+from pyprocserv._shell.console import Outbox
+from pyprocserv._shell.session import MAX_OUTPUT_MESSAGE
 from pyprocserv._core.webterm import MAX_TEXT, REPLAY_END, Closed, Ready, WebTermConnection
 
 READY = json.dumps({"ready": True})
@@ -110,7 +112,7 @@ class MemoryTransport:
         except trio.EndOfChannel:
             raise trio.BrokenResourceError("the other end closed") from None
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, going_away: bool = False) -> None:
         await self._send.aclose()
         await self._receive.aclose()
 
@@ -318,6 +320,84 @@ async def test_a_slow_browser_is_skipped_with_a_notice_and_nobody_waits_for_it(
     assert b"@@@ pyprocserv: " in seen and b"bytes of output skipped" in seen
     assert seen.count(b"line ") < 100
     server.shutdown()
+
+
+class SlowLink:
+    """A browser on a slow link: each message takes a second to go; what it holds meanwhile is counted."""
+
+    def __init__(self, held: list[int]) -> None:
+        browser_end, self._server_end = transport_pair()
+        self.browser = Browser(browser_end)
+        self._held = held  # bytes held by the messages in flight on every SlowLink: [now, peak]
+
+    async def send_message(self, message: bytes | str) -> None:
+        self._held[0] += len(message)
+        self._held[1] = max(self._held[1], self._held[0])
+        try:
+            await trio.sleep(1)
+            await self._server_end.send_message(message)
+        finally:
+            self._held[0] -= len(message)
+
+    async def receive_message(self) -> bytes | str:
+        return await self._server_end.receive_message()
+
+    async def aclose(self) -> None:
+        await self._server_end.aclose()
+
+
+async def test_slow_spies_hold_the_budget_and_one_bounded_message_each_then_read_on_after_a_notice(
+    autojump_clock, nursery, started_server, spawner,
+):
+    """Spies on a streaming IOC: what the console queues for them stays within the budget,
+    each holds at most one message of ``MAX_OUTPUT_MESSAGE`` besides, and a spy that reads again
+    is told what it missed and gets the output that follows."""
+    budget = 1 << 20
+    server = await started_server(client_budget=budget)
+    child = await spawner.wait_for(1)
+    held = [0, 0]
+    links = [SlowLink(held) for _ in range(10)]
+    for link in links:
+        nursery.start_soon(lambda link=link: server.serve_console(link, role="spy"))
+    await trio.testing.wait_all_tasks_blocked()
+    queued_peak = 0
+    chunk = (b"#" * 79 + b"\n") * 100  # 8000 bytes: 800 KB a second, far more than a slow link takes
+    for _ in range(1000):
+        child.say(chunk)
+        await trio.sleep(0.01)
+        readers = server._console.readers
+        queued = max(r.outbox.queued for r in readers) + sum(r.outbox.own for r in readers)
+        queued_peak = max(queued_peak, queued)
+    assert queued_peak <= budget  # the budget's own accounting: shared chunks counted once
+    assert held[1] <= len(links) * MAX_OUTPUT_MESSAGE  # not up to half a MiB joined per spy
+    child.say(b"the end\r\n")
+    for link in links:
+        seen = output(await link.browser.read_until(b"the end"))
+        assert b"bytes of output skipped" in seen and seen.endswith(b"the end\r\n")
+        assert REPLAY_END in link.browser.messages
+    server.shutdown()
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=20), st.lists(st.integers(1, 700), max_size=30))
+def test_bounded_gets_hand_over_every_byte_in_order_and_none_longer_than_asked(chunks, limits):
+    async def drain() -> list[bytes]:
+        outbox = Outbox(1 << 20)
+        for i, chunk in enumerate(chunks):
+            if i % 3:
+                outbox.share(chunk)
+            else:
+                outbox.put(chunk, bounded=False)  # bytes of this reader's own, counted apart
+        got = []
+        for limit in [*limits, *[64] * len(chunks) * 5]:
+            if not outbox.queued:
+                break
+            data = await outbox.get(limit)
+            assert data is not None and 0 < len(data) <= limit
+            got.append(data)
+        assert outbox.queued == 0 and outbox.own == 0
+        return got
+
+    assert b"".join(trio.run(drain)) == b"".join(chunks)
 
 
 async def test_a_replay_over_the_budget_is_skipped_and_the_marker_still_comes_first(

@@ -388,17 +388,22 @@ async def test_a_connection_whose_peer_stopped_reading_ends_while_the_server_run
     assert await get(port) == (200, b"ok")
 
 
+async def wait_listening(port: int) -> None:
+    """Until a server process listens on ``port`` (15 s at most)."""
+    with trio.fail_after(15):
+        while True:
+            try:
+                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                return
+            except OSError:
+                await trio.sleep(0.05)
+
+
 async def test_pyprocserv_exits_on_sigterm_beside_a_client_that_never_reads():
     """End to end, the reported case: 40 pipelined requests for the vendored xterm.js, never read."""
     port = free_port()
     async with ServerProcess(["-q", "--web", str(port), "-P", str(free_port()), "/bin/cat"]) as server:
-        with trio.fail_after(15):
-            while True:
-                try:
-                    await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                    break
-                except OSError:
-                    await trio.sleep(0.05)
+        await wait_listening(port)
         client = await never_reading_client(port, pipelined("/static/xterm/xterm.js"))
         try:
             server.process.send_signal(signal.SIGTERM)

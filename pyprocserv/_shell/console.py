@@ -202,17 +202,20 @@ class Outbox:
         self._consume(written)
         return not self._chunks
 
-    async def get(self) -> bytes | None:
+    async def get(self, limit: int = GATHER_BYTES) -> bytes | None:
         """The next queued output as one buffer, for a stream without gathering writes (the
-        terminal, standard output, tests); None once closed and empty.
+        terminal, standard output, tests) or a message transport; None once closed and empty.
 
-        A single chunk is handed over as it is; several are joined, at most about
-        ``GATHER_BYTES`` at a time, so the copy stays small.
+        A single chunk is handed over as it is; several are joined, at most about ``limit``
+        bytes at a time, so the copy stays small. With a ``limit`` below ``GATHER_BYTES`` the
+        buffer is never longer than ``limit`` (a longer chunk is handed over in pieces).
         """
         if not await self.wait():
             return None
         self._announce_skip()
-        parts = self._gather()
+        parts = self._gather(limit)
+        if limit < GATHER_BYTES:
+            parts = _at_most(parts, limit)
         data = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
         self._consume(len(data))
         return data
@@ -225,12 +228,12 @@ class Outbox:
             self.own += len(notice)
             self.skipped = 0
 
-    def _gather(self) -> list[bytes | memoryview]:
+    def _gather(self, limit: int = GATHER_BYTES) -> list[bytes | memoryview]:
         first = self._chunks[0]
         parts: list[bytes | memoryview] = [memoryview(first)[self._sent :] if self._sent else first]
         total = len(parts[0])
         for chunk in itertools.islice(self._chunks, 1, IOV_MAX):
-            if total >= GATHER_BYTES:
+            if total >= limit:
                 break
             parts.append(chunk)
             total += len(chunk)
@@ -246,6 +249,16 @@ class Outbox:
             if type(chunk) is _Own:
                 self.own -= len(chunk)
         self._sent = written
+
+
+def _at_most(parts: list[bytes | memoryview], limit: int) -> list[bytes | memoryview]:
+    """The first ``limit`` bytes of ``parts`` (the last part cut without a copy)."""
+    room = limit
+    for i, part in enumerate(parts):
+        if len(part) >= room:
+            return [*parts[:i], part if len(part) == room else memoryview(part)[:room]]
+        room -= len(part)
+    return parts
 
 
 @final

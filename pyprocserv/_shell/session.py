@@ -18,7 +18,12 @@ Rules:
    console's bytes as they are (binary messages); after the greeting and the history comes one
    ``REPLAY_END`` text message, also when the reader fell behind and the rest of the replay was
    skipped. An operator is a control reader; a spy is a log reader that reads the control form
-   (no stamps) and whose input, resizes included, is read and dropped.
+   (no stamps) and whose input, resizes included, is read and dropped. A session the server's
+   stop ends closes its transport with ``going_away`` (a WebSocket's close code 1001).
+7. A message to a browser carries at most ``MAX_OUTPUT_MESSAGE`` bytes of output: the one queued
+   chunk as it is, or queued chunks joined (a copy), and the WebSocket's framing copies it once
+   more. One message is in flight per browser at a time, so besides the shared budget a browser
+   holds at most two copies of ``MAX_OUTPUT_MESSAGE`` (architecture §3 rule 2's exception).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ INPUT_READ_SIZE = 1 << 10
 # How long a closing session may take to hand its last bytes to the peer.
 FLUSH_MAX = 1.0
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.EndOfChannel, OSError)
+# The most console output one message to a browser carries (rule 7).
+MAX_OUTPUT_MESSAGE = 1 << 16
 # Who a browser console is: "operator" types, "spy" only reads (rule 6).
 CONSOLE_ROLES = ("operator", "spy")
 
@@ -63,7 +70,8 @@ class MessageTransport(Protocol):
 
     async def receive_message(self) -> bytes | str: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, *, going_away: bool = False) -> None:
+        """End the connection; ``going_away``: because the server stops (a WebSocket's 1001)."""
 
 
 class Host(Protocol):
@@ -84,6 +92,7 @@ class Sessions:
 
     def __init__(self, changed: Callable[[], None]) -> None:
         self._open: list[Session] = []
+        self.closing = False  # the server stops: sessions end telling their peer it goes away
         self._all_closed = trio.Event()
         self._changed = changed
 
@@ -99,6 +108,7 @@ class Sessions:
 
     async def close(self, console: Console) -> None:
         """Every reader gets what is queued for it, then its end; wait (a while) until they left."""
+        self.closing = True
         for reader in console.readers:
             reader.outbox.close()
         if self._open:
@@ -175,7 +185,10 @@ class Session:
             self._sessions.closed(self)
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(FLUSH_MAX):
-                    await self._link.aclose()
+                    if self._web is not None:
+                        await cast(MessageTransport, self._link).aclose(going_away=self._sessions.closing)
+                    else:
+                        await self._link.aclose()
 
     async def _send(self, session: trio.CancelScope) -> None:
         outbox = self.reader.outbox
@@ -211,7 +224,7 @@ class Session:
                 replaying = False
                 await send(REPLAY_END)
                 continue
-            data = await outbox.get()  # at once: wait() said something is queued
+            data = await outbox.get(MAX_OUTPUT_MESSAGE)  # at once: wait() said something is queued
             if data is None:
                 return
             if replaying:

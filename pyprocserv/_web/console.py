@@ -6,7 +6,11 @@ Rules:
 2. Once the browser has gone (a disconnect, a send that fails) or the transport is closed,
    both calls raise ``trio.BrokenResourceError``, the end of a session, never anything the
    shell would take for a bug of its own.
-3. :meth:`WebSocketTransport.aclose` may be called more than once and never raises.
+3. :meth:`WebSocketTransport.aclose` may be called more than once and never raises. It sends
+   the one close frame of a session that ends on our side: 1001 (going away) when the server
+   stops (``going_away``), 1000 otherwise (a logout, a message that broke the protocol). A
+   browser that left first gets none. Every close frame goes through the web server's guard,
+   which sends one a WebSocket at most (``.guard`` rule 2).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import final
 
 import trio
 from starlette.websockets import WebSocket, WebSocketState
+
+from .guard import GOING_AWAY
 
 NORMAL_CLOSURE = 1000
 
@@ -56,11 +62,11 @@ class WebSocketTransport:
             return message["bytes"]
         return message.get("text") or ""
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, going_away: bool = False) -> None:
         gone, self._gone = self._gone, True
         if gone or self._websocket.application_state != WebSocketState.CONNECTED:
             return
         try:
-            await self._websocket.close(NORMAL_CLOSURE)
+            await self._websocket.close(GOING_AWAY if going_away else NORMAL_CLOSURE)
         except Exception:
             pass  # the browser left first: nothing to close

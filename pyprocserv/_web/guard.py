@@ -8,7 +8,15 @@ Rules:
 2. Every WebSocket the application has accepted is known until it ends, so
    :meth:`Guard.close_websockets` can close them all with one code (1001, going away, when the
    server stops). A close goes through the same lock as the application's own sends, and the
-   application's sends after it are dropped: the peer sees one orderly close frame.
+   application's sends after it are dropped: the peer sees one orderly close frame. Two stops
+   close WebSockets through it, both with 1001 (going away): the IOC's, whose browser
+   consoles end with their sessions (``.console`` rule 3), and the web server's own, for
+   whatever is still open (``.serve`` rule 3).
+3. The server's lifespan (ASGI's startup and shutdown events) is the guard's: it answers both
+   at once and never passes them to the application, which keeps no state across requests.
+   So nothing of the application runs at the server's start or stop, an application that does
+   not speak lifespan costs no warning at start, and a stop that cuts the server short
+   (``.serve`` rule 4) leaves no shutdown half done.
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ class Guard:
         self._websockets: set[_WebSocket] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "lifespan":
+            return await _answer_lifespan(receive, send)
         socket = _WebSocket(send) if scope.get("type") == "websocket" else None
         try:
             await self._app(scope, receive, send if socket is None else self._tracking(socket))
@@ -86,3 +96,14 @@ class Guard:
         async with trio.open_nursery() as nursery:
             for socket in list(self._websockets):
                 nursery.start_soon(close, socket)
+
+
+async def _answer_lifespan(receive: Receive, send: Send) -> None:
+    """Rule 3: each lifespan event answered as done, until the shutdown's."""
+    while True:
+        event = (await receive())["type"]
+        if event == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

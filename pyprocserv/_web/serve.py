@@ -16,14 +16,19 @@ Rules:
    (rule 4). The caller's cancellation reaches the server only through that path.
 4. No client holds up a stop, nor a connection forever: anycorn sends every response inside a
    shielded cancel scope, so a peer that stops reading would block that send, and with it the
-   server's end, until the peer goes. So each accepted socket is known to its server until its
-   connection ends (anycorn hands every accepted stream to the handler ``tcp_server_handler``
-   makes; serve.py wraps that factory), and when the grace is over the server *cuts* the ones
-   left (``shutdown(SHUT_RDWR)``, which wakes a blocked send with an error) before it cancels
-   the rest. While it runs, the kernel ends a connection whose sent data makes no progress
-   (zero window, or unacknowledged) for :data:`STALL` seconds (``TCP_USER_TIMEOUT``, which the
-   accepted sockets inherit). Errors anycorn raises while it unwinds after the cut are the
-   stop's, logged and not reported as a failure.
+   server's end, until the peer goes. So each server knows its open connections
+   (:mod:`.connections`), and when the grace is over it *cuts* the ones left, which wakes a
+   blocked send with an error, before it cancels the rest. While it runs, the kernel ends a
+   connection whose sent data makes no progress (zero window, or unacknowledged) for
+   :data:`STALL` seconds (``TCP_USER_TIMEOUT``, which the accepted sockets inherit). Errors
+   anycorn raises while it unwinds after the cut are the stop's, logged and not reported as a
+   failure.
+5. No number of slow clients (slowloris) takes the console from others, nor the file
+   descriptors the IOC needs: the open connections are capped, slow ones first to go
+   (:mod:`.connections` rule 3); nothing waits beyond the listen backlog (anycorn's, 100); a
+   request's head must be complete within :data:`HEAD_DEADLINE` seconds of the connection's
+   start or of its previous response, else anycorn's idle timer (``keep_alive_timeout``) ends
+   the connection; a TLS handshake has as long.
 """
 
 from __future__ import annotations
@@ -31,23 +36,21 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
 
 import anycorn
-import anycorn.run
-import anyio.abc
 import trio
 from anycorn.config import Sockets
 
 from .._core.errors import PyprocservError
 from .._shell.listeners import BindError
+from .connections import Connections, track
 from .guard import GOING_AWAY, App, Guard
 
 LOOPBACK = "127.0.0.1"
 GRACE = 2.0  # seconds a stopping server has for its close frames and last responses
 STALL = 10.0  # seconds a connection's sent data may make no progress before the kernel ends it
 MAX_WEBSOCKET_MESSAGE = 1 << 16  # keys and window sizes; the page sends a paste in 16 KiB pieces
+HEAD_DEADLINE = 10.0  # seconds a connection has for a request's head (or a TLS handshake)
 logger = logging.getLogger("pyprocserv.web")
 
 
@@ -72,61 +75,9 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Connections:
-    """The sockets of one server's open connections, so that a stopping server can cut them."""
-
-    def __init__(self) -> None:
-        self._sockets: set[socket.socket] = set()
-        self.cut = False
-
-    @contextmanager
-    def open(self, sock: socket.socket) -> Iterator[None]:
-        """``sock`` is known while the block runs; one opened after :meth:`cut_all` is cut."""
-        self._sockets.add(sock)
-        try:
-            if self.cut:
-                _cut(sock)
-            yield
-        finally:
-            self._sockets.discard(sock)
-
-    def cut_all(self) -> None:
-        """Cut every open connection, and any that opens later."""
-        self.cut = True
-        for sock in list(self._sockets):
-            _cut(sock)
-
-
-def _cut(sock: socket.socket) -> None:
-    """End ``sock``'s connection both ways: a send blocked on it, shielded or not, wakes with an
-    error, and its owner closes it as any broken connection."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already gone
-
-
-_anycorn_handler = anycorn.run.tcp_server_handler  # rule 4's seam; the tests of clients that never read fail without it
-
-
-def _tracking_handler(app: Any, config: anycorn.Config, *args: Any) -> Callable[..., Any]:
-    """anycorn's connection handler; under a config of ours, its socket is known meanwhile."""
-    handler = _anycorn_handler(app, config, *args)
-    connections = getattr(config, "pyprocserv_connections", None)
-    if connections is None:
-        return handler
-
-    async def tracked(stream: anyio.abc.ByteStream) -> None:
-        with connections.open(stream.extra(anyio.abc.SocketAttribute.raw_socket)):
-            await handler(stream)
-    return tracked
-
-
-anycorn.run.tcp_server_handler = _tracking_handler
-
-
-def _config(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anycorn.Config:
-    """anycorn's configuration: one bind, our logger, no access log, the given TLS context.
+def _config(host: str, port: int, ssl_context: ssl.SSLContext | None, connections: Connections) -> anycorn.Config:
+    """anycorn's configuration: one bind, our logger, no access log, the given TLS context, its
+    connections under ``connections``.
 
     Its sockets are made here, once, so that a bind error is the caller's (before anything
     starts) and the IOC's child never inherits them.
@@ -139,11 +90,14 @@ def _config(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anycorn
             return sockets
 
     config = Config()
-    config.pyprocserv_connections = _Connections()  # type: ignore[attr-defined]
+    track(config, connections)
     config.accesslog = None
     config.errorlog = logger
     config.graceful_timeout = GRACE
+    config.keep_alive_timeout = HEAD_DEADLINE  # also the time a new connection has for its head
+    config.ssl_handshake_timeout = HEAD_DEADLINE
     config.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE
+    config.websocket_permessage_deflate = False  # no compression made for each browser (architecture §3)
     config.include_server_header = False
     sock = _listening_socket(host, port)
     sockets = Sockets([sock] if ssl_context else [], [] if ssl_context else [sock], [])
@@ -179,8 +133,8 @@ async def serve_asgi(app: App, host: str = LOOPBACK, port: int = 0, *,
     :class:`WebServerError` when the server fails later.
     """
     guard = Guard(app)
-    config = _config(host, port, ssl_context)
-    connections: _Connections = config.pyprocserv_connections  # type: ignore[attr-defined]
+    connections = Connections()
+    config = _config(host, port, ssl_context, connections)
     listening = config.create_sockets()
     stop = trio.Event()
     finished = trio.Event()
