@@ -152,7 +152,7 @@ class _Transport:
     async def receive_message(self) -> bytes | str:
         return await self._incoming.receive()
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, going_away: bool = False) -> None:
         pass
 
     async def refuse(self) -> None:

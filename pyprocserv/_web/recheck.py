@@ -78,8 +78,8 @@ class RecheckedTransport:
             raise trio.BrokenResourceError("the visitor's right to this socket is gone")
         return message
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    async def aclose(self, *, going_away: bool = False) -> None:
+        await self._inner.aclose(going_away=going_away)
 
 
 async def serve_while_allowed(transport: MessageTransport, still_allowed: StillAllowed,
