@@ -342,7 +342,7 @@ class SlowLink:
     async def receive_message(self) -> bytes | str:
         return await self._server_end.receive_message()
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, going_away: bool = False) -> None:
         await self._server_end.aclose()
 
 
