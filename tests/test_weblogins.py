@@ -1,8 +1,9 @@
 """The login rate limit (pyprocserv._core.weblogins), with the time passed in.
 
-These tests prove that five failures a minute block an address and a user name for a minute,
-that each failure after a block doubles the next one up to the cap, that a success forgets the
-name's failures but not the address's, that an IPv6 client cannot dodge the limit by changing
+These tests prove that five failures a minute block an address for a minute, for every name,
+and never a name from the other addresses (a guesser cannot lock a user out), that each failure
+after a block doubles the next one up to the cap, that a success forgets the (address, name)
+failures but not the address's, that an IPv6 client cannot dodge the limit by changing
 its interface identifier, that old entries are forgotten, and that a flood of distinct names
 and addresses keeps the table at its cap.
 """
@@ -29,12 +30,13 @@ def test_a_few_failures_do_not_block():
     assert limiter.wait("192.0.2.1", "alice", 100.0) == 0
 
 
-def test_five_failures_in_a_minute_block_the_address_and_the_name_for_a_minute():
+def test_five_failures_in_a_minute_block_the_address_but_not_the_name_elsewhere():
     limiter = LoginLimiter()
     _fail(limiter, 5, now=100.0)
     assert limiter.wait("192.0.2.1", "alice", 100.0) == 60
     assert limiter.wait("192.0.2.1", "bob", 130.0) == 30  # the address, whatever name it tries
-    assert limiter.wait("198.51.100.7", "alice", 130.0) == 30  # the name, from any address
+    assert limiter.wait("198.51.100.7", "alice", 130.0) == 0  # alice, from her own address
+    assert limiter.wait("::ffff:192.0.2.1", "alice", 130.0) == 30  # the same address on a dual stack
     assert limiter.wait("198.51.100.7", "bob", 130.0) == 0
     assert limiter.wait("192.0.2.1", "alice", 160.0) == 0
 
@@ -57,12 +59,22 @@ def test_each_failure_after_a_block_doubles_the_next_up_to_the_cap():
     assert blocks == [120, 240, 300, 300, 300]
 
 
-def test_a_success_forgets_the_names_failures_but_not_the_addresss():
+def test_a_guesser_hour_long_block_leaves_the_user_free_from_another_address():
+    limiter = LoginLimiter()
+    now = 0.0
+    for _ in range(30):  # a guesser who retries as soon as allowed, for hours
+        now += limiter.wait("203.0.113.66", "alice", now)
+        limiter.failed("203.0.113.66", "alice", now)
+    assert limiter.wait("203.0.113.66", "alice", now) == 3600
+    assert limiter.wait("192.0.2.1", "alice", now) == 0
+
+
+def test_a_success_forgets_the_pairs_failures_but_not_the_addresss():
     limiter = LoginLimiter()
     _fail(limiter, 4, now=0.0)
-    limiter.succeeded("alice")
+    limiter.succeeded("192.0.2.1", "alice")
+    assert limiter.wait("192.0.2.1", "alice", 1.0) == 0
     limiter.failed("192.0.2.1", "alice", 1.0)
-    assert limiter.wait("198.51.100.7", "alice", 1.0) == 0  # the name starts over
     assert limiter.wait("192.0.2.1", "bob", 1.0) == 60  # the address had its fifth failure
 
 
@@ -79,6 +91,7 @@ def test_an_ipv6_client_is_counted_by_its_slash_64():
     [
         ("192.0.2.1", "192.0.2.1"),
         ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("fe80::1%eth0", "fe80::/64"),
         ("2001:db8::1", "2001:db8::/64"),
         ("/run/pyprocserv/web.sock", "/run/pyprocserv/web.sock"),
         ("x" * 1000, "x" * 256),

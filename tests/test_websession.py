@@ -4,7 +4,9 @@ These tests prove that a token this key signed gives back its user and role unti
 and not a second longer, that a token changed in any character, signed with another key, or
 not a token at all is refused without an exception (hypothesis feeds arbitrary text), that the
 CSRF token belongs to one session only, and that the cookie is HttpOnly, SameSite=Strict,
-scoped to the base path and Secure everywhere but plain http on loopback.
+scoped to the base path and Secure everywhere but plain http on loopback, and that a revoked
+session stays refused until it expires however many others are revoked after it (the set's
+bound logs more out, never lets one back in).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from pyprocserv._core.websession import (
     CLOCK_SKEW,
+    RevokedSessions,
     Session,
     check_csrf,
     cookie_rules,
@@ -172,3 +175,50 @@ def test_a_cookie_value_that_is_not_a_token_is_refused():
     rules = cookie_rules("/", client_scheme="https", loopback=False)
     with pytest.raises(ValueError):
         rules.set_cookie("x; Domain=evil.example", 60)
+
+
+# -- logouts -------------------------------------------------------------------------------------
+
+
+def _session(user: str, issued: float, lifetime: float = 3600) -> Session:
+    session = verify_session(KEY, issue_session(KEY, user, "operator", issued, lifetime), issued)
+    assert session is not None
+    return session
+
+
+def test_a_revoked_session_stays_revoked_until_it_expires_and_is_then_forgotten():
+    revoked = RevokedSessions()
+    alice, bob = _session("alice", NOW, 7200), _session("bob", NOW)
+    revoked.revoke(alice, NOW + 10)
+    assert revoked.revoked(alice) and not revoked.revoked(bob)
+    revoked.revoke(bob, NOW + 3600)  # bob's own expiry: nothing to keep
+    assert len(revoked) == 1
+    revoked.revoke(_session("carol", NOW + 7200), NOW + 7200)
+    assert len(revoked) == 1  # alice's entry went with her expiry
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 7200), st.integers(1, 7200)), min_size=1, max_size=60),
+       st.integers(1, 8))
+def test_at_the_bound_no_revoked_session_comes_back(logins, bound):
+    revoked = RevokedSessions(max_entries=bound)
+    now = NOW
+    sessions = []
+    for offset, lifetime in logins:
+        session = _session("alice", NOW + offset, lifetime)
+        now = max(now, NOW + offset)
+        revoked.revoke(session, now)
+        sessions.append(session)
+        assert len(revoked) <= bound
+        assert all(revoked.revoked(s) for s in sessions if s.expires_at > now)
+
+
+def test_at_the_bound_the_earliest_issued_go_first_and_later_logins_stay_in():
+    revoked = RevokedSessions(max_entries=2)
+    old, mid, new = _session("a", NOW), _session("b", NOW + 10), _session("c", NOW + 20)
+    later = _session("d", NOW + 30)
+    for session in (old, mid, new):
+        revoked.revoke(session, NOW + 25)
+    assert all(revoked.revoked(s) for s in (old, mid, new))
+    assert revoked.revoked(_session("e", NOW))  # issued with the dropped one: logged out too
+    assert not revoked.revoked(later)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyprocserv._core import webusers
 from pyprocserv._core.errors import PyprocservError
 from pyprocserv._core.webusers import (
     ACTIONS,
@@ -265,3 +266,21 @@ def test_a_hash_is_one_text_only_its_key_with_unused_bits_set_is_refused():
     assert not verify_password(twin, "secret")
     with pytest.raises(CredentialsError, match="base64url"):
         parse(f"alice:viewer:{twin}\n")
+
+
+def test_an_unknown_name_costs_one_scrypt_of_the_same_shape_as_a_known_one(monkeypatch):
+    users = parse(serialize([WebUser("alice", "operator", hash_password("secret", n=32, r=2, p=1)),
+                             WebUser("bob", "viewer", hash_password("other", n=64, r=1, p=1))]))
+    calls = []
+    scrypt = webusers._scrypt
+    monkeypatch.setattr(webusers, "_scrypt", lambda password, salt, *shape: calls.append(
+        (len(salt), *shape)) or scrypt(password, salt, *shape))
+    assert authenticate(users, "alice", "wrong") is None
+    known, calls[:] = list(calls), []
+    for _ in range(2):
+        assert authenticate(users, "mallory", "secret") is None
+        assert calls == known and len(known) == 1
+        calls.clear()
+    assert authenticate({}, "mallory", "secret") is None
+    assert calls == [(webusers.SALT_BYTES, webusers.DEFAULT_N, webusers.DEFAULT_R, webusers.DEFAULT_P,
+                      webusers.KEY_BYTES)]

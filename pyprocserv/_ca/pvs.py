@@ -53,6 +53,7 @@ from caproto.server.common import DisconnectedCircuit
 from caproto.trio.util import open_memory_channel
 
 from .._core import messages
+from .._core.addresses import peer_ip
 from .._core.log import History
 from .._core.policy import RestartMode
 from .._core.reports import ReportLimiter
@@ -110,12 +111,9 @@ class WritePolicy:
             return True
         if address is None:
             return False
-        try:
-            ip = ipaddress.ip_address(address.split("%")[0])
-        except ValueError:
+        ip = peer_ip(address)
+        if ip is None:
             return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         return any(ip in net for net in self.networks if net.version == ip.version)
 
 

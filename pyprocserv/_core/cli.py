@@ -38,6 +38,8 @@ from .errors import PyprocservError
 from .keys import KeyMap, parse_char, parse_ignore
 from .policy import DEFAULT_PROCSERV_VERSION, PROCSERV_VERSIONS, RestartMode
 from .watchdog import WatchConfig
+from .weborigin import OriginError, allowed_origins
+from .webproxy import ProxyConfigError, check_header_name, trusted_proxies
 from .websession import cookie_rules
 
 VERSION_LINE = f"pyprocserv {__version__} (a drop-in for procServ Process Server 2.7.0)"
@@ -156,6 +158,14 @@ Browser console (needs starlette and anycorn: pip install 'pyprocserv[web]'):
                           (which needs --web-users: without them, proxied requests are refused)
                           Any other address than loopback needs --web-cert, --web-key and
                           --web-users.
+    --web-proxy <a,b,..>  trust the reverse proxies at these addresses or networks
+                          (10.0.0.5, 10.0.0.0/24, ::1; needs --web-users): from them only,
+                          X-Forwarded-Proto, -Host and -For say what the browser used
+    --web-proxy-user <h>  ... and header <h> (e.g. X-Remote-User) names the user the proxy
+                          logged in, who must be in --web-users for a role
+    --web-origin <url>    the origin browsers open the console at, such as
+                          https://iocs.example.org: accepted by the Origin check, and an https
+                          one makes the session cookie Secure
 Environment: PROCSERV_PID (PID file name), PROCSERV_DEBUG (any value: -d).
 """
 
@@ -287,6 +297,31 @@ def _web_base(text: str, option: str) -> str:
     return base
 
 
+def _web_proxies(text: str, option: str) -> tuple[str, ...]:
+    """Comma-separated proxy addresses or networks, each checked (``_core.webproxy`` rule 4)."""
+    try:
+        return tuple(str(network) for network in trusted_proxies(w for w in text.split(",") if w.strip()))
+    except ProxyConfigError as exc:
+        raise ValueError(f"invalid {option}: {exc}") from None
+
+
+def _web_proxy_user(text: str, option: str) -> str:
+    """The name of a trusted proxy's user header (``_core.webproxy`` rule 7)."""
+    try:
+        return check_header_name(text)
+    except ProxyConfigError as exc:
+        raise ValueError(f"invalid {option}: {exc}") from None
+
+
+def _web_origin(text: str, option: str) -> str:
+    """``http[s]://HOST[:PORT]``, as a browser sends it in ``Origin`` (``_core.weborigin`` rule 4)."""
+    try:
+        allowed_origins([text])
+    except OriginError as exc:
+        raise ValueError(f"invalid {option}: {exc}") from None
+    return text
+
+
 @dataclass(frozen=True)
 class Option:
     """One option of the command line: its spellings, what it takes, what becomes of its value.
@@ -344,6 +379,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("web-cert", field="web_cert", needs="web"),
     Option("web-key", field="web_key", needs="web"),
     Option("web-base", field="web_base", convert=_web_base, needs="web"),
+    Option("web-proxy", field="web_proxies", convert=_web_proxies, needs="web"),
+    Option("web-proxy-user", field="web_proxy_user", convert=_web_proxy_user, needs="web-proxy"),
+    Option("web-origin", field="web_origin", convert=_web_origin, needs="web"),
     Option("allow", arity=Arity.NONE, field="allow_remote_control"),
     Option("chdir", "c"),
     Option("debug", "d", Arity.NONE),
@@ -546,6 +584,9 @@ def _check_web(values: Mapping[str, object], prog: str) -> None:
     """The browser console's options that only make sense together."""
     if ("web-cert" in values) != ("web-key" in values):
         raise CliError(f"{prog}: --web-cert and --web-key go together: give both files for https, or neither\n")
+    if "web-proxy" in values and "web-users" not in values:
+        raise CliError(f"{prog}: --web-proxy needs --web-users: without users a request through a proxy is "
+                       "refused (it would make everyone behind the proxy an operator)\n")
     web = values.get("web")
     if web is None:
         return

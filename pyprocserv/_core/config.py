@@ -67,6 +67,9 @@ class Config:
     web_cert: str | None = None  # --web-cert: TLS certificate chain (PEM)
     web_key: str | None = None  # --web-key: its private key (PEM)
     web_base: str = "/"  # --web-base: the path the console's pages live under, ending in "/"
+    web_proxies: tuple[str, ...] = ()  # --web-proxy: trusted reverse proxies' addresses or networks
+    web_proxy_user: str | None = None  # --web-proxy-user: the header a trusted proxy names its user in
+    web_origin: str | None = None  # --web-origin: the origin browsers use, e.g. https://iocs.example.org
     program_name: str = "pyprocserv"  # prefixes the child's "could not execute" lines
     version_text: str = ""  # inside "Welcome to procServ (...)"; default: pyprocserv's version
     procserv_version: str = DEFAULT_PROCSERV_VERSION  # whose console bytes: "2.7" or "2.8"

@@ -1,16 +1,20 @@
-"""The web console's login rate limit: failed logins per client address and per user name.
+"""The web console's login rate limit: failed logins per client address and per (address, name).
 
 Rules:
-1. A login is refused without checking the password while its address or its user name is
-   blocked; :meth:`LoginLimiter.wait` says for how many seconds more (the ``Retry-After``).
+1. A login is refused without checking the password while its address, or its user name from
+   that address, is blocked; :meth:`LoginLimiter.wait` says for how many seconds more (the
+   ``Retry-After``). A name is never blocked by itself: a guesser from one address must not lock
+   its user out from every other address (the guesses from each address are limited apart; the
+   server's one-at-a-time scrypt bounds them all together).
 2. ``max_failures`` failures of one key within ``window`` seconds block it for ``window``
    seconds. After that, each further failure blocks it again for twice as long as the last
    time, up to ``max_block``: a guesser gets a handful of tries a minute, then fewer and fewer.
 3. A key with no failure for ``forget_after`` seconds is forgotten, its back-off with it. A
-   successful login forgets its user name's failures (not its address's: one valid account
-   must not reset the count of guesses against others).
+   successful login forgets the failures of its (address, name) pair (not its address's: one
+   valid account must not reset the count of guesses against others).
 4. Addresses are counted by what a client can cheaply change: an IPv6 client by its /64
-   network, an IPv4-mapped address as IPv4; anything else (a UNIX socket peer) as given.
+   network, an IPv4-mapped address as IPv4 (``addresses`` rule 2); anything else (a UNIX socket
+   peer) as given.
    Unknown user names count like known ones, so the limiter tells nothing about which exist.
 5. Memory is bounded: at most ``max_entries`` keys of each kind; past that the key whose last
    failure is oldest is dropped first. Each key keeps at most ``max_failures`` times.
@@ -23,18 +27,17 @@ import ipaddress
 from collections import OrderedDict, deque
 from typing import final
 
+from .addresses import peer_ip
+
 _MAX_KEY_CHARS = 256
 
 
 def client_key(peer: str) -> str:
     """The key a client address is counted under (rule 4)."""
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
+    address = peer_ip(peer)
+    if address is None:
         return peer[:_MAX_KEY_CHARS]
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 
@@ -91,16 +94,20 @@ class LoginLimiter:
         self.max_block = max_block
         self.forget_after = max(forget_after or 0.0, 2 * max_block)
         self._addresses = _Table(max_entries)
-        self._users = _Table(max_entries)
+        self._pairs = _Table(max_entries)
 
     def __len__(self) -> int:
-        return len(self._addresses.entries) + len(self._users.entries)
+        return len(self._addresses.entries) + len(self._pairs.entries)
+
+    @staticmethod
+    def _pair(peer: str, user: str) -> str:
+        return f"{client_key(peer)} {user[:_MAX_KEY_CHARS]}"  # a key has no space; a name none either
 
     def _keys(self, peer: str, user: str) -> tuple[tuple[_Table, str], tuple[_Table, str]]:
-        return (self._addresses, client_key(peer)), (self._users, user[:_MAX_KEY_CHARS])
+        return (self._addresses, client_key(peer)), (self._pairs, self._pair(peer, user))
 
     def _forget_old(self, now: float) -> None:
-        for table in (self._addresses, self._users):
+        for table in (self._addresses, self._pairs):
             table.forget_older_than(now - self.forget_after)
 
     def wait(self, peer: str, user: str, now: float) -> float:
@@ -125,6 +132,6 @@ class LoginLimiter:
                 entry.block = min(self.max_block, entry.block * 2 if entry.block else self.window)
                 entry.blocked_until = max(entry.blocked_until, now + entry.block)
 
-    def succeeded(self, user: str) -> None:
-        """``user`` logged in: its name's failures are forgotten (rule 3)."""
-        self._users.entries.pop(user[:_MAX_KEY_CHARS], None)
+    def succeeded(self, peer: str, user: str) -> None:
+        """``user`` logged in from ``peer``: the pair's failures are forgotten (rule 3)."""
+        self._pairs.entries.pop(self._pair(peer, user), None)

@@ -17,6 +17,13 @@ Rules:
    speaks plain http to a loopback address (where browsers may not keep a Secure cookie). A
    Secure cookie's name carries the ``__Secure-`` prefix (``__Host-`` when the path is ``/``), so
    a plain-http page on the same host cannot set it.
+7. A logout revokes its token: :class:`RevokedSessions` keeps the nonce of each revoked session
+   until that session's own expiry (after which :func:`verify_session` refuses it anyway), and
+   the server refuses a revoked session as it refuses a forged one. The set is bounded
+   (``max_entries``). At the bound, the entry issued earliest is dropped and every session
+   issued at or before it counts as revoked from then on (a watermark): some other users must
+   log in again, but a revoked token never becomes valid again. Reaching the bound takes that
+   many logouts within one session lifetime, each after a login that costs an scrypt.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import hashlib
 import hmac
 import json
 import re
+import heapq
 import secrets
 from dataclasses import dataclass
 from typing import final
@@ -160,3 +168,45 @@ def cookie_rules(base_path: str, *, client_scheme: str, loopback: bool) -> Cooki
     else:
         name = "__Secure-" + COOKIE_NAME
     return CookieRules(name, base_path, secure)
+
+
+@final
+class RevokedSessions:
+    """The sessions logged out before their expiry (rule 7)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        if max_entries < 1:
+            raise ValueError("revoked sessions: max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._nonces: dict[str, int] = {}  # nonce -> expires_at
+        self._by_expiry: list[tuple[int, str]] = []  # a heap, to forget the expired
+        self._by_issue: list[tuple[int, str]] = []  # a heap, to drop the earliest at the bound
+        self._issued_up_to = -1  # sessions issued at or before this second are revoked
+
+    def __len__(self) -> int:
+        return len(self._nonces)
+
+    def _forget_expired(self, now: float) -> None:
+        while self._by_expiry and self._by_expiry[0][0] <= now:
+            _, nonce = heapq.heappop(self._by_expiry)
+            self._nonces.pop(nonce, None)
+
+    def revoke(self, session: Session, now: float) -> None:
+        """``session`` is logged out: refuse it until it expires."""
+        self._forget_expired(now)
+        if session.expires_at <= now or session.nonce in self._nonces or self.revoked(session):
+            return
+        self._nonces[session.nonce] = session.expires_at
+        heapq.heappush(self._by_expiry, (session.expires_at, session.nonce))
+        heapq.heappush(self._by_issue, (session.issued_at, session.nonce))
+        while len(self._nonces) > self.max_entries:
+            issued, nonce = heapq.heappop(self._by_issue)
+            if self._nonces.pop(nonce, None) is not None:
+                self._issued_up_to = max(self._issued_up_to, issued)
+        if len(self._by_issue) > 2 * self.max_entries:  # expired entries left in the issue heap
+            self._by_issue = [(i, n) for i, n in self._by_issue if n in self._nonces]
+            heapq.heapify(self._by_issue)
+
+    def revoked(self, session: Session) -> bool:
+        """Whether ``session`` was logged out (or issued before the watermark)."""
+        return session.issued_at <= self._issued_up_to or session.nonce in self._nonces

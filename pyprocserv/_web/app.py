@@ -35,6 +35,9 @@ Rules:
    :data:`STATUS_GAP` seconds, never queued (``.statuspush``).
 8. An instance that exists but has no server now (host mode retrying one that failed) is a row
    of the table; its console, log and buttons answer 503 until it is back.
+9. An open console, or ``ws/status``, keeps the right it was opened with only while the
+   visitor still has it (``.recheck``: every 30 s, and a console on each message); then it is
+   closed with 1008.
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ from .._core import messages
 from .._core.webusers import CONTROL, READ_LOG, SPY, VIEW_STATUS, WRITE_CONSOLE, may
 from .._shell.extras import Root
 from . import pages
-from .auth import Visitor, WebAuth, peer
+from .auth import Visitor, WebAuth
 from .console import WebSocketTransport
 from .fleet import Fleet, entry, snapshot
+from .recheck import serve_while_allowed
 from .statuspush import push_status
 
 STATIC = Path(__file__).parent / "static"
@@ -103,9 +107,9 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
     status table and the login page."""
     base = auth.base
 
-    def logged_in(request: HTTPConnection) -> Visitor | Response:
+    async def logged_in(request: HTTPConnection) -> Visitor | Response:
         """The visitor, or the answer to give to nobody (rule 1)."""
-        visitor = auth.visitor(request)
+        visitor = await auth.visitor(request)
         if visitor is None and auth.open:  # a name other than loopback's (``.auth`` rule 6)
             return PlainTextResponse("refused: without --web-users, open the console by a loopback address, "
                                      "such as http://127.0.0.1:PORT/, not through a proxy (give a proxy "
@@ -116,9 +120,9 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             return RedirectResponse(base + "login", status_code=303)
         return visitor
 
-    def named(request: Request) -> tuple[Visitor, str] | Response:
+    async def named(request: Request) -> tuple[Visitor, str] | Response:
         """The visitor and the IOC the path names if they may see it, else the answer (rule 1)."""
-        visitor = logged_in(request)
+        visitor = await logged_in(request)
         if isinstance(visitor, Response):
             return visitor
         name = request.path_params["name"]
@@ -126,10 +130,10 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             return PlainTextResponse(f"no IOC named {name!r} here", status_code=404)
         return visitor, name
 
-    def instance(request: Request, action: str) -> tuple[Visitor, str, Root] | Response:
+    async def instance(request: Request, action: str) -> tuple[Visitor, str, Root] | Response:
         """The visitor, the IOC's name and its server if they may do ``action`` on it, else the
         answer to give (rules 1 and 8)."""
-        found = named(request)
+        found = await named(request)
         if isinstance(found, Response):
             return found
         visitor, name = found
@@ -148,20 +152,20 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         return {"user": visitor.user.name, "csrf": auth.csrf(visitor), "logout": not auth.open}
 
     async def status_page(request: Request) -> Response:
-        visitor = logged_in(request)
+        visitor = await logged_in(request)
         if isinstance(visitor, Response):
             return visitor
         operator = any(may(visitor.user, CONTROL, name) for name in fleet.names())
         return HTMLResponse(pages.status_page(title, operator=operator, actions=ACTIONS, **page_args(visitor)))
 
     async def api_status(request: Request) -> Response:
-        visitor = logged_in(request)
+        visitor = await logged_in(request)
         if isinstance(visitor, Response):
             return visitor
         return JSONResponse(visible_status(visitor))
 
     async def api_instance(request: Request) -> Response:
-        found = named(request)
+        found = await named(request)
         if isinstance(found, Response):
             return found
         return JSONResponse(entry(fleet, found[1]))
@@ -170,7 +174,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         action = request.path_params["action"]
         if action not in ACTIONS:
             return PlainTextResponse(f"no action {action!r}; one of {', '.join(ACTIONS)}", status_code=404)
-        found = instance(request, CONTROL)
+        found = await instance(request, CONTROL)
         if isinstance(found, Response):
             return found
         visitor, name, root = found
@@ -178,12 +182,12 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             return PlainTextResponse("refused: this request did not come from the console's own page", status_code=403)
         if not auth.csrf_ok(visitor, request.headers.get("x-csrf-token")):
             return PlainTextResponse("refused: missing or wrong X-CSRF-Token; reload the page", status_code=403)
-        root.announce(messages.web_action(action, visitor.user.name, peer(request)), who=messages.WEB_WHO)
+        root.announce(messages.web_action(action, visitor.user.name, auth.peer(request)), who=messages.WEB_WHO)
         _actions(root)[action]()
         return JSONResponse(entry(fleet, name))
 
     async def console_page(request: Request) -> Response:
-        found = instance(request, SPY)
+        found = await instance(request, SPY)
         if isinstance(found, Response):
             return found
         visitor, name, _ = found
@@ -193,7 +197,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
 
     async def console_socket(websocket: WebSocket) -> None:
         name = websocket.path_params["name"]
-        visitor = auth.visitor(websocket)
+        visitor = await auth.visitor(websocket)
         root = fleet.get(name)
         if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, SPY, name) or root is None:
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
@@ -202,20 +206,26 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         role = "operator" if not spy and may(visitor.user, WRITE_CONSOLE, name) else "spy"
         await websocket.accept()
         if role == "operator":
-            root.announce(messages.web_attached(visitor.user.name, peer(websocket)), who=messages.WEB_WHO)
-        await root.serve_console(WebSocketTransport(websocket), role=role)
+            root.announce(messages.web_attached(visitor.user.name, auth.peer(websocket)), who=messages.WEB_WHO)
+        right = WRITE_CONSOLE if role == "operator" else SPY  # kept only while it lasts (rule 9)
+        await serve_while_allowed(WebSocketTransport(websocket), auth.keeps(websocket, right, name),
+                                  lambda transport: root.serve_console(transport, role=role),
+                                  refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
 
     async def status_socket(websocket: WebSocket) -> None:
-        visitor = auth.visitor(websocket)
+        visitor = await auth.visitor(websocket)
         if visitor is None or not auth.origin_ok(websocket):
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
         await websocket.accept()
-        await push_status(websocket, fleet, lambda: visible_status(visitor), STATUS_GAP)
+        # push_status reads the socket itself: of .recheck, only the periodic check applies (rule 9)
+        await serve_while_allowed(WebSocketTransport(websocket), auth.keeps(websocket, VIEW_STATUS, None),
+                                  lambda _: push_status(websocket, fleet, lambda: visible_status(visitor), STATUS_GAP),
+                                  refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
 
-    def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
+    async def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
         """The visitor, the log file's path and the file open for reading, or the answer to give."""
-        found = instance(request, READ_LOG)
+        found = await instance(request, READ_LOG)
         if isinstance(found, Response):
             return found
         visitor, _, root = found
@@ -228,7 +238,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             return PlainTextResponse(f"cannot read the log file: {exc.strerror}", status_code=404)
 
     async def log_page(request: Request) -> Response:
-        opened = open_log(request)
+        opened = await open_log(request)
         if isinstance(opened, Response):
             return opened
         visitor, path, f = opened
@@ -240,7 +250,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         return HTMLResponse(pages.log_page(ioc, path, text, skipped=size > LOG_TAIL, **page_args(visitor)))
 
     async def log_download(request: Request) -> Response:
-        opened = open_log(request)
+        opened = await open_log(request)
         if isinstance(opened, Response):
             return opened
         _, path, f = opened
@@ -262,7 +272,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         if form is None:
             return PlainTextResponse(f"a login form is at most {MAX_FORM} bytes", status_code=413)
         name, password = form.get("user", [""])[0], form.get("password", [""])[0]
-        token, wait = await auth.login(peer(request), name, password)
+        token, wait = await auth.login(auth.peer(request), name, password)
         if token is None:
             if wait > 0:
                 return HTMLResponse(pages.login_page(title, error=f"too many failed logins: try again in {wait:.0f} s"),
@@ -273,11 +283,12 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         return response
 
     async def logout(request: Request) -> Response:
-        visitor = auth.visitor(request)
+        visitor = await auth.visitor(request)
         form = await _small_form(request)
         if visitor is None or form is None or not auth.origin_ok(request) \
                 or not auth.csrf_ok(visitor, form.get("csrf", [None])[0]):
             return PlainTextResponse("refused: log out from the console's own page", status_code=403)
+        auth.logout(visitor)
         response = RedirectResponse(base + "login", status_code=303)
         response.headers.append("set-cookie", auth.cookie(request).clear_cookie())
         return response

@@ -87,7 +87,7 @@ async def serve(fleet: Fleet, settings: WebOptions, *, title: str,
     from .serve import serve_asgi
 
     assert settings.web is not None
-    app = build_app(fleet, WebAuth(settings.web_users, settings.web_base), title=title)
+    app = build_app(fleet, WebAuth.for_config(settings), title=title)
     host, port = settings.web
     await serve_asgi(app, host, port, ssl_context=tls_context(settings), task_status=task_status)
 
