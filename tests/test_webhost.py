@@ -11,6 +11,7 @@ a directory.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -23,6 +24,8 @@ import trio
 pytest.importorskip("anycorn")  # in the test extra: CI always has it
 from trio_websocket import ConnectionClosed  # noqa: E402
 
+from pyprocserv._apps import wiring  # noqa: E402
+from pyprocserv._core.cli import parse_args  # noqa: E402
 from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa: E402
 
 from support.browser import open_browser  # noqa: E402
@@ -134,8 +137,26 @@ def test_host_mode_takes_pyprocservs_web_options_with_its_rules_and_words(tmp_pa
     assert missing.returncode == 1 and "--web-users" in missing.stderr and "No such file" in missing.stderr
     assert not (Path(conf) / "log").exists()  # refused before anything started
     helped = manage(conf, "run", "--help").stdout
-    for option in ("--web [ADDR:]PORT", "--web-users FILE", "--web-cert FILE", "--web-key FILE", "--web-base PATH"):
+    for option in ("--web [ADDR:]PORT", "--web-users FILE", "--web-cert FILE", "--web-key FILE", "--web-base PATH",
+                   "--web-proxy ADDR[,ADDR...]", "--web-proxy-user HEADER", "--web-origin URL"):
         assert option in helped
+    proxied = manage(conf, "run", "--web", "8080", "--web-proxy", "127.0.0.1", check=False)
+    assert proxied.returncode == 1 and "--web-proxy" in proxied.stderr and "--web-users" in proxied.stderr
+    bad_origin = manage(conf, "run", "--web", "8080", "--web-origin", "iocs.example.org", check=False)
+    assert bad_origin.returncode == 1 and "--web-origin" in bad_origin.stderr
+    assert not (Path(conf) / "log").exists()
+
+
+def test_host_modes_proxy_options_reach_the_console_as_pyprocservs_do(tmp_path):
+    args = argparse.Namespace(web="8080", web_users=str(tmp_path / "users"), web_cert=None, web_key=None,
+                              web_base="/iocs/", web_proxy="10.0.0.5,10.1.0.0/24", web_proxy_user="X-Remote-User",
+                              web_origin="https://iocs.example.org")
+    settings = wiring.host_web(args, "pyprocserv-manage")
+    single = parse_args(["pyprocserv", "--web", "8080", "--web-users", args.web_users, "--web-base", "/iocs/", "--web-proxy",
+                         args.web_proxy, "--web-proxy-user", args.web_proxy_user, "--web-origin", args.web_origin,
+                         "20000", "cat"]).config
+    for name in ("web", "web_users", "web_base", "web_proxies", "web_proxy_user", "web_origin"):
+        assert getattr(settings, name) == getattr(single, name), name
 
 
 async def test_a_web_console_that_cannot_start_leaves_every_instance_running(nursery):

@@ -632,6 +632,12 @@ def _web_options(s: argparse.ArgumentParser) -> None:
     g.add_argument("--web-cert", metavar="FILE", help="serve https with this certificate chain (PEM; needs --web-key)")
     g.add_argument("--web-key", metavar="FILE", help="... and this private key (PEM)")
     g.add_argument("--web-base", metavar="PATH", help="serve the pages under PATH (default /), e.g. behind a proxy")
+    g.add_argument("--web-proxy", metavar="ADDR[,ADDR...]", help="reverse proxies (addresses, networks) whose "
+                   "X-Forwarded-Proto/-Host/-For are believed (needs --web-users)")
+    g.add_argument("--web-proxy-user", metavar="HEADER", help="the header in which a --web-proxy names the user "
+                   "it logged in (who must be in --web-users)")
+    g.add_argument("--web-origin", metavar="URL", help="the address browsers use, e.g. https://iocs.example.org "
+                   "(accepted by the Origin check; https makes the cookie Secure)")
 
 
 def _split_add(argv: list[str]) -> tuple[list[str], list[str] | None]:

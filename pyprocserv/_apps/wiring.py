@@ -156,9 +156,12 @@ class WebSettings:
     web_cert: str | None = None
     web_key: str | None = None
     web_base: str = "/"
+    web_proxies: tuple[str, ...] = ()
+    web_proxy_user: str | None = None
+    web_origin: str | None = None
 
 
-WEB_OPTIONS = ("web", "web-users", "web-cert", "web-key", "web-base")
+WEB_OPTIONS = ("web", "web-users", "web-cert", "web-key", "web-base", "web-proxy", "web-proxy-user", "web-origin")
 
 
 def host_web(args: argparse.Namespace, prog: str) -> WebSettings | None:

@@ -166,10 +166,9 @@ class WebAuth:
     @classmethod
     def for_config(cls, config: Any) -> WebAuth:
         """The security state of the browser console ``config`` describes: a ``Config``, or host
-        mode's settings (``.extra.WebOptions``); the proxy options it lacks are not configured."""
-        return cls(config.web_users, config.web_base, proxies=getattr(config, "web_proxies", ()),
-                   proxy_user_header=getattr(config, "web_proxy_user", None),
-                   origin=getattr(config, "web_origin", None))
+        mode's settings (both ``.extra.WebOptions``)."""
+        return cls(config.web_users, config.web_base, proxies=config.web_proxies,
+                   proxy_user_header=config.web_proxy_user, origin=config.web_origin)
 
     @property
     def open(self) -> bool:

@@ -1,6 +1,6 @@
 """The browser console as an extra: checked before the start, run under a supervisor.
 
-The settings are the five ``--web*`` options (:class:`WebOptions`): a ``Config`` holds them for
+The settings are the ``--web*`` options (:class:`WebOptions`): a ``Config`` holds them for
 ``pyprocserv --web``, host mode's record of ``pyprocserv-manage run --web`` (``_apps/wiring.py``)
 for a whole host.
 
@@ -44,6 +44,15 @@ class WebOptions(Protocol):
 
     @property
     def web_base(self) -> str: ...
+
+    @property
+    def web_proxies(self) -> tuple[str, ...]: ...
+
+    @property
+    def web_proxy_user(self) -> str | None: ...
+
+    @property
+    def web_origin(self) -> str | None: ...
 
 
 def problem(config: WebOptions) -> str | None:
