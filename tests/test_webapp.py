@@ -9,6 +9,7 @@ real credentials file with cheap scrypt parameters.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import ipaddress
 import json
@@ -791,8 +792,12 @@ async def test_a_browser_that_reads_slowly_gets_the_latest_snapshot_never_a_queu
             await self.changed.park()
 
     browser, fleet = SlowBrowser(), Counter()
+
+    async def snapshot() -> int:
+        return fleet.value
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(push_status, browser, fleet, lambda: fleet.value, 0.25)
+        nursery.start_soon(functools.partial(push_status, browser, fleet, snapshot, 0.25, refuse=trio.sleep_forever))
         await trio.sleep(1)
         for _ in range(100):
             fleet.value += 1

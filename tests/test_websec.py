@@ -128,6 +128,23 @@ async def test_the_pushed_status_of_a_removed_user_stops(nursery, tmp_path):
         assert await close_code(ws) == POLICY_VIOLATION
 
 
+async def test_the_pushed_status_drops_an_ioc_taken_off_the_access_list(nursery, tmp_path):
+    site = await start(nursery, tmp_path, recheck_every=3600)  # no periodic check: each snapshot asks
+    await site.login("vic")
+    ada = Site(site.server, site.port, site.log)
+    await ada.login("ada")
+    async with site.socket("/ws/status") as ws:
+        assert [entry["name"] for entry in json.loads(await ws.get_message())] == [IOC]
+        edit_users(tmp_path, lambda users: users.update(vic=dataclasses.replace(users["vic"], iocs=("another-ioc",))))
+        assert (await ada.act("toggle", await ada.csrf())).status == 200  # a change of the IOC vic lost
+        with trio.fail_after(10):
+            assert json.loads(await ws.get_message()) == []  # the IOC's change is not pushed: it is gone
+        assert (await ada.act("toggle", await ada.csrf())).status == 200
+        with trio.move_on_after(0.5):
+            message = await ws.get_message()
+            raise AssertionError(f"pushed to a visitor who may not see it: {message}")
+
+
 async def test_a_spy_whose_session_expires_is_closed(nursery, tmp_path, monkeypatch):
     monkeypatch.setattr(auth_module, "SESSION_LIFETIME", 3)  # whole seconds: valid for 2 s at least
     site = await start(nursery, tmp_path, recheck_every=0.1)

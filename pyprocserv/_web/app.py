@@ -37,7 +37,9 @@ Rules:
    of the table; its console, log and buttons answer 503 until it is back.
 9. An open console, or ``ws/status``, keeps the right it was opened with only while the
    visitor still has it (``.recheck``: every 30 s, and a console on each message); then it is
-   closed with 1008.
+   closed with 1008. Each ``ws/status`` snapshot is made for the visitor as the users file
+   says then: an IOC taken off their access list leaves the next one, and a visitor gone
+   (removed, logged out, expired) closes the socket with 1008 (``.statuspush`` rule 2).
 """
 
 from __future__ import annotations
@@ -218,10 +220,19 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
         await websocket.accept()
+
+        async def status_now() -> list[dict[str, object]] | None:
+            """For the visitor as the users file says now, not as at the handshake (rule 9)."""
+            now = await auth.visitor(websocket)
+            return None if now is None else visible_status(now)
+
+        async def refuse() -> None:
+            await websocket.close(POLICY_VIOLATION)
+
         # push_status reads the socket itself: of .recheck, only the periodic check applies (rule 9)
         await serve_while_allowed(WebSocketTransport(websocket), auth.keeps(websocket, VIEW_STATUS, None),
-                                  lambda _: push_status(websocket, fleet, lambda: visible_status(visitor), STATUS_GAP),
-                                  refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
+                                  lambda _: push_status(websocket, fleet, status_now, STATUS_GAP, refuse=refuse),
+                                  refuse=refuse, every=auth.recheck_every)
 
     async def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
         """The visitor, the log file's path and the file open for reading, or the answer to give."""
