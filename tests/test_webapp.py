@@ -156,7 +156,8 @@ async def test_parallel_wrong_logins_get_no_more_tries_than_sequential_ones(nurs
     async with trio.open_nursery() as burst:
         for _ in range(12):
             burst.start_soon(guess)
-    assert statuses.count(401) <= 3 and statuses.count(429) >= 9, statuses  # not one check per request
+    refused = statuses.count(429) + statuses.count(503)  # blocked, or more than the queue holds
+    assert statuses.count(401) <= 3 and refused >= 9, statuses  # not one check per request
     assert (await site.login("ada")).status == 429  # and then even the right password waits
 
 

@@ -250,6 +250,40 @@ async def test_a_guesser_elsewhere_does_not_lock_the_user_out(nursery, tmp_path)
     assert ada.status == 303 and site.cookies
 
 
+async def test_a_full_login_queue_says_busy_not_locked_out(nursery, tmp_path, monkeypatch):
+    site = await start(nursery, tmp_path)
+    release, checking = threading.Event(), []
+    authenticate = webusers.authenticate
+
+    def slow_check(*args):  # the password checks of the logins ahead take a while
+        checking.append(1)
+        release.wait(10)
+        return authenticate(*args)
+
+    monkeypatch.setattr(webusers, "authenticate", slow_check)
+    ahead: list[int] = []
+
+    async def login_ahead() -> None:
+        ahead.append((await Site(site.server, site.port, site.log).login("ada")).status)
+
+    try:
+        async with trio.open_nursery() as logins:
+            for _ in range(auth_module.MAX_LOGINS_WAITING):
+                logins.start_soon(login_ahead)
+            with trio.fail_after(10):
+                while not checking:
+                    await trio.sleep(0.01)
+            await trio.sleep(0.2)  # the others wait for the lock
+            busy = await site.login("ada")
+            release.set()
+    finally:
+        release.set()
+    assert busy.status == 503 and busy.header("retry-after") == "1"
+    assert "busy checking other logins" in busy.text and "too many failed logins" not in busy.text
+    assert ahead == [303] * auth_module.MAX_LOGINS_WAITING
+    assert (await site.login("ada")).status == 303  # nothing was held against the user
+
+
 # -- a reverse proxy ------------------------------------------------------------------------------
 
 def _through_proxy(**extra: str) -> dict[str, str]:

@@ -40,6 +40,9 @@ Rules:
    closed with 1008. Each ``ws/status`` snapshot is made for the visitor as the users file
    says then: an IOC taken off their access list leaves the next one, and a visitor gone
    (removed, logged out, expired) closes the socket with 1008 (``.statuspush`` rule 2).
+10. A login the limiter blocks gets 429 ("too many failed logins", ``Retry-After`` its wait); one
+    refused because too many logins are being checked gets 503 ("busy", ``Retry-After: 1``), so
+    a user can tell a full queue from a lockout.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from .._core import messages
 from .._core.webusers import CONTROL, READ_LOG, SPY, VIEW_STATUS, WRITE_CONSOLE, may
 from .._shell.extras import Root
 from . import pages
-from .auth import Visitor, WebAuth
+from .auth import LoginsBusy, Visitor, WebAuth
 from .console import WebSocketTransport
 from .fleet import Fleet, entry, snapshot
 from .recheck import serve_while_allowed
@@ -283,7 +286,12 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         if form is None:
             return PlainTextResponse(f"a login form is at most {MAX_FORM} bytes", status_code=413)
         name, password = form.get("user", [""])[0], form.get("password", [""])[0]
-        token, wait = await auth.login(auth.peer(request), name, password)
+        try:
+            token, wait = await auth.login(auth.peer(request), name, password)
+        except LoginsBusy:  # not a lockout: say so, or users think they are locked out (rule 10)
+            return HTMLResponse(pages.login_page(title, error="the server is busy checking other logins; "
+                                                 "try again in a second"),
+                                status_code=503, headers={"Retry-After": "1"})
         if token is None:
             if wait > 0:
                 return HTMLResponse(pages.login_page(title, error=f"too many failed logins: try again in {wait:.0f} s"),
