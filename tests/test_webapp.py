@@ -525,7 +525,7 @@ async def test_over_https_the_wired_extra_sets_a_secure_host_cookie_and_checks_t
 
     reply = await site.login("ada")
     cookie = reply.header("set-cookie")
-    assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie and "Path=/;" in cookie
+    assert cookie.startswith(f"__Host-pyprocserv-session-{port}=") and "; Secure" in cookie and "Path=/;" in cookie
     csrf = await site.csrf()
     plain_origin = await site.post(f"/api/ioc/{IOC}/toggle", headers={"X-CSRF-Token": csrf,
                                                            "Origin": f"http://127.0.0.1:{port}"}, origin=False)

@@ -209,9 +209,12 @@ class WebAuth:
         return via.client if via is not None and via.client is not None else _tcp_peer(conn)
 
     def cookie(self, conn: HTTPConnection) -> websession.CookieRules:
-        server = conn.scope.get("server") or ("", 0)
+        """The session cookie's rules for ``conn``: named after the port it came in on
+        (``websession`` rule 6), so two consoles on one host keep their sessions apart."""
+        server = conn.scope.get("server") or ("", None)
         scheme = "https" if self._origin_https else self.client_scheme(conn)
-        return websession.cookie_rules(self.base, client_scheme=scheme, loopback=_loopback(str(server[0])))
+        return websession.cookie_rules(self.base, client_scheme=scheme, loopback=_loopback(str(server[0])),
+                                       port=server[1] or None)
 
     async def visitor(self, conn: HTTPConnection) -> Visitor | None:
         """Who sent ``conn`` (rules 1 and 7), or None."""
