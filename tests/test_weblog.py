@@ -4,6 +4,7 @@ In this process with trio: a real server running ``/bin/cat`` with a telnet port
 served by ``serve_asgi`` on loopback, raw HTTP and trio-websocket clients as the browser (the
 helpers of ``test_webapp``). A log written by the test itself (a FIFO, a ``LogFile`` that
 rotates, a file growing by megabytes) is put in front of the app by a ``Root`` that names it.
+Last, ``pyprocserv --web`` in real headless Chromium: the log page's follow box.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from pyprocserv._web.auth import WebAuth  # noqa: E402
 from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
 
-from support.launch import serve_and_connect  # noqa: E402
+from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa: E402
+from support.browser import open_browser  # noqa: E402
+from support.client import Client  # noqa: E402
+from support.launch import ServerProcess, serve_and_connect  # noqa: E402
+from support.ports import free_port  # noqa: E402
+from test_browser_console import PASSWORD, log_in, needs_chromium, wait_for_port  # noqa: E402
 from test_webapp import IOC, Site, users_file  # noqa: E402
 
 
@@ -277,3 +283,35 @@ def test_a_reader_starts_over_on_a_truncated_or_rotated_file_and_skips_when_aske
         assert reader.read(2) == b"ta" and reader.read() == b"il" and reader.read() == b""
     finally:
         reader.close()
+
+
+# -- in a real browser ------------------------------------------------------------------------
+
+@needs_chromium
+async def test_in_chromium_the_follow_box_appends_keeps_the_bottom_in_view_and_bounds_the_text(tmp_path):
+    users = tmp_path / "users"
+    users.write_text(serialize([WebUser("vic", "viewer", hash_password(PASSWORD, n=16, r=1, p=1))]))
+    port, telnet = free_port(), free_port()
+    log = tmp_path / "log"
+    args = ["-q", "--web", str(port), "--web-users", str(users), "-L", str(log), "-n", "demo",
+            "-P", str(telnet), "/bin/cat"]
+    async with ServerProcess(args), open_browser() as browser:
+        await wait_for_port(port)
+        page = await log_in(browser, f"http://127.0.0.1:{port}/", "vic", PASSWORD)
+        await page.goto(f"http://127.0.0.1:{port}/ioc/demo/log")
+        await page.wait_for("document.getElementById('follow') !== null")
+        await page.evaluate("document.getElementById('follow').click()")
+        client = await Client.connect_tcp(telnet)
+        try:
+            await client.send(b"typed while followed\r")
+            await page.wait_for("document.getElementById('log').textContent.includes('typed while followed')")
+        finally:
+            await client.aclose()
+        for block in range(6):  # 1.5 MB in all, more than the page keeps, in pieces it need not skip
+            append(str(log), b"".join(b"%d %06d a line the page drops the oldest of\n" % (block, n)
+                                      for n in range(6000)))
+            text = await page.wait_for("(() => { const t = document.getElementById('log').textContent;"
+                                       f" return t.includes('{block} 005999 a line') && t; }})()", timeout=15)
+        assert len(text) <= 1 << 19 and "typed while followed" not in text and "skipped" not in text
+        assert await page.evaluate("(() => { const l = document.getElementById('log');"
+                                   " return l.scrollTop + l.clientHeight >= l.scrollHeight - 2; })()")

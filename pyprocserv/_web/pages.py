@@ -255,8 +255,8 @@ function follow(on) {
     }
     const m = JSON.parse(event.data);
     if (m.skipped) { offset += m.skipped;
-      add("\n[" + m.skipped + " bytes of the log skipped: this page fell behind]\n"); }
-    if (m.file) { offset = 0; add("\n[a new log file begins]\n"); }
+      add("\\n[" + m.skipped + " bytes of the log skipped: this page fell behind]\\n"); }
+    if (m.file) { offset = 0; add("\\n[a new log file begins]\\n"); }
     if (m.error) note.textContent = m.error;
   };
   sock.onclose = (event) => { if (ws !== sock) return;
