@@ -13,12 +13,13 @@ import dataclasses
 import json
 import os
 import re
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("anycorn")  # in the test extra: CI always has it
@@ -222,6 +223,21 @@ async def test_a_follower_that_never_reads_holds_one_chunk_and_is_told_what_it_m
     assert seen.data.endswith(block[-logview.CHUNK:])  # and it ends with the newest
 
 
+async def test_a_log_that_cannot_be_read_is_named_on_the_page_and_in_the_follow(nursery, tmp_path):
+    (tmp_path / "a-directory").mkdir()
+    site, _ = await start(nursery, tmp_path, str(tmp_path / "a-directory"))
+    await site.login("vic")
+    page = await site.get(f"/ioc/{IOC}/log")
+    assert page.status == 404 and "cannot read the log file: Is a directory" in page.text
+    async with follower(site) as ws:
+        with trio.fail_after(5):
+            assert json.loads(await ws.get_message()) == {"error": "cannot read the log: Is a directory"}
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+        await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
+    assert closed.value.reason.code == 1011
+
+
 # -- who may follow ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("who, allowed", [(None, False), ("oth", False), ("vic", True), ("ada", True)])
@@ -283,6 +299,31 @@ def test_a_reader_starts_over_on_a_truncated_or_rotated_file_and_skips_when_aske
         assert reader.read(2) == b"ta" and reader.read() == b"il" and reader.read() == b""
     finally:
         reader.close()
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 120), st.booleans(), st.integers(1, 200)), max_size=40))
+def test_a_reader_misses_no_byte_however_writes_rotations_and_reads_interleave(steps):
+    """Each step writes n bytes (rotating past 100 bytes), then maybe reads up to a limit; the
+    reader has its file open from the start (before that, rule 1: it starts where it opens)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "ioc.log")
+        log, reader = LogFile(path, max_bytes=100, backups=100), LogReader(path, 0)
+        written, seen = bytearray(), bytearray()
+        try:
+            assert reader.read() == b"" and reader.files == 1
+            for n, (size, read, limit) in enumerate(steps):
+                data = bytes([65 + n % 26]) * size
+                log.write(data)
+                written += data
+                if read:
+                    seen += reader.read(limit)
+            while chunk := reader.read(64):
+                seen += chunk
+        finally:
+            reader.close()
+            log.close()
+        assert bytes(seen) == bytes(written)
 
 
 # -- in a real browser ------------------------------------------------------------------------
