@@ -238,6 +238,29 @@ async def test_a_log_that_cannot_be_read_is_named_on_the_page_and_in_the_follow(
     assert closed.value.reason.code == 1011
 
 
+async def test_a_follower_gets_1001_when_the_web_server_stops(nursery, tmp_path):
+    site, _ = await start(nursery, tmp_path)
+    stop_web = trio.CancelScope()
+
+    async def second_web_server(task_status=trio.TASK_STATUS_IGNORED) -> None:  # on the same IOC, stopped alone
+        with stop_web:
+            app = build_app(OneServer(site.server), WebAuth(users_file(tmp_path / "u2"), "/"))
+            await serve_asgi(app, "127.0.0.1", 0, task_status=task_status)
+
+    own = Site(site.server, await nursery.start(second_web_server), site.log)
+    await own.login("vic")
+    async with follower(own, 0) as ws:
+        with trio.fail_after(5):
+            await Followed().until(ws, lambda s: b"@@@" in s.data)
+        stop_web.cancel()
+        with pytest.raises(ConnectionClosed) as closed:
+            with trio.fail_after(5):
+                while True:
+                    await ws.get_message()
+        await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
+    assert closed.value.reason.code == 1001
+
+
 # -- who may follow ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("who, allowed", [(None, False), ("oth", False), ("vic", True), ("ada", True)])
