@@ -53,13 +53,13 @@ class LogAt:
         return getattr(self._server, name)
 
 
-async def start(nursery: trio.Nursery, tmp_path, log: str | None = None):
+async def start(nursery: trio.Nursery, tmp_path, log: str | None = None, **auth_options):
     """A server with a telnet client past its greeting, and its web app reading ``log`` (default:
     the server's own log file)."""
     own = str(tmp_path / "ioc.log")
     config = Config(command=("/bin/cat",), control=("0",), name=IOC, logfile=own, holdoff=0.2)
     server, client = await serve_and_connect(nursery, config, extras=[])
-    auth = WebAuth(users_file(tmp_path / "users"), "/")
+    auth = WebAuth(users_file(tmp_path / "users"), "/", **auth_options)
     port = await nursery.start(serve_asgi, build_app(OneServer(LogAt(server, log or own)), auth), "127.0.0.1", 0)
     return Site(server, port, log or own), client
 
@@ -275,6 +275,21 @@ async def test_a_viewer_or_an_operator_may_follow_and_nobody_else(nursery, tmp_p
         seen = Followed()
         with trio.fail_after(5):
             await seen.until(ws, lambda s: b"@@@" in s.data)
+
+
+async def test_a_follow_ends_at_the_next_check_once_its_visitor_logs_out(nursery, tmp_path):
+    site, _ = await start(nursery, tmp_path, recheck_every=0.1)
+    await site.login("vic")
+    async with follower(site, 0) as ws:
+        with trio.fail_after(5):
+            await Followed().until(ws, lambda s: b"@@@" in s.data)
+        assert (await site.post("/logout", {"csrf": await site.csrf()})).status == 303
+        with pytest.raises(ConnectionClosed) as closed:
+            with trio.fail_after(5):
+                while True:
+                    await ws.get_message()
+        await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
+    assert closed.value.reason.code == 1008
 
 
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1"])
