@@ -40,6 +40,7 @@ from support.launch import ServerProcess, serve_and_connect  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from test_browser_console import PASSWORD, log_in, needs_chromium, wait_for_port  # noqa: E402
 from test_webapp import IOC, Site, users_file  # noqa: E402
+from test_websec import close_code  # noqa: E402
 
 
 class LogAt:
@@ -232,10 +233,7 @@ async def test_a_log_that_cannot_be_read_is_named_on_the_page_and_in_the_follow(
     async with follower(site) as ws:
         with trio.fail_after(5):
             assert json.loads(await ws.get_message()) == {"error": "cannot read the log: Is a directory"}
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-        await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
-    assert closed.value.reason.code == 1011
+        assert await close_code(ws) == 1011
 
 
 async def test_a_follower_gets_1001_when_the_web_server_stops(nursery, tmp_path):
@@ -253,12 +251,7 @@ async def test_a_follower_gets_1001_when_the_web_server_stops(nursery, tmp_path)
         with trio.fail_after(5):
             await Followed().until(ws, lambda s: b"@@@" in s.data)
         stop_web.cancel()
-        with pytest.raises(ConnectionClosed) as closed:
-            with trio.fail_after(5):
-                while True:
-                    await ws.get_message()
-        await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
-    assert closed.value.reason.code == 1001
+        assert await close_code(ws) == 1001
 
 
 # -- who may follow ---------------------------------------------------------------------------
@@ -284,12 +277,7 @@ async def test_a_follow_ends_at_the_next_check_once_its_visitor_logs_out(nursery
         with trio.fail_after(5):
             await Followed().until(ws, lambda s: b"@@@" in s.data)
         assert (await site.post("/logout", {"csrf": await site.csrf()})).status == 303
-        with pytest.raises(ConnectionClosed) as closed:
-            with trio.fail_after(5):
-                while True:
-                    await ws.get_message()
-        await ws._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
-    assert closed.value.reason.code == 1008
+        assert await close_code(ws) == 1008
 
 
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1"])
