@@ -28,6 +28,7 @@ from trio_websocket import ConnectionClosed  # noqa: E402
 from pyprocserv import Config, ProcessServer  # noqa: E402
 from pyprocserv._apps import wiring  # noqa: E402
 from pyprocserv._core.cli import CliError, parse_args  # noqa: E402
+from pyprocserv._core.config import BROWSER_HISTORY  # noqa: E402
 from pyprocserv._core.weblogins import LoginLimiter  # noqa: E402
 from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa: E402
 from pyprocserv._web import extra  # noqa: E402
@@ -83,9 +84,10 @@ class Site(WebClient):
 
 
 async def start_site(nursery: trio.Nursery, tmp_path, *, users: bool = True, limiter: LoginLimiter | None = None,
-                     logfile: bool = True, base: str = "/") -> Site:
+                     logfile: bool = True, base: str = "/", browser_history: int = 0) -> Site:
     log = str(tmp_path / "ioc.log")
-    config = Config(command=("/bin/cat",), name=IOC, logfile=log if logfile else None, holdoff=0.2)
+    config = Config(command=("/bin/cat",), name=IOC, logfile=log if logfile else None, holdoff=0.2,
+                    browser_history=browser_history)
     server = ProcessServer(config, extras=[])
     await nursery.start(server.run)
     auth = WebAuth(users_file(tmp_path / "users") if users else None, base, limiter=limiter)
@@ -329,6 +331,25 @@ async def test_an_operator_types_and_reads_the_echo_and_everyone_sees_who_attach
         await read_until(ws, b"hello web\r\n")
     text = await wait_for_log(site, "hello web")
     assert "@@@ web: ada from 127.0.0.1 attached read-write in a browser" in text
+
+
+async def test_a_browser_that_comes_back_sees_the_recent_screen_and_telnet_clients_no_history(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, browser_history=BROWSER_HISTORY)
+    await site.login("ada")
+    async with site.console() as ws:
+        assert b"first visit" not in await attach(ws)
+        await ws.send_message(b"first visit\r")
+        await read_until(ws, b"first visit\r\n")
+    async with site.console() as ws:  # the page reloaded, or the laptop woke up
+        replay = await attach(ws)
+    assert replay.index(b"Welcome to procServ") < replay.index(b"first visit\r\n")
+    assert site.server._console.history.replay() == b""  # telnet clients get procServ's bytes: no history
+
+
+def test_web_gives_browsers_the_recent_screen_and_leaves_telnets_history_alone():
+    assert parse_args(["pyprocserv", "--web", "8080", "20000", "cat"]).config.browser_history == BROWSER_HISTORY
+    assert parse_args(["pyprocserv", "--web", "8080", "20000", "cat"]).config.history == 0
+    assert parse_args(["pyprocserv", "20000", "cat"]).config.browser_history == 0
 
 
 async def test_a_viewer_spies_and_cannot_type(nursery, tmp_path):

@@ -40,11 +40,9 @@ TWO = """\
     [alpha]
     command = /bin/cat
     holdoff = 0.2
-    options = --history 100
     [beta]
     command = /bin/cat
     holdoff = 0.2
-    options = --history 100
 """
 
 
@@ -107,6 +105,8 @@ async def test_host_mode_serves_one_console_for_every_instance(nursery):
                 await attach(console)
                 await console.send_message(b"hello host mode\r")
                 await read_until(console, b"hello host mode\r\n")
+            async with ada.console("alpha") as again:  # a reload of the page: the recent screen comes back
+                assert b"hello host mode\r\n" in await attach(again)
             await host.wait_for_log("alpha", "ada from 127.0.0.1 attached read-write in a browser")
             assert "attached read-write" not in host.log("beta")
 

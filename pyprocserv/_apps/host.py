@@ -40,6 +40,7 @@ from .._core.cli import CliError, CliStop, parse_args
 from .._shell.extras import Supervisor
 from .instances import ConfigError, Instance, Layout, instances
 from .._core.log import parse_size
+from .._core.config import BROWSER_HISTORY
 from .._shell.logfile import LogFile
 from .main import explain
 from . import wiring
@@ -126,6 +127,7 @@ class Host:
             pv_prefix=None,  # the host serves every instance's PVs from one CA server
             environment={**instance.child_environment(), **(config.environment or {})},
             wait=config.wait or not instance.autostart,
+            browser_history=BROWSER_HISTORY if self.web is not None else config.browser_history,
             program_name="pyprocserv",
         )
 

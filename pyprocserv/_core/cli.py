@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from .._version import __version__
-from .config import Config
+from .config import BROWSER_HISTORY, Config
 from .endpoints import Endpoint, EndpointError, parse_endpoint
 from .errors import PyprocservError
 from .keys import KeyMap, parse_char, parse_ignore
@@ -621,6 +621,8 @@ def _config(
     if "logstamp" in values:
         # procServ 2.8's default stamp; 2.7.0's logic bug (the bare time, no brackets) is fixed.
         fields[""]["logstamp"] = values["logstamp"] if values["logstamp"] is not None else f"[{timefmt}] "
+    if "web" in values:  # a browser console opens on the recent screen, telnet clients as procServ's
+        fields[""]["browser_history"] = BROWSER_HISTORY
     mode = RestartMode.ON
     if "noautorestart" in values:
         mode = RestartMode.OFF

@@ -13,6 +13,7 @@ from .watchdog import WatchConfig
 
 DEFAULT_HOLDOFF = 15.0
 DEFAULT_CLIENT_BUDGET = 64 << 20  # bytes of console output queued for all clients together
+BROWSER_HISTORY = 500  # lines a browser console replays with --web: the screen an operator expects to see
 DEFAULT_INPUT_LIMIT = 1 << 16  # bytes of client input queued for a child that does not read
 
 
@@ -53,6 +54,7 @@ class Config:
     info_file: str | None = None  # -I
     status_file: str | None = None  # --status-file: a JSON snapshot of Status, kept current
     history: int = 0  # lines replayed to a new client
+    browser_history: int = 0  # lines replayed to a browser console, when more than history (--web: 500)
     echo_to_stdout: bool = False  # -d: every logged byte also goes to standard output
     client_budget: int = DEFAULT_CLIENT_BUDGET  # --client-budget; the furthest behind skip first
     client_queue_limit: int | None = None  # a second bound for each client; None: the budget

@@ -286,12 +286,17 @@ class Console:
         *,
         log: LogSink | None = None,
         history_lines: int = 0,
+        browser_history_lines: int = 0,
         stamp: Callable[[], bytes] | None = None,
         echo: Callable[[bytes], None] | None = None,
         budget: int = DEFAULT_CLIENT_BUDGET,
     ) -> None:
         self.log = log
         self.history = History(history_lines)
+        # Browser consoles replay more than telnet clients when asked to (``Config.browser_history``):
+        # a second ring then, else the same one.
+        more = browser_history_lines > history_lines
+        self.browser_history = History(browser_history_lines) if more else self.history
         self.stamp = stamp  # None: --logstamp is off
         self.echo = echo  # -d: a copy of the log for standard output
         self.budget = budget  # bytes queued for all readers together
@@ -353,6 +358,8 @@ class Console:
         if self.echo is not None:
             self.echo(data)
         self.history.feed(data)
+        if self.browser_history is not self.history:
+            self.browser_history.feed(data)
         for tap in self.taps:
             tap(data)
         self._to_readers(data, stamped, stamp)

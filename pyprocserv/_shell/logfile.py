@@ -4,15 +4,17 @@ The log gets exactly the bytes broadcast on the console (child output with the p
 echo, plus every ``@@@`` message), as procServ writes them. The rules (when to rotate, which
 renames, stamps, the history ring) are pure and live in ``_core/log.py``.
 
-A reader following a log (:func:`follow`) reads the old file to its end before it turns to the
-new one, so it misses nothing across a rotation.
+A reader following a log (:class:`LogReader`, :func:`follow`) reads the old file to its end
+before it turns to the new one, so it misses nothing across a rotation. Reading is blocking
+file I/O: the web console does it in worker threads (``_web/logview.py``), never on the loop.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from typing import Callable, Iterator, final
+import stat
+from typing import BinaryIO, Callable, Iterator, final
 
 from .._core import messages
 from .._core.log import ROTATE_BACKUPS, rotation_due, rotation_renames
@@ -143,31 +145,142 @@ class LogFile:
             os.close(fd)
 
 
-def follow(path: str, wait: Callable[[], None], *, start: int = 0) -> Iterator[bytes]:
-    """The bytes of ``path`` from ``start``, then whatever is appended, across rotations.
+def last_bytes(path: str, limit: int) -> tuple[bytes, int]:
+    """The last ``limit`` bytes of the regular file ``path``, and the offset they end at (where
+    a reader following it goes on from). Blocking: a caller on an event loop runs it in a thread.
 
-    ``wait`` is called when there is nothing new (a sleep). When ``path`` names a new file (a
-    rotation renamed ours), the rest of the old file comes first, then the new one from its start.
+    Anything but a regular file (a FIFO, a device) is refused with an ``OSError`` saying so.
     """
-    current = open(path, "rb")  # not a with: it is replaced at each rotation
+    with open(path, "rb") as f:
+        begin = max(0, _regular_size(f, path) - limit)
+        f.seek(begin)
+        data = f.read(limit)
+    return data, begin + len(data)
+
+
+def open_regular(path: str) -> BinaryIO:
+    """``path`` open for reading, refused with an ``OSError`` unless it is a regular file."""
+    f = open(path, "rb")
     try:
-        current.seek(start)
-        while True:
-            data = current.read(65536)
-            if data:
-                yield data
-                continue
+        _regular_size(f, path)
+    except OSError:
+        f.close()
+        raise
+    return f
+
+
+def _regular_size(f: BinaryIO, path: str) -> int:
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return st.st_size
+
+
+@final
+class LogReader:
+    """Reads a log as it is written, across rotations: blocking calls, for one thread at a time.
+
+    Rules:
+    1. The first file is opened at the first :meth:`read` (none yet: nothing new, try later);
+       reading starts at ``start`` (None: its end then). A ``start`` beyond the file's end
+       means the file was rotated or truncated since ``start`` was measured: from its start.
+    2. Only the file ``path`` names is written to. Once ``path`` names another file (a rotation
+       renamed ours), the rest of ours comes first, then the next newer file from its start: the
+       backup ``path.N`` one number below ours (:func:`log_files`), so rotations that happen
+       between two reads lose nothing either; a file that is no numbered backup (renamed by
+       logrotate, or deleted as the oldest) is followed by ``path``. A file shorter than what was read of it (truncated in
+       place) is read again from its start. Each new file counts one in :attr:`files`.
+    3. A read returns at most ``limit`` bytes, so a reader far behind holds no more than that;
+       :meth:`unread` says how far behind it is in its file and :meth:`skip` jumps ahead.
+    """
+
+    def __init__(self, path: str, start: int | None = 0) -> None:
+        self.path = path
+        self.files = 0  # files read so far: counts the rotations and truncations seen
+        self._start = start
+        self._file: BinaryIO | None = None
+        self._pos = 0
+
+    def read(self, limit: int = 65536) -> bytes:
+        """Up to ``limit`` new bytes; empty when nothing is new now."""
+        if self._file is None and not self._open(self.path):
+            return b""
+        assert self._file is not None
+        data = self._file.read(limit)
+        if not data:
+            ino = os.fstat(self._file.fileno()).st_ino
             try:
-                renamed = os.stat(path).st_ino != os.fstat(current.fileno()).st_ino
+                renamed = os.stat(self.path).st_ino != ino
             except FileNotFoundError:
                 renamed = False  # between the rename and the new file's creation
             if renamed:
-                rest = current.read()
-                if rest:
-                    yield rest
-                current.close()
-                current = open(path, "rb")
-                continue
-            wait()
+                data = self._file.read(limit)  # written before the rename, after our read above
+                if not data:
+                    return self._next_file(ino, limit)
+            elif os.fstat(self._file.fileno()).st_size < self._pos:  # truncated in place
+                self._file.seek(0)
+                self._pos = 0
+                self.files += 1
+                data = self._file.read(limit)
+        self._pos += len(data)
+        return data
+
+    def _next_file(self, ino: int, limit: int) -> bytes:
+        """Rule 2: ours (inode ``ino``) is read to its end; on to the next newer file."""
+        files = log_files(self.path)
+        inodes = []
+        for name in files:
+            try:
+                inodes.append(os.stat(name).st_ino)
+            except FileNotFoundError:
+                inodes.append(None)  # rotated on meanwhile
+        newer = files[inodes.index(ino) - 1] if ino in inodes[1:] else self.path
+        assert self._file is not None
+        self._file.close()
+        self._file, self._start = None, 0
+        return self.read(limit) if self._open(newer) else b""
+
+    def unread(self) -> int:
+        """Bytes of the file being read that are not read yet (0 before the first file)."""
+        if self._file is None:
+            return 0
+        return max(0, os.fstat(self._file.fileno()).st_size - self._pos)
+
+    def skip(self, count: int) -> None:
+        """Go ``count`` bytes forward in the file being read."""
+        if self._file is not None and count > 0:
+            self._pos += count
+            self._file.seek(self._pos)
+
+    def _open(self, name: str) -> bool:
+        try:
+            self._file = open_regular(name)
+        except FileNotFoundError:
+            self._start = 0  # not written yet, or between a rename and the new file's creation
+            return False
+        size = os.fstat(self._file.fileno()).st_size
+        start = size if self._start is None else self._start
+        self._pos = start if start <= size else 0
+        self._file.seek(self._pos)
+        self.files += 1
+        return True
+
+    def close(self) -> None:
+        if self._file is not None:
+            f, self._file = self._file, None
+            f.close()
+
+
+def follow(path: str, wait: Callable[[], None], *, start: int = 0) -> Iterator[bytes]:
+    """The bytes of ``path`` from ``start``, then whatever is appended, across rotations
+    (:class:`LogReader`'s rules). ``wait`` is called when there is nothing new (a sleep)."""
+    reader = LogReader(path, start)
+    try:
+        while True:
+            data = reader.read()
+            if data:
+                yield data
+            else:
+                wait()
     finally:
-        current.close()
+        reader.close()

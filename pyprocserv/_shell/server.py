@@ -77,7 +77,7 @@ class ProcessServer:
         self._server_pid = os.getpid()
         self._server_started_at = time.time()
         self._stdout: StdoutWriter | None = None
-        self._console = Console(history_lines=config.history)
+        self._console = Console(history_lines=config.history, browser_history_lines=config.browser_history)
         self._lifecycle = Lifecycle()
         self._supervisor = ChildSupervisor(
             config,

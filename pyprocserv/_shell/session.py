@@ -15,7 +15,8 @@ Rules:
    a message's keys are typed 1 KiB a turn too, and the transport bounds a message's size.
 6. A browser console (a :class:`MessageTransport`, codec :mod:`.._core.webterm`) is the same
    kind of reader: the same fan-out, budget and skips, keys and history. Its output is the
-   console's bytes as they are (binary messages); after the greeting and the history comes one
+   console's bytes as they are (binary messages); after the greeting and the history (the
+   ``Config.browser_history`` lines when that is more than ``--history``) comes one
    ``REPLAY_END`` text message, also when the reader fell behind and the rest of the replay was
    skipped. An operator is a control reader; a spy is a log reader that reads the control form
    (no stamps) and whose input, resizes included, is read and dropped. A session the server's
@@ -165,7 +166,7 @@ class Session:
         if self._codec is not None:
             first += self._codec.initiate()
         reader.outbox.put(first, bounded=False)
-        history = console.history.replay()
+        history = (console.browser_history if self._web is not None else console.history).replay()
         if history:  # counted as this client's own: clients that attach at different times hold different ones
             reader.outbox.put(TelnetConnection.encode(history) if reader.telnet else history, bounded=False)
         self._replay_left = len(first) + len(history)

@@ -12,6 +12,7 @@ each seen only through ``Root``: one server (``pyprocserv --web``) or a whole ho
     ``api/status``            JSON: every IOC the user may see; ``api/ioc/NAME``: one
     ``api/ioc/NAME/ACTION``   POST: start, stop, restart, kill or toggle
     ``ws/ioc/NAME/console``   the console's WebSocket (``?spy=1`` as above)
+    ``ws/ioc/NAME/log``       the log as it is written (``?from=OFFSET``; ``.logview``)
     ``ws/status``             the status JSON, pushed at once and after every change
     ``login``, ``logout``, ``static/...``
 
@@ -29,7 +30,8 @@ Rules:
 4. Bodies are small: a login form of more than :data:`MAX_FORM` bytes is refused (413) before it
    is read whole. Every response forbids framing (no clickjacking of the buttons) and caching.
 5. Whatever a request does, it ends that request at most (``serve.serve_asgi``'s guard).
-6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile).
+6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile);
+   ``ws/ioc/NAME/log`` (login, ``read_log`` and Origin) follows it as it is written.
 7. ``ws/status`` (login and Origin as the console's) sends the snapshot of the IOCs the user
    may see (``.fleet`` rule 3) at once, then after each change, at most one every
    :data:`STATUS_GAP` seconds, never queued (``.statuspush``).
@@ -37,10 +39,13 @@ Rules:
    of the table; its console, log and buttons answer 503 until it is back.
 9. An open console, or ``ws/status``, keeps the right it was opened with only while the
    visitor still has it (``.recheck``: every 30 s, and a console on each message); then it is
-   closed with 1008. Each ``ws/status`` snapshot is made for the visitor as the users file
-   says then: an IOC taken off their access list leaves the next one, and a visitor gone
-   (removed, logged out, expired) closes the socket with 1008 (``.statuspush`` rule 2).
-10. A login the limiter blocks gets 429 ("too many failed logins", ``Retry-After`` its wait); one
+   closed with 1008. So does a log's follow (``read_log``). Each ``ws/status`` snapshot is
+   made for the visitor as the users file says then: an IOC taken off their access list leaves
+   the next one, and a visitor gone (removed, logged out, expired) closes the socket with 1008
+   (``.statuspush`` rule 2).
+10. No log file I/O on the event loop: the tail, the download and the follow read in
+    ``.logview``'s worker threads, so a log on a stuck disk stalls no console.
+11. A login the limiter blocks gets 429 ("too many failed logins", ``Retry-After`` its wait); one
     refused because too many logins are being checked gets 503 ("busy", ``Retry-After: 1``), so
     a user can tell a full queue from a lockout.
 """
@@ -50,7 +55,7 @@ from __future__ import annotations
 import os
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Generator
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -64,7 +69,8 @@ from starlette.websockets import WebSocket
 from .._core import messages
 from .._core.webusers import CONTROL, READ_LOG, SPY, VIEW_STATUS, WRITE_CONSOLE, may
 from .._shell.extras import Root
-from . import pages
+from .._shell.logfile import open_regular
+from . import logview, pages
 from .auth import LoginsBusy, Visitor, WebAuth
 from .console import WebSocketTransport
 from .fleet import Fleet, entry, snapshot
@@ -237,40 +243,55 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
                                   lambda _: push_status(websocket, fleet, status_now, STATUS_GAP, refuse=refuse),
                                   refuse=refuse, every=auth.recheck_every)
 
-    async def open_log(request: Request) -> tuple[Visitor, str, BinaryIO] | Response:
-        """The visitor, the log file's path and the file open for reading, or the answer to give."""
+    async def log_path(request: Request) -> tuple[Visitor, str, str] | Response:
+        """The visitor, the IOC's name and its log file's path, or the answer to give (no file
+        I/O here: rule 10)."""
         found = await instance(request, READ_LOG)
         if isinstance(found, Response):
             return found
-        visitor, _, root = found
+        visitor, name, root = found
         path = root.config.logfile
         if path is None or path == "-":
             return PlainTextResponse("no log file is configured (-L FILE)", status_code=404)
-        try:
-            return visitor, path, open(path, "rb")
-        except OSError as exc:
-            return PlainTextResponse(f"cannot read the log file: {exc.strerror}", status_code=404)
+        return visitor, name, path
 
     async def log_page(request: Request) -> Response:
-        opened = await open_log(request)
-        if isinstance(opened, Response):
-            return opened
-        visitor, path, f = opened
-        with f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - LOG_TAIL))
-            text = f.read(LOG_TAIL).decode("utf-8", "replace")
-        ioc = request.path_params["name"]
-        return HTMLResponse(pages.log_page(ioc, path, text, skipped=size > LOG_TAIL, **page_args(visitor)))
+        found = await log_path(request)
+        if isinstance(found, Response):
+            return found
+        visitor, name, path = found
+        try:
+            data, end = await logview.tail(path, LOG_TAIL)
+        except OSError as exc:
+            return _unreadable(exc)
+        return HTMLResponse(pages.log_page(name, path, data.decode("utf-8", "replace"), end=end,
+                                           skipped=end > len(data), **page_args(visitor)))
 
     async def log_download(request: Request) -> Response:
-        opened = await open_log(request)
-        if isinstance(opened, Response):
-            return opened
-        _, path, f = opened
+        found = await log_path(request)
+        if isinstance(found, Response):
+            return found
+        _, _, path = found
+        try:
+            f = await logview.in_thread(open_regular, path)
+        except OSError as exc:
+            return _unreadable(exc)
         disposition = f'attachment; filename="{_ascii_name(os.path.basename(path))}"'
-        return StreamingResponse(_up_to_now(f), media_type="text/plain; charset=utf-8",
+        return StreamingResponse(logview.chunks_in_thread(_up_to_now(f)), media_type="text/plain; charset=utf-8",
                                  headers={"Content-Disposition": disposition})
+
+    async def log_socket(websocket: WebSocket) -> None:
+        name = websocket.path_params["name"]
+        visitor = await auth.visitor(websocket)
+        root = fleet.get(name)
+        path = root.config.logfile if root is not None else None
+        if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, READ_LOG, name) \
+                or path is None or path == "-":
+            await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
+            return
+        await logview.follow(websocket, path, keep=lambda transport, serve: serve_while_allowed(
+            transport, auth.keeps(websocket, READ_LOG, name), serve,
+            refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every))  # rule 9
 
     async def login_page(request: Request) -> Response:
         if auth.open:
@@ -288,7 +309,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         name, password = form.get("user", [""])[0], form.get("password", [""])[0]
         try:
             token, wait = await auth.login(auth.peer(request), name, password)
-        except LoginsBusy:  # not a lockout: say so, or users think they are locked out (rule 10)
+        except LoginsBusy:  # not a lockout: say so, or users think they are locked out (rule 11)
             return HTMLResponse(pages.login_page(title, error="the server is busy checking other logins; "
                                                  "try again in a second"),
                                 status_code=503, headers={"Retry-After": "1"})
@@ -321,6 +342,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         Route(base + "ioc/{name}/log", log_page),
         Route(base + "ioc/{name}/log/download", log_download),
         WebSocketRoute(base + "ws/ioc/{name}/console", console_socket),
+        WebSocketRoute(base + "ws/ioc/{name}/log", log_socket),
         WebSocketRoute(base + "ws/status", status_socket),
         Route(base + "login", login_page, methods=["GET"]),
         Route(base + "login", login, methods=["POST"]),
@@ -330,7 +352,7 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
     return _SafeHeaders(Starlette(routes=routes))
 
 
-def _up_to_now(f: BinaryIO) -> Iterator[bytes]:
+def _up_to_now(f: BinaryIO) -> Generator[bytes, None, None]:
     """The bytes of a log file that is still being written, up to its size now (rule 6): a file
     that grows or is rotated while it is sent ends the download, never breaks the response."""
     with f:
@@ -338,6 +360,10 @@ def _up_to_now(f: BinaryIO) -> Iterator[bytes]:
         while left > 0 and (chunk := f.read(min(left, 1 << 16))):
             left -= len(chunk)
             yield chunk
+
+
+def _unreadable(exc: OSError) -> Response:
+    return PlainTextResponse(f"cannot read the log file: {exc.strerror or exc}", status_code=404)
 
 
 def _ascii_name(name: str) -> str:

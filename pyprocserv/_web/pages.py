@@ -222,8 +222,62 @@ def console_page(ioc: str, *, user: str, operator: bool, may_write: bool, csrf: 
                  data={"operator": "yes" if operator else "no", "socket": socket})
 
 
-def log_page(ioc: str, path: str, text: str, *, user: str, csrf: str, logout: bool, skipped: bool) -> str:
+_LOG_SCRIPT = """
+const log = document.getElementById("log"), box = document.getElementById("follow");
+const note = document.getElementById("follow-note");
+const KEEP = 1 << 19;  // characters of log text the page keeps: the oldest go first
+let offset = Number(document.body.dataset.end), shown = log.textContent.length, ws = null;
+log.scrollTop = log.scrollHeight;
+function add(text) {
+  const last = log.lastChild;
+  if (last && last.nodeType == 3 && last.length < 4096) last.appendData(text); else log.append(text);
+  shown += text.length;
+  while (shown > KEEP && log.firstChild) {
+    const first = log.firstChild, over = shown - KEEP;
+    if (first.length <= over) { shown -= first.length; first.remove(); }
+    else { first.deleteData(0, over); shown -= over; }
+  }
+  log.scrollTop = log.scrollHeight;
+}
+function follow(on) {
+  if (ws) { const old = ws; ws = null; old.close(); }
+  note.textContent = "";
+  if (!on) return;
+  const url = new URL(document.body.dataset.socket, location.href);
+  url.protocol = location.protocol == "https:" ? "wss:" : "ws:";
+  url.searchParams.set("from", String(offset));
+  const sock = new WebSocket(url), decoder = new TextDecoder();
+  sock.binaryType = "arraybuffer";
+  ws = sock;
+  sock.onmessage = (event) => {
+    if (typeof event.data !== "string") {
+      offset += event.data.byteLength; add(decoder.decode(event.data, {stream: true})); return;
+    }
+    const m = JSON.parse(event.data);
+    if (m.skipped) { offset += m.skipped;
+      add("\\n[" + m.skipped + " bytes of the log skipped: this page fell behind]\\n"); }
+    if (m.file) { offset = 0; add("\\n[a new log file begins]\\n"); }
+    if (m.error) note.textContent = m.error;
+  };
+  sock.onclose = (event) => { if (ws !== sock) return;
+    ws = null; box.checked = false; window.logFollowClosed = event.code;
+    note.textContent = (note.textContent || "following stopped") + " (" + event.code + ")"; };
+  log.scrollTop = log.scrollHeight;
+}
+box.onchange = () => follow(box.checked);
+if (box.checked) follow(true);
+"""
+
+
+def log_page(ioc: str, path: str, text: str, *, end: int, user: str, csrf: str, logout: bool,
+             skipped: bool) -> str:
+    """The log's tail, ``text``, which ends at byte ``end`` of the file; a "follow" box appends
+    what is written next (``ws/ioc/NAME/log``), keeping the view at the bottom and at most KEEP
+    characters of text."""
+    quoted = quote(ioc, safe="")
     note = "<p>(the start of the file is not shown)</p>" if skipped else ""
-    body = (f'<h1>{escape(ioc)}: log</h1><p>{escape(path)} <a href="log/download">download</a></p>{note}'
-            f'<pre class="log" id="log">{escape(text)}</pre>')
-    return _page(f"{ioc}: log", body, user=user, csrf=csrf, logout=logout, up=UP)
+    body = (f'<h1>{escape(ioc)}: log</h1><p>{escape(path)} <a href="log/download">download</a> '
+            f'<label><input type="checkbox" id="follow"> follow</label> <span class="error" id="follow-note">'
+            f'</span></p>{note}<pre class="log" id="log">{escape(text)}</pre><script>{_LOG_SCRIPT}</script>')
+    return _page(f"{ioc}: log", body, user=user, csrf=csrf, logout=logout, up=UP,
+                 data={"socket": f"{UP}ws/ioc/{quoted}/log", "end": str(int(end))})
