@@ -9,6 +9,7 @@ real credentials file with cheap scrypt parameters.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import ipaddress
 import json
@@ -157,7 +158,8 @@ async def test_parallel_wrong_logins_get_no_more_tries_than_sequential_ones(nurs
     async with trio.open_nursery() as burst:
         for _ in range(12):
             burst.start_soon(guess)
-    assert statuses.count(401) <= 3 and statuses.count(429) >= 9, statuses  # not one check per request
+    refused = statuses.count(429) + statuses.count(503)  # blocked, or more than the queue holds
+    assert statuses.count(401) <= 3 and refused >= 9, statuses  # not one check per request
     assert (await site.login("ada")).status == 429  # and then even the right password waits
 
 
@@ -544,7 +546,7 @@ async def test_over_https_the_wired_extra_sets_a_secure_host_cookie_and_checks_t
 
     reply = await site.login("ada")
     cookie = reply.header("set-cookie")
-    assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie and "Path=/;" in cookie
+    assert cookie.startswith(f"__Host-pyprocserv-session-{port}=") and "; Secure" in cookie and "Path=/;" in cookie
     csrf = await site.csrf()
     plain_origin = await site.post(f"/api/ioc/{IOC}/toggle", headers={"X-CSRF-Token": csrf,
                                                            "Origin": f"http://127.0.0.1:{port}"}, origin=False)
@@ -812,8 +814,12 @@ async def test_a_browser_that_reads_slowly_gets_the_latest_snapshot_never_a_queu
             await self.changed.park()
 
     browser, fleet = SlowBrowser(), Counter()
+
+    async def snapshot() -> int:
+        return fleet.value
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(push_status, browser, fleet, lambda: fleet.value, 0.25)
+        nursery.start_soon(functools.partial(push_status, browser, fleet, snapshot, 0.25, refuse=trio.sleep_forever))
         await trio.sleep(1)
         for _ in range(100):
             fleet.value += 1

@@ -93,12 +93,25 @@ def test_an_ipv6_client_is_counted_by_its_slash_64():
         ("::ffff:192.0.2.1", "192.0.2.1"),
         ("fe80::1%eth0", "fe80::/64"),
         ("2001:db8::1", "2001:db8::/64"),
+        ("127.0.0.1", "loopback"),
+        ("127.1.2.3", "loopback"),
+        ("::ffff:127.0.0.9", "loopback"),
+        ("::1", "loopback"),
         ("/run/pyprocserv/web.sock", "/run/pyprocserv/web.sock"),
         ("x" * 1000, "x" * 256),
     ],
 )
 def test_client_key(peer, key):
     assert client_key(peer) == key
+
+
+def test_guesses_from_many_loopback_addresses_count_as_one_client():
+    limiter = LoginLimiter()
+    for n in range(5):  # on Linux a local user may connect from any 127/8 address
+        limiter.failed(f"127.0.{n}.{n + 2}", f"guess-{n}", 0.0)
+    assert limiter.wait("127.0.99.1", "alice", 1.0) == 59
+    assert limiter.wait("::1", "alice", 1.0) == 59
+    assert limiter.wait("192.0.2.1", "alice", 1.0) == 0
 
 
 def test_an_entry_is_forgotten_after_its_quiet_time():

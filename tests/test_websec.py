@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import http.cookiejar
 import json
 import logging
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Callable
 
 import pytest
 import trio
@@ -128,6 +133,23 @@ async def test_the_pushed_status_of_a_removed_user_stops(nursery, tmp_path):
         assert await close_code(ws) == POLICY_VIOLATION
 
 
+async def test_the_pushed_status_drops_an_ioc_taken_off_the_access_list(nursery, tmp_path):
+    site = await start(nursery, tmp_path, recheck_every=3600)  # no periodic check: each snapshot asks
+    await site.login("vic")
+    ada = Site(site.server, site.port, site.log)
+    await ada.login("ada")
+    async with site.socket("/ws/status") as ws:
+        assert [entry["name"] for entry in json.loads(await ws.get_message())] == [IOC]
+        edit_users(tmp_path, lambda users: users.update(vic=dataclasses.replace(users["vic"], iocs=("another-ioc",))))
+        assert (await ada.act("toggle", await ada.csrf())).status == 200  # a change of the IOC vic lost
+        with trio.fail_after(10):
+            assert json.loads(await ws.get_message()) == []  # the IOC's change is not pushed: it is gone
+        assert (await ada.act("toggle", await ada.csrf())).status == 200
+        with trio.move_on_after(0.5):
+            message = await ws.get_message()
+            raise AssertionError(f"pushed to a visitor who may not see it: {message}")
+
+
 async def test_a_spy_whose_session_expires_is_closed(nursery, tmp_path, monkeypatch):
     monkeypatch.setattr(auth_module, "SESSION_LIFETIME", 3)  # whole seconds: valid for 2 s at least
     site = await start(nursery, tmp_path, recheck_every=0.1)
@@ -233,6 +255,87 @@ async def test_a_guesser_elsewhere_does_not_lock_the_user_out(nursery, tmp_path)
     assert ada.status == 303 and site.cookies
 
 
+async def test_a_full_login_queue_says_busy_not_locked_out(nursery, tmp_path, monkeypatch):
+    site = await start(nursery, tmp_path)
+    release, checking = threading.Event(), []
+    authenticate = webusers.authenticate
+
+    def slow_check(*args):  # the password checks of the logins ahead take a while
+        checking.append(1)
+        release.wait(10)
+        return authenticate(*args)
+
+    monkeypatch.setattr(webusers, "authenticate", slow_check)
+    ahead: list[int] = []
+
+    async def login_ahead() -> None:
+        ahead.append((await Site(site.server, site.port, site.log).login("ada")).status)
+
+    try:
+        async with trio.open_nursery() as logins:
+            for _ in range(auth_module.MAX_LOGINS_WAITING):
+                logins.start_soon(login_ahead)
+            with trio.fail_after(10):
+                while not checking:
+                    await trio.sleep(0.01)
+            await trio.sleep(0.2)  # the others wait for the lock
+            busy = await site.login("ada")
+            release.set()
+    finally:
+        release.set()
+    assert busy.status == 503 and busy.header("retry-after") == "1"
+    assert "busy checking other logins" in busy.text and "too many failed logins" not in busy.text
+    assert ahead == [303] * auth_module.MAX_LOGINS_WAITING
+    assert (await site.login("ada")).status == 303  # nothing was held against the user
+
+
+# -- two consoles on one host ---------------------------------------------------------------------
+
+def _browser() -> tuple[http.cookiejar.CookieJar, Callable[..., int]]:
+    """A cookie jar that ignores ports, as browsers do (RFC 6265 section 8.5), and a way to ask
+    with it: ``ask(url, form=None, origin=None)`` is the status (redirects not followed)."""
+    jar = http.cookiejar.CookieJar()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+
+    def ask(url: str, form: dict | None = None, origin: str | None = None) -> int:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(url, data=data, headers={"Origin": origin} if origin else {})
+        try:
+            with opener.open(request, timeout=10) as reply:
+                return reply.status
+        except urllib.error.HTTPError as refused:
+            refused.close()
+            return refused.code
+
+    return jar, ask
+
+
+async def test_two_consoles_on_one_host_keep_both_sessions_in_one_browser(nursery, tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, two = await start(nursery, tmp_path / "one"), await start(nursery, tmp_path / "two")
+    jar, ask = _browser()
+
+    def login(site: Site) -> int:
+        origin = f"http://127.0.0.1:{site.port}"
+        return ask(f"{origin}/login", {"user": "ada", "password": "operator's secret"}, origin)
+
+    def status(site: Site) -> int:
+        return ask(f"http://127.0.0.1:{site.port}/api/status")
+
+    assert await trio.to_thread.run_sync(login, one) == 303
+    assert await trio.to_thread.run_sync(status, one) == 200
+    assert await trio.to_thread.run_sync(login, two) == 303
+    assert await trio.to_thread.run_sync(status, two) == 200
+    assert await trio.to_thread.run_sync(status, one) == 200  # the second login did not log out the first
+    assert sorted(cookie.name for cookie in jar) == [f"pyprocserv-session-{one.port}", f"pyprocserv-session-{two.port}"]
+
+
 # -- a reverse proxy ------------------------------------------------------------------------------
 
 def _through_proxy(**extra: str) -> dict[str, str]:
@@ -246,7 +349,7 @@ async def test_behind_a_tls_proxy_the_origin_is_https_and_the_cookie_secure(nurs
                             headers=_through_proxy(), origin=False)
     assert login.status == 303
     cookie = login.header("set-cookie")
-    assert cookie.startswith("__Host-pyprocserv-session=") and "; Secure" in cookie
+    assert cookie.startswith(f"__Host-pyprocserv-session-{site.port}=") and "; Secure" in cookie
     page = await site.request("GET", "/", headers=_through_proxy())
     csrf = page.text.split('data-csrf="')[1].split('"')[0]
     act = await site.post(f"/api/ioc/{IOC}/toggle", headers={**_through_proxy(), "X-CSRF-Token": csrf}, origin=False)
@@ -332,7 +435,7 @@ async def test_the_wired_extra_believes_the_configured_proxy(nursery, tmp_path):
     site = Site(server, port, config.logfile)
     login = await site.post("/login", {"user": "ada", "password": "operator's secret"},
                             headers={"Origin": ORIGIN, "X-Forwarded-For": "198.51.100.4"}, origin=False)
-    assert login.status == 303 and login.header("set-cookie").startswith("__Host-")
+    assert login.status == 303 and login.header("set-cookie").startswith(f"__Host-pyprocserv-session-{port}=")
 
 
 # -- the users file ------------------------------------------------------------------------------

@@ -154,6 +154,23 @@ def test_plain_http_on_loopback_drops_secure_only():
     assert _attributes(header) == {"Path=/", "HttpOnly", "SameSite=Strict", "Max-Age=60"}
 
 
+@pytest.mark.parametrize("path, scheme, loopback, name", [
+    ("/", "http", True, "pyprocserv-session-8443"),
+    ("/", "https", False, "__Host-pyprocserv-session-8443"),
+    ("/procserv", "https", False, "__Secure-pyprocserv-session-8443"),
+])
+def test_the_cookie_is_named_after_the_servers_port_as_cookies_ignore_ports(path, scheme, loopback, name):
+    rules = cookie_rules(path, client_scheme=scheme, loopback=loopback, port=8443)
+    assert rules.name == name and rules.set_cookie(TOKEN, 60).startswith(f"{name}={TOKEN};")
+    assert cookie_rules(path, client_scheme=scheme, loopback=loopback, port=8444).name != name
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536])
+def test_a_port_no_server_listens_on_is_refused_naming_it(port):
+    with pytest.raises(ValueError, match="web console port"):
+        cookie_rules("/", client_scheme="https", loopback=False, port=port)
+
+
 def test_plain_http_elsewhere_keeps_secure():
     assert cookie_rules("/", client_scheme="http", loopback=False).secure
 

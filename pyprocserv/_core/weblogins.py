@@ -13,8 +13,9 @@ Rules:
    successful login forgets the failures of its (address, name) pair (not its address's: one
    valid account must not reset the count of guesses against others).
 4. Addresses are counted by what a client can cheaply change: an IPv6 client by its /64
-   network, an IPv4-mapped address as IPv4 (``addresses`` rule 2); anything else (a UNIX socket
-   peer) as given.
+   network, an IPv4-mapped address as IPv4 (``addresses`` rule 2); every loopback address
+   (127/8, ``::1``) as one client, this host (a local user can connect from any of 127/8);
+   anything else (a UNIX socket peer) as given.
    Unknown user names count like known ones, so the limiter tells nothing about which exist.
 5. Memory is bounded: at most ``max_entries`` keys of each kind; past that the key whose last
    failure is oldest is dropped first. Each key keeps at most ``max_failures`` times.
@@ -30,6 +31,7 @@ from typing import final
 from .addresses import peer_ip
 
 _MAX_KEY_CHARS = 256
+LOOPBACK = "loopback"  # the key of every loopback address (rule 4)
 
 
 def client_key(peer: str) -> str:
@@ -37,6 +39,8 @@ def client_key(peer: str) -> str:
     address = peer_ip(peer)
     if address is None:
         return peer[:_MAX_KEY_CHARS]
+    if address.is_loopback:
+        return LOOPBACK
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)

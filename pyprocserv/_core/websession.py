@@ -16,7 +16,10 @@ Rules:
 6. The cookie is HttpOnly, SameSite=Strict, Path=the base path, and Secure unless the client
    speaks plain http to a loopback address (where browsers may not keep a Secure cookie). A
    Secure cookie's name carries the ``__Secure-`` prefix (``__Host-`` when the path is ``/``), so
-   a plain-http page on the same host cannot set it.
+   a plain-http page on the same host cannot set it. Cookies ignore ports (RFC 6265 section 8.5),
+   so the name ends with the server's port (``pyprocserv-session-8443``): two consoles on one
+   host keep their sessions apart, and neither sends its token to the other (a service on
+   another port of the host still receives it: Path and name do not hide a cookie from it).
 7. A logout revokes its token: :class:`RevokedSessions` keeps the nonce of each revoked session
    until that session's own expiry (after which :func:`verify_session` refuses it anyway), and
    the server refuses a revoked session as it refuses a forged one. The set is bounded
@@ -146,12 +149,13 @@ class CookieRules:
         return f"{self.name}=; {self._attributes()}; Max-Age=0"
 
 
-def cookie_rules(base_path: str, *, client_scheme: str, loopback: bool) -> CookieRules:
+def cookie_rules(base_path: str, *, client_scheme: str, loopback: bool, port: int | None = None) -> CookieRules:
     """The cookie for a console under ``base_path``, as the client sees it (rule 6).
 
     ``client_scheme`` is the scheme in the client's address bar (``https`` behind a TLS proxy
     even if the proxy speaks http to us); ``loopback`` whether the client reaches a loopback
-    address. A base path with characters a cookie cannot carry is a ValueError naming it.
+    address; ``port`` the port the server listens on (None on a UNIX socket: no port to name).
+    A base path with characters a cookie cannot carry is a ValueError naming it.
     """
     if not _PATH.fullmatch(base_path):
         raise ValueError(
@@ -160,14 +164,12 @@ def cookie_rules(base_path: str, *, client_scheme: str, loopback: bool) -> Cooki
         )
     if client_scheme not in ("http", "https"):
         raise ValueError(f"client scheme {client_scheme!r}: expected http or https")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"web console port {port!r}: expected 1 to 65535")
     secure = not (client_scheme == "http" and loopback)
-    if not secure:
-        name = COOKIE_NAME
-    elif base_path == "/":
-        name = "__Host-" + COOKIE_NAME
-    else:
-        name = "__Secure-" + COOKIE_NAME
-    return CookieRules(name, base_path, secure)
+    name = COOKIE_NAME if port is None else f"{COOKIE_NAME}-{port}"
+    prefix = "" if not secure else "__Host-" if base_path == "/" else "__Secure-"
+    return CookieRules(prefix + name, base_path, secure)
 
 
 @final

@@ -39,9 +39,15 @@ Rules:
    of the table; its console, log and buttons answer 503 until it is back.
 9. An open console, or ``ws/status``, keeps the right it was opened with only while the
    visitor still has it (``.recheck``: every 30 s, and a console on each message); then it is
-   closed with 1008. So does a log's follow (``read_log``).
+   closed with 1008. So does a log's follow (``read_log``). Each ``ws/status`` snapshot is
+   made for the visitor as the users file says then: an IOC taken off their access list leaves
+   the next one, and a visitor gone (removed, logged out, expired) closes the socket with 1008
+   (``.statuspush`` rule 2).
 10. No log file I/O on the event loop: the tail, the download and the follow read in
     ``.logview``'s worker threads, so a log on a stuck disk stalls no console.
+11. A login the limiter blocks gets 429 ("too many failed logins", ``Retry-After`` its wait); one
+    refused because too many logins are being checked gets 503 ("busy", ``Retry-After: 1``), so
+    a user can tell a full queue from a lockout.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from .._core.webusers import CONTROL, READ_LOG, SPY, VIEW_STATUS, WRITE_CONSOLE,
 from .._shell.extras import Root
 from .._shell.logfile import open_regular
 from . import logview, pages
-from .auth import Visitor, WebAuth
+from .auth import LoginsBusy, Visitor, WebAuth
 from .console import WebSocketTransport
 from .fleet import Fleet, entry, snapshot
 from .recheck import serve_while_allowed
@@ -223,10 +229,19 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
         await websocket.accept()
+
+        async def status_now() -> list[dict[str, object]] | None:
+            """For the visitor as the users file says now, not as at the handshake (rule 9)."""
+            now = await auth.visitor(websocket)
+            return None if now is None else visible_status(now)
+
+        async def refuse() -> None:
+            await websocket.close(POLICY_VIOLATION)
+
         # push_status reads the socket itself: of .recheck, only the periodic check applies (rule 9)
         await serve_while_allowed(WebSocketTransport(websocket), auth.keeps(websocket, VIEW_STATUS, None),
-                                  lambda _: push_status(websocket, fleet, lambda: visible_status(visitor), STATUS_GAP),
-                                  refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
+                                  lambda _: push_status(websocket, fleet, status_now, STATUS_GAP, refuse=refuse),
+                                  refuse=refuse, every=auth.recheck_every)
 
     async def log_path(request: Request) -> tuple[Visitor, str, str] | Response:
         """The visitor, the IOC's name and its log file's path, or the answer to give (no file
@@ -292,7 +307,12 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         if form is None:
             return PlainTextResponse(f"a login form is at most {MAX_FORM} bytes", status_code=413)
         name, password = form.get("user", [""])[0], form.get("password", [""])[0]
-        token, wait = await auth.login(auth.peer(request), name, password)
+        try:
+            token, wait = await auth.login(auth.peer(request), name, password)
+        except LoginsBusy:  # not a lockout: say so, or users think they are locked out (rule 11)
+            return HTMLResponse(pages.login_page(title, error="the server is busy checking other logins; "
+                                                 "try again in a second"),
+                                status_code=503, headers={"Retry-After": "1"})
         if token is None:
             if wait > 0:
                 return HTMLResponse(pages.login_page(title, error=f"too many failed logins: try again in {wait:.0f} s"),

@@ -19,7 +19,8 @@ Rules:
 3. A login is checked by the rate limiter first, then by scrypt in a worker thread, one at a
    time, so a burst of logins costs time, not memory, and never blocks the event loop. The
    limiter is asked again under the lock, so parallel guesses get no more tries than sequential
-   ones; past 8 logins waiting, more are refused at once.
+   ones; past 8 logins waiting, more are refused at once with :class:`LoginsBusy`, which is not
+   a lockout: the server is busy, and the user may try again in a second.
 4. The signing key is new for each run of the server: a restart logs everybody out.
 5. The credentials file is read in a worker thread, again only when its stamp (modification
    time, size, inode) changed. One that stops parsing or cannot be read lets nobody in, rather
@@ -67,6 +68,11 @@ LOCAL = WebUser("local", OPERATOR, "")  # rule 1: every browser when no users ar
 _NO_USERS_TOKEN = "no users configured"  # rule 2: what the CSRF token is bound to then
 _PROXY_USER_TOKEN = "proxy user "  # rule 2: and a proxy's user's, with the name after it
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
+
+
+@final
+class LoginsBusy(Exception):
+    """More than :data:`MAX_LOGINS_WAITING` logins wait for their password check (rule 3)."""
 
 
 @final
@@ -203,9 +209,12 @@ class WebAuth:
         return via.client if via is not None and via.client is not None else _tcp_peer(conn)
 
     def cookie(self, conn: HTTPConnection) -> websession.CookieRules:
-        server = conn.scope.get("server") or ("", 0)
+        """The session cookie's rules for ``conn``: named after the port it came in on
+        (``websession`` rule 6), so two consoles on one host keep their sessions apart."""
+        server = conn.scope.get("server") or ("", None)
         scheme = "https" if self._origin_https else self.client_scheme(conn)
-        return websession.cookie_rules(self.base, client_scheme=scheme, loopback=_loopback(str(server[0])))
+        return websession.cookie_rules(self.base, client_scheme=scheme, loopback=_loopback(str(server[0])),
+                                       port=server[1] or None)
 
     async def visitor(self, conn: HTTPConnection) -> Visitor | None:
         """Who sent ``conn`` (rules 1 and 7), or None."""
@@ -255,12 +264,14 @@ class WebAuth:
                               allowed=self._origins)
 
     async def login(self, address: str, name: str, password: str) -> tuple[str | None, float]:
-        """``(session token, 0)`` for a good login; ``(None, seconds to wait)`` otherwise (rule 3)."""
+        """``(session token, 0)`` for a good login; ``(None, seconds to wait)`` otherwise: 0 for a
+        wrong name or password, more while the limiter blocks the login. Raises
+        :class:`LoginsBusy` when too many logins are waiting already (rule 3)."""
         wait = self._limiter.wait(address, name, time.monotonic())
         if wait > 0:
             return None, wait
         if self._logins_waiting >= MAX_LOGINS_WAITING:
-            return None, 1.0  # a burst: the logins ahead of it decide first
+            raise LoginsBusy("the server is busy checking other logins")  # they decide first
         self._logins_waiting += 1
         try:
             async with self._login_lock:

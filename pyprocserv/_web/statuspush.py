@@ -6,6 +6,10 @@ Rules:
    make one snapshot. One that reads as the last one sent is not sent.
 2. A snapshot is made when it is sent, never queued: a slow browser holds up its own updates
    only, and the server keeps no more than the one it is sending.
+   ``snapshot()`` asks who the visitor is at that moment (the users file as it is now), so an IOC
+   taken off their access list is left out of the next snapshot, and its changes are never sent.
+   A snapshot of None means the visitor is gone (removed, logged out, expired): the socket is
+   closed with ``refuse()`` (1008) and the push ends.
 3. What the browser sends is read and dropped; once it leaves (or a send fails) the push ends.
 4. :class:`Changes` turns ``wait_change`` into a flag no change slips past: set by a watcher
    task, read and cleared by the sender.
@@ -14,7 +18,7 @@ Rules:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Callable, final
+from typing import TYPE_CHECKING, Awaitable, Callable, final
 
 import trio
 
@@ -49,8 +53,10 @@ class Changes:
         self._pending = False
 
 
-async def push_status(websocket: WebSocket, fleet: Fleet, snapshot: Callable[[], object], gap: float) -> None:
-    """Send ``snapshot()`` as JSON on the accepted ``websocket`` (rules 1-3) until the browser leaves."""
+async def push_status(websocket: WebSocket, fleet: Fleet, snapshot: Callable[[], Awaitable[object | None]],
+                      gap: float, *, refuse: Callable[[], Awaitable[object]]) -> None:
+    """Send ``await snapshot()`` as JSON on the accepted ``websocket`` (rules 1-3) until the
+    browser leaves, or until a snapshot is None: then ``refuse()`` closes the socket."""
     changes = Changes(fleet)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(changes.watch)
@@ -58,7 +64,16 @@ async def push_status(websocket: WebSocket, fleet: Fleet, snapshot: Callable[[],
         sent = None
         while True:
             await changes.take()
-            text = json.dumps(snapshot())
+            now = await snapshot()
+            if now is None:  # the visitor is gone (rule 2)
+                with trio.CancelScope(shield=True):
+                    try:
+                        await refuse()
+                    except Exception:  # the browser left first, or the recheck closed it already
+                        pass
+                nursery.cancel_scope.cancel()
+                return
+            text = json.dumps(now)
             if text != sent:
                 try:
                     await websocket.send_text(text)
