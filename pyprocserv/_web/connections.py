@@ -13,19 +13,33 @@ Rules:
    sending its first request's head, as slowloris does), or, when every one has been answered
    (consoles, downloads), is closed at once. So slow clients beyond the cap cost a newcomer
    nothing, and none waits in a queue of ours.
+   Before it closes a newcomer, it ends the connection whose send has been blocked longest, if
+   longer than :data:`BLOCKED` seconds (a client that asked and never reads): a console with
+   nothing to send, or whose reader keeps up, is never chosen. The wrapper times its sends, and
+   anycorn's zero-copy ``os.sendfile`` of static files, which goes to the raw socket past the
+   wrapper, is timed as well (the module's second seam, at import).
 4. Connections still in their TLS handshake are not counted: anyio shakes hands before it calls
    the handler. The handshake's deadline (``serve.HEAD_DEADLINE``) bounds them instead.
+5. HTTP/1.1 only. anycorn would switch a plaintext connection to HTTP/2 on a request line
+   ``PRI * HTTP/2.0`` (the HTTP/2 preface) or with a ``101`` answering ``Upgrade: h2c``, and its
+   HTTP/2 streams wait for a flow-control window the client need never give, holding their memory
+   and descriptors. So a connection is cut, and anycorn sees it end, when its received bytes hold
+   that request line (wherever it is, split across reads or not, before anycorn has it whole),
+   or when anycorn is about to send the ``101`` to h2c, which is not sent. (TLS offers only
+   http/1.1 by ALPN, and anyio's TLS is below the wrapper, which sees the plaintext.)
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 import anycorn
 import anycorn.run
+import anycorn.tcp_server
 import anyio
 import anyio.abc
 
@@ -33,14 +47,18 @@ import anyio.abc
 # file descriptors a process gets by default: web clients can never take the descriptors the
 # IOC's child, pty, log file and telnet clients need.
 MAX_CONNECTIONS = 256
+BLOCKED = 1.0  # seconds a send may be blocked before a newcomer at the cap may end its connection
+H2_REQUEST_LINE = b"PRI * HTTP/2.0"  # rule 5: the start of the HTTP/2 preface
 logger = logging.getLogger("pyprocserv.web")
 
 
 class _Connection:
-    """One open connection, and whether the server has answered on it yet."""
+    """One open connection: whether the server has answered on it yet, and since when its
+    current send is blocked (None: not sending)."""
 
     def __init__(self) -> None:
         self.answered = False
+        self.sending_since: float | None = None
 
 
 class Connections:
@@ -55,7 +73,7 @@ class Connections:
     def open(self, sock: socket.socket) -> Iterator[_Connection | None]:
         """``sock``'s connection, one of the open ones while the block runs; None when every
         one is taken and answered. One opened after :meth:`cut_all` is cut."""
-        if len(self._open) >= self.limit and not self._end_oldest_unanswered():
+        if len(self._open) >= self.limit and not (self._end_oldest_unanswered() or self._end_longest_blocked()):
             yield None
             return
         connection = self._open[sock] = _Connection()
@@ -75,6 +93,16 @@ class Connections:
                 return True
         return False
 
+    def _end_longest_blocked(self) -> bool:
+        blocked = [(since, sock) for sock, connection in self._open.items()
+                   if (since := connection.sending_since) is not None and time.monotonic() - since > BLOCKED]
+        if not blocked:
+            return False
+        _, sock = min(blocked, key=lambda pair: pair[0])
+        del self._open[sock]
+        _cut(sock)
+        return True
+
     def cut_all(self) -> None:
         """Cut every open connection, and any that opens later."""
         self.cut = True
@@ -91,18 +119,46 @@ def _cut(sock: socket.socket) -> None:
 
 
 class _Answering(anyio.abc.ByteStream):
-    """A connection's stream that marks the connection answered at its first send (rule 3)."""
+    """A connection's stream that marks the connection answered at its first send and times its
+    sends (rule 3), and cuts it at HTTP/2 (rule 5)."""
 
-    def __init__(self, stream: anyio.abc.ByteStream, connection: _Connection) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, connection: _Connection, sock: socket.socket,
+                 scope: anyio.CancelScope) -> None:
         self._stream = stream
         self._connection = connection
+        self._socket = sock
+        self._scope = scope  # the connection's task, all of it, which a refused one ends
+        self._tail = b""  # the last received bytes, in which the HTTP/2 request line may begin
+        self._cut = False
+
+    def _refuse_http2(self, why: str) -> None:
+        logger.debug("cut a web connection: %s (HTTP/1.1 only)", why)
+        self._cut = True
+        _cut(self._socket)
+        self._scope.cancel()  # anycorn would switch to HTTP/2 all the same, on a dead connection
+        raise anyio.BrokenResourceError(f"HTTP/2 is not served ({why})")
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self._stream.receive(max_bytes)
+        if self._cut:
+            raise anyio.BrokenResourceError("HTTP/2 is not served")
+        data = await self._stream.receive(max_bytes)
+        seen = self._tail + data
+        if H2_REQUEST_LINE in seen:
+            self._refuse_http2("the HTTP/2 preface")
+        self._tail = seen[-(len(H2_REQUEST_LINE) - 1):]
+        return data
 
     async def send(self, item: bytes) -> None:
+        if self._cut:
+            raise anyio.BrokenResourceError("HTTP/2 is not served")
+        if item.startswith(b"HTTP/1.1 101 ") and b"\r\nupgrade: h2c\r\n" in item.lower():
+            self._refuse_http2("an upgrade to h2c")
         self._connection.answered = True
-        await self._stream.send(item)
+        self._connection.sending_since = time.monotonic()
+        try:
+            await self._stream.send(item)
+        finally:
+            self._connection.sending_since = None
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()
@@ -130,13 +186,38 @@ def _tracking_handler(app: Any, config: anycorn.Config, *args: Any) -> Callable[
         return handler
 
     async def tracked(stream: anyio.abc.ByteStream) -> None:
-        with connections.open(stream.extra(anyio.abc.SocketAttribute.raw_socket)) as connection:
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        with connections.open(sock) as connection:
             if connection is None:
-                logger.debug("refused a web connection: %d open, all answered", connections.limit)
+                logger.debug("refused a web connection: %d open, all answered and none blocked", connections.limit)
                 await anyio.aclose_forcefully(stream)
                 return
-            await handler(_Answering(stream, connection))
+            _sending_files[sock] = connection
+            try:
+                with anyio.CancelScope() as scope:
+                    await handler(_Answering(stream, connection, sock, scope))
+            finally:
+                del _sending_files[sock]
+            if scope.cancel_called:  # rule 5: anycorn's own close may not have run
+                await anyio.aclose_forcefully(stream)
     return tracked
 
 
 anycorn.run.tcp_server_handler = _tracking_handler
+
+_anycorn_sendfile = anycorn.tcp_server.sendfile  # rule 3's second seam: the slow readers' test fails without it
+_sending_files: dict[socket.socket, _Connection] = {}  # the tracked connections' raw sockets
+
+
+async def _timed_sendfile(sock: socket.socket, *args: Any) -> int:
+    connection = _sending_files.get(sock)
+    if connection is None:
+        return await _anycorn_sendfile(sock, *args)
+    connection.sending_since = time.monotonic()
+    try:
+        return await _anycorn_sendfile(sock, *args)
+    finally:
+        connection.sending_since = None
+
+
+anycorn.tcp_server.sendfile = _timed_sendfile
