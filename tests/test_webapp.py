@@ -32,7 +32,7 @@ from pyprocserv._core.config import BROWSER_HISTORY  # noqa: E402
 from pyprocserv._core.weblogins import LoginLimiter  # noqa: E402
 from pyprocserv._core.webusers import WebUser, hash_password, serialize  # noqa: E402
 from pyprocserv._web import extra  # noqa: E402
-from pyprocserv._web.app import build_app  # noqa: E402
+from pyprocserv._web.app import MAX_SOCKETS_PER_USER, build_app  # noqa: E402
 from pyprocserv._web.auth import WebAuth  # noqa: E402
 from pyprocserv._web.fleet import OneServer  # noqa: E402
 from pyprocserv._web.serve import serve_asgi  # noqa: E402
@@ -84,14 +84,16 @@ class Site(WebClient):
 
 
 async def start_site(nursery: trio.Nursery, tmp_path, *, users: bool = True, limiter: LoginLimiter | None = None,
-                     logfile: bool = True, base: str = "/", browser_history: int = 0) -> Site:
+                     logfile: bool = True, base: str = "/", browser_history: int = 0,
+                     max_sockets_per_user: int = MAX_SOCKETS_PER_USER) -> Site:
     log = str(tmp_path / "ioc.log")
     config = Config(command=("/bin/cat",), name=IOC, logfile=log if logfile else None, holdoff=0.2,
                     browser_history=browser_history)
     server = ProcessServer(config, extras=[])
     await nursery.start(server.run)
     auth = WebAuth(users_file(tmp_path / "users") if users else None, base, limiter=limiter)
-    port = await nursery.start(serve_asgi, build_app(OneServer(server), auth, title=IOC), "127.0.0.1", 0)
+    app = build_app(OneServer(server), auth, title=IOC, max_sockets_per_user=max_sockets_per_user)
+    port = await nursery.start(serve_asgi, app, "127.0.0.1", 0)
     site = Site(server, port, log)
     with trio.fail_after(10):
         while not server.status.running:
@@ -350,6 +352,23 @@ def test_web_gives_browsers_the_recent_screen_and_leaves_telnets_history_alone()
     assert parse_args(["pyprocserv", "--web", "8080", "20000", "cat"]).config.browser_history == BROWSER_HISTORY
     assert parse_args(["pyprocserv", "--web", "8080", "20000", "cat"]).config.history == 0
     assert parse_args(["pyprocserv", "20000", "cat"]).config.browser_history == 0
+
+
+async def test_one_user_holds_a_bounded_number_of_websockets_and_nobody_else_is_affected(nursery, tmp_path):
+    site = await start_site(nursery, tmp_path, max_sockets_per_user=3)
+    await site.login("vic")
+    ada = Site(site.server, site.port, site.log)
+    await ada.login("ada")
+    async with site.socket("/ws/status") as first, site.socket("/ws/status") as second, site.console() as spy:
+        await first.get_message()
+        await second.get_message()
+        await attach(spy)
+        for path in ("/ws/status", f"/ws/ioc/{IOC}/console", f"/ws/ioc/{IOC}/log"):
+            assert await site.handshake(path) == 403, path  # a fourth of any kind
+        async with ada.socket("/ws/status") as other:  # another user is not counted with vic
+            await other.get_message()
+    async with site.socket("/ws/status") as again:  # closed ones count no more
+        await again.get_message()
 
 
 async def test_a_viewer_spies_and_cannot_type(nursery, tmp_path):

@@ -48,14 +48,19 @@ Rules:
 11. A login the limiter blocks gets 429 ("too many failed logins", ``Retry-After`` its wait); one
     refused because too many logins are being checked gets 503 ("busy", ``Retry-After: 1``), so
     a user can tell a full queue from a lockout.
+12. One user holds at most ``max_sockets_per_user`` WebSockets at once (consoles, follows and
+    pushed statuses together; :data:`MAX_SOCKETS_PER_USER`): a handshake past that gets 403. So
+    one login cannot take the web server's connections (``.connections``) from everybody else.
+    Without users (loopback only, every local browser the operator) there is no such cap.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import aclosing
+from collections import Counter
+from contextlib import aclosing, contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Generator
+from typing import Any, BinaryIO, Callable, Generator, Iterator
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -82,6 +87,8 @@ MAX_FORM = 4096  # bytes of a login form: a name and a password
 LOG_TAIL = 64 << 10  # bytes of the log file the log page shows
 STATUS_GAP = 0.25  # seconds between two pushed status snapshots, at least (rule 7)
 POLICY_VIOLATION = 1008  # WebSocket close code: refused by policy (no login, no right, bad Origin)
+# Rule 12: a person's tabs of consoles, logs and status pages, and a quarter of the connections.
+MAX_SOCKETS_PER_USER = 64
 _HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
             (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"same-origin")]
@@ -113,10 +120,30 @@ class _SafeHeaders:
         await self._app(scope, receive, with_headers)
 
 
-def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
-    """The ASGI application of the browser console of ``fleet`` (rules 1-8); ``title`` heads the
+def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
+              max_sockets_per_user: int = MAX_SOCKETS_PER_USER) -> Any:
+    """The ASGI application of the browser console of ``fleet`` (rules 1-12); ``title`` heads the
     status table and the login page."""
     base = auth.base
+    sockets_of: Counter[str] = Counter()  # open WebSockets by user name (rule 12)
+
+    @contextmanager
+    def one_more_socket(visitor: Visitor) -> Iterator[bool]:
+        """Whether ``visitor`` may open one more WebSocket (rule 12); it counts until the block ends."""
+        if auth.open:
+            yield True
+            return
+        name = visitor.user.name
+        if sockets_of[name] >= max_sockets_per_user:
+            yield False
+            return
+        sockets_of[name] += 1
+        try:
+            yield True
+        finally:
+            sockets_of[name] -= 1
+            if not sockets_of[name]:
+                del sockets_of[name]
 
     async def logged_in(request: HTTPConnection) -> Visitor | Response:
         """The visitor, or the answer to give to nobody (rule 1)."""
@@ -213,22 +240,34 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
         if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, SPY, name) or root is None:
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
-        spy = websocket.query_params.get("spy") == "1"
-        role = "operator" if not spy and may(visitor.user, WRITE_CONSOLE, name) else "spy"
-        await websocket.accept()
-        if role == "operator":
-            root.announce(messages.web_attached(visitor.user.name, auth.peer(websocket)), who=messages.WEB_WHO)
-        right = WRITE_CONSOLE if role == "operator" else SPY  # kept only while it lasts (rule 9)
-        await serve_while_allowed(WebSocketTransport(websocket), auth.keeps(websocket, right, name),
-                                  lambda transport: root.serve_console(transport, role=role),
-                                  refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
+        with one_more_socket(visitor) as allowed:
+            if not allowed:
+                await websocket.close(POLICY_VIOLATION)
+                return
+            spy = websocket.query_params.get("spy") == "1"
+            role = "operator" if not spy and may(visitor.user, WRITE_CONSOLE, name) else "spy"
+            await websocket.accept()
+            if role == "operator":
+                root.announce(messages.web_attached(visitor.user.name, auth.peer(websocket)), who=messages.WEB_WHO)
+            right = WRITE_CONSOLE if role == "operator" else SPY  # kept only while it lasts (rule 9)
+            await serve_while_allowed(WebSocketTransport(websocket), auth.keeps(websocket, right, name),
+                                      lambda transport: root.serve_console(transport, role=role),
+                                      refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
 
     async def status_socket(websocket: WebSocket) -> None:
         visitor = await auth.visitor(websocket)
         if visitor is None or not auth.origin_ok(websocket):
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
-        await websocket.accept()
+        with one_more_socket(visitor) as allowed:
+            if not allowed:
+                await websocket.close(POLICY_VIOLATION)
+                return
+            await websocket.accept()
+            await push_status_to(websocket)
+
+    async def push_status_to(websocket: WebSocket) -> None:
+        """``ws/status``'s pushes, on an accepted ``websocket`` (rules 7 and 9)."""
 
         async def status_now() -> list[dict[str, object]] | None:
             """For the visitor as the users file says now, not as at the handshake (rule 9)."""
@@ -289,9 +328,13 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv") -> Any:
                 or path is None or path == "-":
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
             return
-        await logview.follow(websocket, path, keep=lambda transport, serve: serve_while_allowed(
-            transport, auth.keeps(websocket, READ_LOG, name), serve,
-            refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every))  # rule 9
+        with one_more_socket(visitor) as allowed:
+            if not allowed:
+                await websocket.close(POLICY_VIOLATION)
+                return
+            await logview.follow(websocket, path, keep=lambda transport, serve: serve_while_allowed(
+                transport, auth.keeps(websocket, READ_LOG, name), serve,
+                refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every))  # rule 9
 
     async def login_page(request: Request) -> Response:
         if auth.open:
