@@ -58,9 +58,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from contextlib import aclosing, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Generator, Iterator
+from typing import Any, AsyncIterator, BinaryIO, Callable, Generator, Iterator
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -144,6 +144,20 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
             sockets_of[name] -= 1
             if not sockets_of[name]:
                 del sockets_of[name]
+
+    @asynccontextmanager
+    async def admitted(websocket: WebSocket, visitor: Visitor | None, right: bool) -> AsyncIterator[Visitor | None]:
+        """The visitor if the handshake may go on: logged in, with ``right``, from our Origin and
+        under their socket cap (rules 1, 2 and 12); else None, the socket closed before accept
+        (the handshake gets a 403). The socket counts against the cap until the block ends."""
+        if visitor is None or not right or not auth.origin_ok(websocket):
+            await websocket.close(POLICY_VIOLATION)
+            yield None
+            return
+        with one_more_socket(visitor) as allowed:
+            if not allowed:
+                await websocket.close(POLICY_VIOLATION)
+            yield visitor if allowed else None
 
     async def logged_in(request: HTTPConnection) -> Visitor | Response:
         """The visitor, or the answer to give to nobody (rule 1)."""
@@ -235,14 +249,11 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
 
     async def console_socket(websocket: WebSocket) -> None:
         name = websocket.path_params["name"]
-        visitor = await auth.visitor(websocket)
+        found = await auth.visitor(websocket)
         root = fleet.get(name)
-        if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, SPY, name) or root is None:
-            await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
-            return
-        with one_more_socket(visitor) as allowed:
-            if not allowed:
-                await websocket.close(POLICY_VIOLATION)
+        async with admitted(websocket, found, found is not None and may(found.user, SPY, name)
+                            and root is not None) as visitor:
+            if visitor is None or root is None:
                 return
             spy = websocket.query_params.get("spy") == "1"
             role = "operator" if not spy and may(visitor.user, WRITE_CONSOLE, name) else "spy"
@@ -255,16 +266,10 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
                                       refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every)
 
     async def status_socket(websocket: WebSocket) -> None:
-        visitor = await auth.visitor(websocket)
-        if visitor is None or not auth.origin_ok(websocket):
-            await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
-            return
-        with one_more_socket(visitor) as allowed:
-            if not allowed:
-                await websocket.close(POLICY_VIOLATION)
-                return
-            await websocket.accept()
-            await push_status_to(websocket)
+        async with admitted(websocket, await auth.visitor(websocket), True) as visitor:
+            if visitor is not None:
+                await websocket.accept()
+                await push_status_to(websocket)
 
     async def push_status_to(websocket: WebSocket) -> None:
         """``ws/status``'s pushes, on an accepted ``websocket`` (rules 7 and 9)."""
@@ -321,16 +326,12 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
 
     async def log_socket(websocket: WebSocket) -> None:
         name = websocket.path_params["name"]
-        visitor = await auth.visitor(websocket)
+        found = await auth.visitor(websocket)
         root = fleet.get(name)
         path = root.config.logfile if root is not None else None
-        if visitor is None or not auth.origin_ok(websocket) or not may(visitor.user, READ_LOG, name) \
-                or path is None or path == "-":
-            await websocket.close(POLICY_VIOLATION)  # before accept: the handshake gets a 403
-            return
-        with one_more_socket(visitor) as allowed:
-            if not allowed:
-                await websocket.close(POLICY_VIOLATION)
+        async with admitted(websocket, found, found is not None and may(found.user, READ_LOG, name)
+                            and path is not None and path != "-") as visitor:
+            if visitor is None or path is None:
                 return
             await logview.follow(websocket, path, keep=lambda transport, serve: serve_while_allowed(
                 transport, auth.keeps(websocket, READ_LOG, name), serve,
