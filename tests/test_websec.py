@@ -333,7 +333,7 @@ async def test_two_consoles_on_one_host_keep_both_sessions_in_one_browser(nurser
     assert await trio.to_thread.run_sync(login, two) == 303
     assert await trio.to_thread.run_sync(status, two) == 200
     assert await trio.to_thread.run_sync(status, one) == 200  # the second login did not log out the first
-    assert sorted(cookie.name for cookie in jar) == sorted([f"pyprocserv-session-{one.port}", f"pyprocserv-session-{two.port}"])
+    assert {cookie.name for cookie in jar} == {f"pyprocserv-session-{one.port}", f"pyprocserv-session-{two.port}"}
 
 
 # -- a reverse proxy ------------------------------------------------------------------------------
