@@ -148,7 +148,8 @@ Browser console (needs starlette and anycorn: pip install 'pyprocserv[web]'):
     --web [<addr>:]<port> serve the console, status and buttons to browsers on <port>
                           (address default 127.0.0.1; [<ipv6>]:<port> for IPv6). Without
                           --web-users only loopback is allowed, and every local browser is an
-                          operator, as a telnet client on a loopback port is
+                          operator, as a telnet client on a loopback port is. A browser
+                          console replays the last 500 lines (or --history, if more)
     --web-users <file>    log in with the users in <file> (add them with
                           pyprocserv-manage web-user add); viewers read and spy,
                           operators also type and press the buttons
