@@ -773,6 +773,24 @@ async def test_the_spy_link_gives_even_an_operator_a_console_that_drops_keys(nur
     assert site.log("alpha").count("ada from 127.0.0.1 attached read-write") == 1  # the operator's only
 
 
+async def test_a_log_follow_ends_going_away_when_its_instance_leaves_the_fleet(nursery, tmp_path):
+    """A reload that removes an instance: its log's followers are told, as its consoles are."""
+    site = await start_fleet(nursery, tmp_path)
+    vic = await logged_in(site, "vic")
+    async with vic.socket("/ws/ioc/beta/log?from=0") as beta, vic.socket("/ws/ioc/alpha/log?from=0") as alpha:
+        await read_until(beta, b"beta")
+        await read_until(alpha, b"alpha")
+        removed = site.servers.pop("beta")
+        removed.stop()  # a change the fleet wakes its watchers for
+        with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await beta.get_message()
+        await beta._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
+        assert closed.value.reason.code == 1001
+        site.servers["alpha"].announce("alpha goes on")
+        assert b"alpha goes on" in await read_until(alpha, b"alpha goes on")
+
+
 @pytest.mark.parametrize("name", ["ioc one", "<b>&'\"x", "é-ioc", "100%", "a?b#c;d", ".hidden", "./st.cmd", "a/log"])
 async def test_any_ioc_name_is_quoted_in_urls_and_escaped_in_pages(nursery, tmp_path, name):
     server = ProcessServer(Config(command=("/bin/cat",), name=name, logfile=str(tmp_path / "log")), extras=[])

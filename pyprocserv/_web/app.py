@@ -31,7 +31,8 @@ Rules:
    is read whole. Every response forbids framing (no clickjacking of the buttons) and caching.
 5. Whatever a request does, it ends that request at most (``serve.serve_asgi``'s guard).
 6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile);
-   ``ws/ioc/NAME/log`` (login, ``read_log`` and Origin) follows it as it is written.
+   ``ws/ioc/NAME/log`` (login, ``read_log`` and Origin) follows it as it is written, until the
+   instance leaves the fleet or gets another server (a reload): then it closes with 1001.
 7. ``ws/status`` (login and Origin as the console's) sends the snapshot of the IOCs the user
    may see (``.fleet`` rule 3) at once, then after each change, at most one every
    :data:`STATUS_GAP` seconds, never queued (``.statuspush``).
@@ -335,11 +336,17 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
         path = root.config.logfile if root is not None else None
         async with admitted(websocket, found, found is not None and may(found.user, READ_LOG, name)
                             and path is not None and path != "-") as visitor:
-            if visitor is None or path is None:
+            if visitor is None or path is None or root is None:
                 return
             await logview.follow(websocket, path, keep=lambda transport, serve: serve_while_allowed(
                 transport, auth.keeps(websocket, READ_LOG, name), serve,
-                refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every))  # rule 9
+                refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every),  # rule 9
+                gone=lambda: left_the_fleet(name, root))  # rule 6
+
+    async def left_the_fleet(name: str, root: Root) -> None:
+        """Returns once ``root`` is no longer the server of the instance ``name`` (rule 6)."""
+        while fleet.get(name) is root:
+            await fleet.wait_change()
 
     async def login_page(request: Request) -> Response:
         if auth.open:
