@@ -16,7 +16,8 @@ Rules:
 3. Bounded: a follower holds one chunk, the one being sent, and reads the next only once that is
    sent, so a browser that does not read holds up no more than that. A follower more than
    :data:`LAG` bytes behind the file's end skips to its last CHUNK bytes and says so first.
-4. Text messages are JSON events: ``{"skipped": N}`` (N bytes not sent, rule 3),
+4. Text messages are JSON events: ``{"skipped": N}`` (N bytes not sent, rule 3; ``null``: an
+   unknown amount, whole files rotated out before the follower read them, ``LogReader.lost``),
    ``{"file": "new"}`` (a rotation or a truncation: what follows is a new file from its start),
    ``{"error": TEXT}`` before a close with code 1011 when the log cannot be read.
 5. It starts at ``?from=N``, a byte offset (the end of the tail the page shows), else at the
@@ -154,7 +155,7 @@ async def _send_new(websocket: WebSocket, transport: MessageTransport, reader: _
                     pass  # the browser left first
                 break
             if skipped:
-                await transport.send_message(json.dumps({"skipped": skipped}))
+                await transport.send_message(json.dumps({"skipped": None if skipped < 0 else skipped}))
             if new_file:
                 await transport.send_message('{"file": "new"}')
             if data:
@@ -177,7 +178,8 @@ class _Reader:
         self._closed = False
 
     def next_chunk(self) -> tuple[int, bool, bytes]:
-        """In a thread: the bytes skipped (rule 3), whether a new file began, and the next chunk."""
+        """In a thread: the bytes skipped (rule 3; -1: an unknown amount, rule 4), whether a new
+        file began, and the next chunk."""
         with self._lock:
             if self._closed:
                 return 0, False, b""
@@ -187,8 +189,10 @@ class _Reader:
             if behind > LAG:
                 skipped = behind - CHUNK
                 reader.skip(skipped)
-            files = reader.files
+            files, lost = reader.files, reader.lost
             data = reader.read(CHUNK)
+            if reader.lost > lost:
+                skipped = -1
             return skipped, reader.files > files and files > 0, data
 
     def close(self) -> None:
