@@ -773,7 +773,25 @@ async def test_the_spy_link_gives_even_an_operator_a_console_that_drops_keys(nur
     assert site.log("alpha").count("ada from 127.0.0.1 attached read-write") == 1  # the operator's only
 
 
-@pytest.mark.parametrize("name", ["ioc one", "<b>&'\"x", "é-ioc", "100%", "a?b#c;d", ".hidden"])
+async def test_a_log_follow_ends_going_away_when_its_instance_leaves_the_fleet(nursery, tmp_path):
+    """A reload that removes an instance: its log's followers are told, as its consoles are."""
+    site = await start_fleet(nursery, tmp_path)
+    vic = await logged_in(site, "vic")
+    async with vic.socket("/ws/ioc/beta/log?from=0") as beta, vic.socket("/ws/ioc/alpha/log?from=0") as alpha:
+        await read_until(beta, b"beta")
+        await read_until(alpha, b"alpha")
+        removed = site.servers.pop("beta")
+        removed.stop()  # a change the fleet wakes its watchers for
+        with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await beta.get_message()
+        await beta._stream.aclose()  # trio-websocket leaves the socket of a connection the server closed
+        assert closed.value.reason.code == 1001
+        site.servers["alpha"].announce("alpha goes on")
+        assert b"alpha goes on" in await read_until(alpha, b"alpha goes on")
+
+
+@pytest.mark.parametrize("name", ["ioc one", "<b>&'\"x", "é-ioc", "100%", "a?b#c;d", ".hidden", "./st.cmd", "a/log"])
 async def test_any_ioc_name_is_quoted_in_urls_and_escaped_in_pages(nursery, tmp_path, name):
     server = ProcessServer(Config(command=("/bin/cat",), name=name, logfile=str(tmp_path / "log")), extras=[])
     await nursery.start(server.run)
@@ -791,6 +809,38 @@ async def test_any_ioc_name_is_quoted_in_urls_and_escaped_in_pages(nursery, tmp_
     assert (await client.get(f"/ioc/{quoted}/log")).status == 200
     async with client.console(name) as ws:
         assert name.encode() in await attach(ws)
+
+
+def encode_uri_component(text: str) -> str:
+    """What the status table's script makes of a name in its links (``encodeURIComponent``)."""
+    return quote(text, safe="-_.!~*'()")
+
+
+async def test_a_server_named_by_its_command_path_has_every_page_from_the_tables_links(nursery, tmp_path):
+    """Without -n the name is the command, slashes and all: the decoded path cannot tell them from separators."""
+    server = ProcessServer(Config(command=("/bin/cat",), logfile=str(tmp_path / "log")), extras=[])
+    await nursery.start(server.run)
+    port = await nursery.start(serve_asgi, build_app(OneServer(server), WebAuth(None, "/")), "127.0.0.1", 0)
+    client = WebClient(port)
+    [name] = [entry["name"] for entry in json.loads((await client.get("/api/status")).body)]
+    assert name == "/bin/cat"
+    table = (await client.get("/")).text
+    assert '"ioc/" + encodeURIComponent(name) + "/"' in table and '"api/ioc/" + encodeURIComponent(name)' in table
+    url = encode_uri_component(name)
+    assert json.loads((await client.get(f"/api/ioc/{url}")).body)["name"] == name
+    for page in ("console", "console?spy=1", "log", "log/download"):
+        assert (await client.get(f"/ioc/{url}/{page}")).status == 200, page
+    pid = server.status.pid
+    assert (await client.act("restart", await client.csrf(), name)).status == 200
+    assert server.status.pid != pid
+    async with client.console(name) as ws:
+        assert name.encode() in await attach(ws)
+    async with client.socket(f"/ws/ioc/{url}/log?from=0") as ws:
+        assert b"Restarting child" in await read_until(ws, b"Restarting child")
+    # a path that does not quote the name's slashes names no IOC, as does one that splits another way
+    for path in ("/ioc//bin/cat/console", "/ioc/%2Fbin/cat/console", "/api/ioc//bin/cat", "/ioc/x%2Fconsole/log"):
+        assert (await client.get(path)).status == 404, path
+    assert await client.handshake("/ws/ioc//bin/cat/console") == 403
 
 
 async def test_an_instance_without_a_server_is_a_row_and_its_pages_say_try_later(nursery, tmp_path):

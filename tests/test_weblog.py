@@ -76,6 +76,7 @@ def follower(site: Site, start: int | str | None = None, origin: str | None = No
 class Followed:
     data: bytearray = dataclasses.field(default_factory=bytearray)
     skipped: int = 0
+    unknown_skips: int = 0  # {"skipped": null}: whole files rotated out unread
     new_files: int = 0
 
     async def until(self, ws, done) -> None:
@@ -85,7 +86,8 @@ class Followed:
                 self.data += message
                 continue
             event = json.loads(message)
-            self.skipped += event.get("skipped", 0)
+            self.unknown_skips += "skipped" in event and event["skipped"] is None
+            self.skipped += event.get("skipped") or 0
             self.new_files += event.get("file") == "new"
 
 
@@ -224,6 +226,30 @@ async def test_a_follower_that_never_reads_holds_one_chunk_and_is_told_what_it_m
     assert seen.data.endswith(block[-logview.CHUNK:])  # and it ends with the newest
 
 
+async def test_a_follower_more_rotations_behind_than_there_are_backups_is_told_files_were_skipped(
+        nursery, tmp_path):
+    path = str(tmp_path / "rotating.log")
+    site, _ = await start(nursery, tmp_path, path)
+    await site.login("vic")
+    log = LogFile(path, max_bytes=100, backups=2)
+    lines = [bytes([65 + n]) * 60 + b"\n" for n in range(12)]  # a file each
+    try:
+        async with follower(site, 0) as ws:
+            log.write(lines[0])
+            seen = Followed()
+            with trio.fail_after(10):
+                await seen.until(ws, lambda s: lines[0] in s.data)
+            await trio.sleep(0.2)  # its next read found nothing: it waits logview.POLL
+            for line in lines[1:]:  # no checkpoint: the follower, waiting, reads none of them
+                log.write(line)
+            with trio.fail_after(10):
+                await seen.until(ws, lambda s: lines[-1] in s.data)
+    finally:
+        log.close()
+    assert seen.unknown_skips == 1 and seen.skipped == 0
+    assert bytes(seen.data) == b"".join([lines[0], *lines[-3:]])  # the oldest backup on: the least lost
+
+
 async def test_a_log_that_cannot_be_read_is_named_on_the_page_and_in_the_follow(nursery, tmp_path):
     (tmp_path / "a-directory").mkdir()
     site, _ = await start(nursery, tmp_path, str(tmp_path / "a-directory"))
@@ -309,6 +335,23 @@ def test_any_start_offset_is_a_number_or_refused_by_name(text):
 
 
 # -- the reader -------------------------------------------------------------------------------
+
+def test_a_reader_whose_file_was_rotated_out_goes_on_from_the_oldest_backup_and_counts_the_loss(tmp_path):
+    path = str(tmp_path / "ioc.log")
+    log, reader = LogFile(path, max_bytes=100, backups=2), LogReader(path, 0)
+    lines = [bytes([65 + n]) * 60 + b"\n" for n in range(12)]  # a file each
+    seen = b""
+    try:
+        assert reader.read() == b""
+        for line in lines:
+            log.write(line)
+        while chunk := reader.read(64):
+            seen += chunk
+    finally:
+        reader.close()
+        log.close()
+    assert seen == b"".join([lines[0], *lines[-3:]]) and reader.lost == 1
+
 
 def test_a_reader_starts_over_on_a_truncated_or_rotated_file_and_skips_when_asked(tmp_path):
     path = str(tmp_path / "ioc.log")

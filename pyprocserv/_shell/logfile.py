@@ -187,8 +187,11 @@ class LogReader:
     2. Only the file ``path`` names is written to. Once ``path`` names another file (a rotation
        renamed ours), the rest of ours comes first, then the next newer file from its start: the
        backup ``path.N`` one number below ours (:func:`log_files`), so rotations that happen
-       between two reads lose nothing either; a file that is no numbered backup (renamed by
-       logrotate, or deleted as the oldest) is followed by ``path``. A file shorter than what was read of it (truncated in
+       between two reads lose nothing either; a file renamed to no numbered backup (by
+       logrotate) is followed by ``path``. A file deleted (the oldest backup, rotated out: the
+       reader is more rotations behind than there are backups) is followed by the oldest backup
+       left, and counts one in :attr:`lost`: the files rotated out after it, if any, are gone
+       unread, how many is unknown. A file shorter than what was read of it (truncated in
        place) is read again from its start. Each new file counts one in :attr:`files`.
     3. A read returns at most ``limit`` bytes, so a reader far behind holds no more than that;
        :meth:`unread` says how far behind it is in its file and :meth:`skip` jumps ahead.
@@ -197,6 +200,7 @@ class LogReader:
     def __init__(self, path: str, start: int | None = 0) -> None:
         self.path = path
         self.files = 0  # files read so far: counts the rotations and truncations seen
+        self.lost = 0  # times whole files may have been rotated out unread (rule 2)
         self._start = start
         self._file: BinaryIO | None = None
         self._pos = 0
@@ -234,8 +238,11 @@ class LogReader:
                 inodes.append(os.stat(name).st_ino)
             except FileNotFoundError:
                 inodes.append(None)  # rotated on meanwhile
-        newer = files[inodes.index(ino) - 1] if ino in inodes[1:] else self.path
         assert self._file is not None
+        newer = files[inodes.index(ino) - 1] if ino in inodes[1:] else self.path
+        if ino not in inodes and os.fstat(self._file.fileno()).st_nlink == 0:  # deleted: rotated out
+            newer = files[-1] if files else self.path
+            self.lost += 1
         self._file.close()
         self._file, self._start = None, 0
         return self.read(limit) if self._open(newer) else b""

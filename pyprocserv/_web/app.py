@@ -31,7 +31,8 @@ Rules:
    is read whole. Every response forbids framing (no clickjacking of the buttons) and caching.
 5. Whatever a request does, it ends that request at most (``serve.serve_asgi``'s guard).
 6. The log download is the file as it is when asked for, sent chunked (it may grow meanwhile);
-   ``ws/ioc/NAME/log`` (login, ``read_log`` and Origin) follows it as it is written.
+   ``ws/ioc/NAME/log`` (login, ``read_log`` and Origin) follows it as it is written, until the
+   instance leaves the fleet or gets another server (a reload): then it closes with 1001.
 7. ``ws/status`` (login and Origin as the console's) sends the snapshot of the IOCs the user
    may see (``.fleet`` rule 3) at once, then after each change, at most one every
    :data:`STATUS_GAP` seconds, never queued (``.statuspush``).
@@ -52,6 +53,10 @@ Rules:
     pushed statuses together; :data:`MAX_SOCKETS_PER_USER`): a handshake past that gets 403. So
     one login cannot take the web server's connections (``.connections``) from everybody else.
     Without users (loopback only, every local browser the operator) there is no such cap.
+13. Any name works in a URL, one holding ``/`` too (without ``-n`` the name is the command,
+    ``./st.cmd``): the pages quote it (``%2F``), and the name is read from the path as sent
+    (``raw_path``), where a quoted ``/`` is not a separator. A path whose segments do not
+    give exactly one name (say ``ioc/a/b/console``, for an IOC ``a/b``) names no IOC: 404.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from collections import Counter
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, BinaryIO, Callable, Generator, Iterator
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -122,7 +127,7 @@ class _SafeHeaders:
 
 def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
               max_sockets_per_user: int = MAX_SOCKETS_PER_USER) -> Any:
-    """The ASGI application of the browser console of ``fleet`` (rules 1-12); ``title`` heads the
+    """The ASGI application of the browser console of ``fleet`` (rules 1-13); ``title`` heads the
     status table and the login page."""
     base = auth.base
     sockets_of: Counter[str] = Counter()  # open WebSockets by user name (rule 12)
@@ -331,11 +336,17 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
         path = root.config.logfile if root is not None else None
         async with admitted(websocket, found, found is not None and may(found.user, READ_LOG, name)
                             and path is not None and path != "-") as visitor:
-            if visitor is None or path is None:
+            if visitor is None or path is None or root is None:
                 return
             await logview.follow(websocket, path, keep=lambda transport, serve: serve_while_allowed(
                 transport, auth.keeps(websocket, READ_LOG, name), serve,
-                refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every))  # rule 9
+                refuse=lambda: websocket.close(POLICY_VIOLATION), every=auth.recheck_every),  # rule 9
+                gone=lambda: left_the_fleet(name, root))  # rule 6
+
+    async def left_the_fleet(name: str, root: Root) -> None:
+        """Returns once ``root`` is no longer the server of the instance ``name`` (rule 6)."""
+        while fleet.get(name) is root:
+            await fleet.wait_change()
 
     async def login_page(request: Request) -> Response:
         if auth.open:
@@ -377,16 +388,37 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
         response.headers.append("set-cookie", auth.cookie(request).clear_cookie())
         return response
 
+    def by_name(prefix: str, suffix: str, endpoint: Callable[[Any], Any], *, web_socket: bool = False,
+                **options: Any) -> Any:
+        """The route of ``endpoint`` on ``prefix``NAME``suffix``, NAME any IOC name (rule 13)."""
+        at = (base + prefix).count("/")  # the index of NAME among the path's "/"-separated segments
+
+        async def with_the_name(connection: Any) -> Any:
+            name = _name_as_sent(connection.scope, at)
+            if name is None and web_socket:
+                return await connection.close(POLICY_VIOLATION)
+            if name is None and not suffix and _raw(connection.scope).count(b"/") == at + 1:  # an ACTION's
+                return PlainTextResponse("an action is a POST", status_code=405, headers={"Allow": "POST"})
+            if name is None:
+                return PlainTextResponse("this path names no IOC (a '/' in a name is quoted: %2F)", status_code=404)
+            connection.path_params["name"] = name
+            return await endpoint(connection)
+
+        path = base + prefix + "{name:path}" + suffix
+        if web_socket:
+            return WebSocketRoute(path, with_the_name)
+        return Route(path, with_the_name, **options)
+
     routes = [
         Route(base, status_page),
         Route(base + "api/status", api_status),
-        Route(base + "api/ioc/{name}", api_instance),
-        Route(base + "api/ioc/{name}/{action}", api_action, methods=["POST"]),
-        Route(base + "ioc/{name}/console", console_page),
-        Route(base + "ioc/{name}/log", log_page),
-        Route(base + "ioc/{name}/log/download", log_download),
-        WebSocketRoute(base + "ws/ioc/{name}/console", console_socket),
-        WebSocketRoute(base + "ws/ioc/{name}/log", log_socket),
+        by_name("api/ioc/", "", api_instance),
+        by_name("api/ioc/", "/{action}", api_action, methods=["POST"]),
+        by_name("ioc/", "/console", console_page),
+        by_name("ioc/", "/log", log_page),
+        by_name("ioc/", "/log/download", log_download),
+        by_name("ws/ioc/", "/console", console_socket, web_socket=True),
+        by_name("ws/ioc/", "/log", log_socket, web_socket=True),
         WebSocketRoute(base + "ws/status", status_socket),
         Route(base + "login", login_page, methods=["GET"]),
         Route(base + "login", login, methods=["POST"]),
@@ -394,6 +426,28 @@ def build_app(fleet: Fleet, auth: WebAuth, *, title: str = "pyprocserv",
         Mount(base + "static", StaticFiles(directory=STATIC)),
     ]
     return _SafeHeaders(Starlette(routes=routes))
+
+
+def _name_as_sent(scope: Any, at: int) -> str | None:
+    """The IOC name a request's path gives as sent: its segment ``at``, unquoted (rule 13). None
+    if that is not the name the route read from the decoded path, or another segment holds a
+    quoted ``/``: the path does not name one IOC. Without ``raw_path``, the route's name."""
+    name: str = scope["path_params"]["name"]
+    if scope.get("raw_path") is None:
+        return name
+    try:
+        segments = [unquote_to_bytes(segment).decode("utf-8") for segment in _raw(scope).split(b"/")]
+    except UnicodeDecodeError:
+        return None
+    others = segments[:at] + segments[at + 1:]
+    if len(segments) <= at or segments[at] != name or any("/" in segment for segment in others):
+        return None
+    return name
+
+
+def _raw(scope: Any) -> bytes:
+    """The path as sent, without a query (some servers leave it in ``raw_path``)."""
+    return (scope.get("raw_path") or scope["path"].encode()).split(b"?")[0]
 
 
 def _up_to_now(f: BinaryIO) -> Generator[bytes, None, None]:

@@ -16,13 +16,16 @@ Rules:
 3. Bounded: a follower holds one chunk, the one being sent, and reads the next only once that is
    sent, so a browser that does not read holds up no more than that. A follower more than
    :data:`LAG` bytes behind the file's end skips to its last CHUNK bytes and says so first.
-4. Text messages are JSON events: ``{"skipped": N}`` (N bytes not sent, rule 3),
+4. Text messages are JSON events: ``{"skipped": N}`` (N bytes not sent, rule 3; ``null``: an
+   unknown amount, whole files rotated out before the follower read them, ``LogReader.lost``),
    ``{"file": "new"}`` (a rotation or a truncation: what follows is a new file from its start),
    ``{"error": TEXT}`` before a close with code 1011 when the log cannot be read.
 5. It starts at ``?from=N``, a byte offset (the end of the tail the page shows), else at the
    end of the file now; an offset beyond the end (the file was rotated or truncated since) means
    its start. Anything but decimal digits is refused by a close with code 1008 and a reason.
 6. What the browser sends is read and dropped; its close, or a failed send, ends the follow.
+   So does ``gone`` returning (the log's IOC has left the fleet, say by a reload): a close with
+   1001 (going away), as that IOC's consoles get.
 """
 
 from __future__ import annotations
@@ -97,10 +100,12 @@ def start_offset(text: str | None) -> int | None:
     return int(text)
 
 
-async def follow(websocket: WebSocket, path: str, *, keep: Keep | None = None) -> None:
+async def follow(websocket: WebSocket, path: str, *, keep: Keep | None = None,
+                 gone: Callable[[], Awaitable[object]] | None = None) -> None:
     """Send the log at ``path`` to ``websocket`` as it is written until the browser leaves (rules
     2-6). ``keep(transport, serve)``, if given, runs ``serve`` on ``transport`` or a wrapper of it
-    (the app's: only while the visitor keeps the right to read the log)."""
+    (the app's: only while the visitor keeps the right to read the log); ``gone()``, if given,
+    returns when the log's IOC goes away (rule 6)."""
     try:
         start = start_offset(websocket.query_params.get("from"))
     except ValueError as exc:
@@ -110,9 +115,18 @@ async def follow(websocket: WebSocket, path: str, *, keep: Keep | None = None) -
     await websocket.accept()
     transport = WebSocketTransport(websocket)
     reader = _Reader(LogReader(path, start))  # opens nothing yet: its first read does, in a thread
+    going_away = False
+
+    async def until_gone(done: trio.CancelScope) -> None:
+        nonlocal going_away
+        if gone is not None:
+            await gone()
+            going_away = True
+            done.cancel()
 
     async def serve(messages: MessageTransport) -> None:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_gone, nursery.cancel_scope)
             nursery.start_soon(_send_new, websocket, messages, reader, nursery.cancel_scope)
             try:
                 while True:
@@ -124,7 +138,7 @@ async def follow(websocket: WebSocket, path: str, *, keep: Keep | None = None) -
         await (serve(transport) if keep is None else keep(transport, serve))
     finally:
         trio.lowlevel.start_thread_soon(reader.close, lambda _: None)  # a stuck read may still hold it
-        await transport.aclose()  # cancelled (the server stops): the server's own stop closes it
+        await transport.aclose(going_away=going_away)  # cancelled (the server stops): its own stop closes it
 
 
 async def _send_new(websocket: WebSocket, transport: MessageTransport, reader: _Reader,
@@ -141,7 +155,7 @@ async def _send_new(websocket: WebSocket, transport: MessageTransport, reader: _
                     pass  # the browser left first
                 break
             if skipped:
-                await transport.send_message(json.dumps({"skipped": skipped}))
+                await transport.send_message(json.dumps({"skipped": None if skipped < 0 else skipped}))
             if new_file:
                 await transport.send_message('{"file": "new"}')
             if data:
@@ -164,7 +178,8 @@ class _Reader:
         self._closed = False
 
     def next_chunk(self) -> tuple[int, bool, bytes]:
-        """In a thread: the bytes skipped (rule 3), whether a new file began, and the next chunk."""
+        """In a thread: the bytes skipped (rule 3; -1: an unknown amount, rule 4), whether a new
+        file began, and the next chunk."""
         with self._lock:
             if self._closed:
                 return 0, False, b""
@@ -174,8 +189,10 @@ class _Reader:
             if behind > LAG:
                 skipped = behind - CHUNK
                 reader.skip(skipped)
-            files = reader.files
+            files, lost = reader.files, reader.lost
             data = reader.read(CHUNK)
+            if reader.lost > lost:
+                skipped = -1
             return skipped, reader.files > files and files > 0, data
 
     def close(self) -> None:

@@ -256,6 +256,7 @@ function follow(on) {
     const m = JSON.parse(event.data);
     if (m.skipped) { offset += m.skipped;
       add("\\n[" + m.skipped + " bytes of the log skipped: this page fell behind]\\n"); }
+    if (m.skipped === null) add("\\n[some output was skipped: log files rotated away unread]\\n");
     if (m.file) { offset = 0; add("\\n[a new log file begins]\\n"); }
     if (m.error) note.textContent = m.error;
   };
