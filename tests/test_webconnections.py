@@ -304,3 +304,8 @@ async def test_at_the_cap_a_newcomer_ends_the_longest_idle_keep_alive_connection
         for stream in (console.stream, *idle):
             await stream.aclose()
 
+
+def test_one_login_holds_at_most_an_eighth_of_the_connections():
+    # WebSockets that read are the connections a newcomer at the cap cannot end (rule 3)
+    from pyprocserv._web.app import MAX_SOCKETS_PER_USER
+    assert MAX_SOCKETS_PER_USER * 8 <= connections.MAX_CONNECTIONS
