@@ -91,16 +91,7 @@ async def test_the_http2_preface_ends_its_connection_at_once_with_nothing_left(n
 async def test_the_http2_preface_after_an_http11_request_ends_the_connection_too(nursery, opened):
     _, port = await start_console_site(nursery)
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(f"GET /static/xterm/addon-fit.js HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    reply = b""
-    with trio.fail_after(5):
-        while b"\r\n\r\n" not in reply:
-            reply += await stream.receive_some(65536)
-        head, _, body = reply.partition(b"\r\n\r\n")
-        length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
-        while len(body) < length:
-            body += await stream.receive_some(65536)
-    assert head.startswith(b"HTTP/1.1 200")
+    assert (await ask(stream, port, "/static/xterm/addon-fit.js")).startswith(b"HTTP/1.1 200")
     await stream.send_all(PREFACE)  # the next request on this keep-alive connection
     assert await everything_until_closed(stream) == b""
     await stream.aclose()
