@@ -6,11 +6,16 @@
   otherwise wait forever for a window the client never gives (memory and descriptors, for good).
 * Pages, static files and the browser console are served as before.
 * With every connection taken and answered, a newcomer ends the one whose send has been blocked
-  longest (a client that asked and never reads), not a console that reads.
+  longest (a client that asked and never reads), else the keep-alive connection idle longest, not
+  a console that reads.
+* Connections that send nothing never hold more descriptors than the cap, however many come; a
+  keep-alive connection its client closed lets go of its socket at once.
+* Once a WebSocket's 101 is sent, its frames are not taken for the HTTP/2 request line.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -86,16 +91,7 @@ async def test_the_http2_preface_ends_its_connection_at_once_with_nothing_left(n
 async def test_the_http2_preface_after_an_http11_request_ends_the_connection_too(nursery, opened):
     _, port = await start_console_site(nursery)
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(f"GET /static/xterm/addon-fit.js HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    reply = b""
-    with trio.fail_after(5):
-        while b"\r\n\r\n" not in reply:
-            reply += await stream.receive_some(65536)
-        head, _, body = reply.partition(b"\r\n\r\n")
-        length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
-        while len(body) < length:
-            body += await stream.receive_some(65536)
-    assert head.startswith(b"HTTP/1.1 200")
+    assert (await ask(stream, port, "/static/xterm/addon-fit.js")).startswith(b"HTTP/1.1 200")
     await stream.send_all(PREFACE)  # the next request on this keep-alive connection
     assert await everything_until_closed(stream) == b""
     await stream.aclose()
@@ -161,7 +157,7 @@ def test_anycorn_never_receives_the_whole_http2_request_line_however_it_is_split
 
     async def main() -> tuple[bytes, bool]:
         with socket.socket() as sock, anyio.CancelScope() as scope:
-            stream = connections._Answering(_Chunks(list(chunks)), connections._Connection(), sock, scope)
+            stream = connections._Answering(_Chunks(list(chunks)), connections._Connection(sock), sock, scope)
             received = b""
             try:
                 while True:
@@ -172,6 +168,16 @@ def test_anycorn_never_receives_the_whole_http2_request_line_however_it_is_split
                 return received, False
     received, cut = trio.run(main)
     assert cut and connections.H2_REQUEST_LINE not in received
+
+
+def test_a_websockets_frames_are_not_looked_at_for_the_http2_request_line():
+    async def main() -> bool:
+        with socket.socket() as sock, anyio.CancelScope() as scope:
+            stream = connections._Answering(_Chunks([PREFACE, PREFACE]), connections._Connection(sock), sock, scope)
+            await stream.send(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n")
+            assert await stream.receive() + await stream.receive() == PREFACE * 2  # frames, past the 101
+            return scope.cancel_called
+    assert not trio.run(main)
 
 
 # -- clients that never read ------------------------------------------------------------------------
@@ -210,3 +216,87 @@ async def test_at_the_cap_a_newcomer_ends_a_client_that_never_reads_not_a_consol
     finally:
         for stream in (console.stream, idle.stream, *readers):
             await stream.aclose()
+
+
+# -- descriptors held past the cap, idle keep-alive connections --------------------------------------
+
+def server_fds(held: int) -> int:
+    """The process's open descriptors less the ``held`` client sockets the test itself keeps."""
+    return len(os.listdir("/proc/self/fd")) - held
+
+
+async def ask(stream: trio.SocketStream, port: int, path: str = "/ioc/cat/console") -> bytes:
+    """One request on a keep-alive connection, and its whole answer's head."""
+    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    reply = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in reply:
+            reply += await stream.receive_some(65536)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
+        while len(body) < length:
+            body += await stream.receive_some(65536)
+    return head
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+async def test_connections_that_send_nothing_never_hold_more_descriptors_than_the_cap(monkeypatch, nursery, opened):
+    monkeypatch.setattr(connections, "MAX_CONNECTIONS", 10)
+    _, port = await start_console_site(nursery)
+    await trio.sleep(0.2)
+    before = server_fds(0)
+    silent = []
+    try:
+        for _ in range(60):  # each newcomer ends the oldest of them: it must let go of its socket too
+            silent.append(await trio.open_tcp_stream("127.0.0.1", port))
+            await trio.sleep(0.01)
+        await trio.sleep(0.3)
+        assert server_fds(len(silent)) - before <= 10 + 3  # main: about 60, held until anycorn's idle timer
+        assert (await http_get(port, "/ioc/cat/console")).startswith(b"HTTP/1.1 200")
+    finally:
+        for stream in silent:
+            await stream.aclose()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+async def test_a_keep_alive_connection_its_client_closed_lets_go_of_its_socket_at_once(nursery, opened):
+    _, port = await start_console_site(nursery)
+    await trio.sleep(0.2)
+    before = server_fds(0)
+    streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(5)]
+    for stream in streams:
+        assert (await ask(stream, port)).startswith(b"HTTP/1.1 200")
+    for stream in streams:
+        await stream.aclose()
+    await trio.sleep(0.3)  # main: CLOSE-WAIT until anycorn's keep-alive timeout
+    assert server_fds(0) <= before and not opened[0]._open
+
+
+async def test_at_the_cap_a_newcomer_ends_the_longest_idle_keep_alive_connection_not_a_console(
+        monkeypatch, nursery, opened):
+    monkeypatch.setattr(connections, "MAX_CONNECTIONS", 6)
+    monkeypatch.setattr(connections, "IDLE", 0.3, raising=False)
+    _, port = await start_console_site(nursery)
+    console = await RawConsole.open(port)
+    await console.read_until(b"connected (plus you)")
+    await console.send(TEXT, READY)
+    idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(5)]
+    try:
+        for stream in idle:
+            assert (await ask(stream, port)).startswith(b"HTTP/1.1 200")
+        await trio.sleep(0.6)  # all six taken: five idle keep-alive connections and a console
+        for _ in range(3):
+            page = await http_get(port, "/ioc/cat/console")  # main closed every newcomer at once
+            assert page.startswith(b"HTTP/1.1 200") and b"xterm" in page
+        assert await everything_until_closed(idle[0]) == b""  # the longest idle went first
+        await console.send(BINARY, b"still here\r")  # the console was not one to go
+        await console.read_until(b"still here")
+    finally:
+        for stream in (console.stream, *idle):
+            await stream.aclose()
+
+
+def test_one_login_holds_at_most_an_eighth_of_the_connections():
+    # WebSockets that read are the connections a newcomer at the cap cannot end (rule 3)
+    from pyprocserv._web.app import MAX_SOCKETS_PER_USER
+    assert MAX_SOCKETS_PER_USER * 8 <= connections.MAX_CONNECTIONS

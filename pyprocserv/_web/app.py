@@ -92,8 +92,10 @@ MAX_FORM = 4096  # bytes of a login form: a name and a password
 LOG_TAIL = 64 << 10  # bytes of the log file the log page shows
 STATUS_GAP = 0.25  # seconds between two pushed status snapshots, at least (rule 7)
 POLICY_VIOLATION = 1008  # WebSocket close code: refused by policy (no login, no right, bad Origin)
-# Rule 12: a person's tabs of consoles, logs and status pages, and a quarter of the connections.
-MAX_SOCKETS_PER_USER = 64
+# Rule 12: a person's tabs of consoles, logs and status pages (ten tabs of three), and an eighth of
+# the connections: WebSockets are the ones a newcomer at the cap cannot end while they read, so
+# eight logins, not four, would be needed to shut everybody else out.
+MAX_SOCKETS_PER_USER = 32
 _HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
             (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"same-origin")]

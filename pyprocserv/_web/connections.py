@@ -10,23 +10,34 @@ Rules:
    which wakes a send blocked on it, shielded or not, with an error), and any that opens later.
 3. At most :data:`MAX_CONNECTIONS` are open at once. One that comes when all are taken ends the
    oldest that has not been answered yet (the server has sent nothing on it: a client still
-   sending its first request's head, as slowloris does), or, when every one has been answered
-   (consoles, downloads), is closed at once. So slow clients beyond the cap cost a newcomer
-   nothing, and none waits in a queue of ours.
-   Before it closes a newcomer, it ends the connection whose send has been blocked longest, if
-   longer than :data:`BLOCKED` seconds (a client that asked and never reads): a console with
-   nothing to send, or whose reader keeps up, is never chosen. The wrapper times its sends, and
-   anycorn's zero-copy ``os.sendfile`` of static files, which goes to the raw socket past the
-   wrapper, is timed as well (the module's second seam, at import).
-4. Connections still in their TLS handshake are not counted: anyio shakes hands before it calls
+   sending its first request's head, as slowloris does); else the one whose send has been
+   blocked longest, if longer than :data:`BLOCKED` seconds (a client that asked and never reads:
+   a console with nothing to send, or whose reader keeps up, is never chosen); else the
+   keep-alive connection idle longest, if longer than :data:`IDLE` seconds (no WebSocket, nothing
+   being sent, no request being answered, nothing received or sent since: a browser asks again on
+   a new connection); else it
+   is closed at once. So slow or idle clients beyond the cap cost a newcomer nothing, and none
+   waits in a queue of ours. The wrapper times its sends, and anycorn's zero-copy ``os.sendfile``
+   of static files, which goes to the raw socket past the wrapper, is timed as well (the module's
+   second seam, at import).
+4. A connection counts, and holds its descriptor, until its task has ended: ending one (rules 2
+   and 3) cuts its socket and cancels its task, whose stream is then closed at once (anycorn
+   would keep it until its idle timer). A client that closes its end between requests (nothing
+   being sent, no request received since the last answer) on a connection that is not a
+   WebSocket ends its task at once too (no CLOSE-WAIT for anycorn's keep-alive timeout); a
+   request it sent before its close is answered as before, and a WebSocket's app hears the
+   close and ends it in order.
+5. Connections still in their TLS handshake are not counted: anyio shakes hands before it calls
    the handler. The handshake's deadline (``serve.HEAD_DEADLINE``) bounds them instead.
-5. HTTP/1.1 only. anycorn would switch a plaintext connection to HTTP/2 on a request line
+6. HTTP/1.1 only. anycorn would switch a plaintext connection to HTTP/2 on a request line
    ``PRI * HTTP/2.0`` (the HTTP/2 preface) or with a ``101`` answering ``Upgrade: h2c``, and its
    HTTP/2 streams wait for a flow-control window the client need never give, holding their memory
    and descriptors. So a connection is cut, and anycorn sees it end, when its received bytes hold
    that request line (wherever it is, split across reads or not, before anycorn has it whole),
    or when anycorn is about to send the ``101`` to h2c, which is not sent. (TLS offers only
-   http/1.1 by ALPN, and anyio's TLS is below the wrapper, which sees the plaintext.)
+   http/1.1 by ALPN, and anyio's TLS is below the wrapper, which sees the plaintext.) Once a
+   WebSocket's ``101`` has been sent, the connection carries frames, no request line: its
+   received bytes are no longer looked at.
 """
 
 from __future__ import annotations
@@ -48,17 +59,36 @@ import anyio.abc
 # IOC's child, pty, log file and telnet clients need.
 MAX_CONNECTIONS = 256
 BLOCKED = 1.0  # seconds a send may be blocked before a newcomer at the cap may end its connection
-H2_REQUEST_LINE = b"PRI * HTTP/2.0"  # rule 5: the start of the HTTP/2 preface
+IDLE = 0.1  # seconds idle before a newcomer at the cap may end a keep-alive connection: to keep the
+# whole cap, a client would ask on every connection ten times a second, far more than the server answers
+H2_REQUEST_LINE = b"PRI * HTTP/2.0"  # rule 6: the start of the HTTP/2 preface
 logger = logging.getLogger("pyprocserv.web")
 
 
 class _Connection:
-    """One open connection: whether the server has answered on it yet, and since when its
-    current send is blocked (None: not sending)."""
+    """One open connection: whether the server has answered on it yet, whether it is a WebSocket,
+    since when its current send is blocked (None: not sending), whether bytes came since its last
+    send (a request being answered), when it last received or sent, and whether it has been ended
+    (rule 4: its task, once known, is cancelled)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
         self.answered = False
+        self.websocket = False
         self.sending_since: float | None = None
+        self.asked = False
+        self.active = time.monotonic()
+        self.ended = False
+        self.scope: anyio.CancelScope | None = None
+
+    def between_requests(self) -> bool:
+        return self.answered and not (self.websocket or self.asked or self.sending_since is not None)
+
+    def end(self) -> None:
+        self.ended = True
+        _cut(self.socket)
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class Connections:
@@ -73,41 +103,41 @@ class Connections:
     def open(self, sock: socket.socket) -> Iterator[_Connection | None]:
         """``sock``'s connection, one of the open ones while the block runs; None when every
         one is taken and answered. One opened after :meth:`cut_all` is cut."""
-        if len(self._open) >= self.limit and not (self._end_oldest_unanswered() or self._end_longest_blocked()):
+        if len(self._open) >= self.limit and not self._end_one():
             yield None
             return
-        connection = self._open[sock] = _Connection()
+        connection = self._open[sock] = _Connection(sock)
         try:
             if self.cut:
-                _cut(sock)
+                connection.end()
             yield connection
         finally:
             if self._open.get(sock) is connection:
                 del self._open[sock]
 
-    def _end_oldest_unanswered(self) -> bool:
-        for sock, connection in self._open.items():
-            if not connection.answered:
-                del self._open[sock]
-                _cut(sock)
-                return True
-        return False
-
-    def _end_longest_blocked(self) -> bool:
-        blocked = [(since, sock) for sock, connection in self._open.items()
-                   if (since := connection.sending_since) is not None and time.monotonic() - since > BLOCKED]
-        if not blocked:
+    def _end_one(self) -> bool:
+        """Rule 3: end the oldest unanswered connection, else the longest blocked, else the
+        longest idle; False when none may go."""
+        now = time.monotonic()
+        living = [c for c in self._open.values() if not c.ended]
+        unanswered = [c for c in living if not c.answered]
+        blocked = [c for c in living if c.sending_since is not None and now - c.sending_since > BLOCKED]
+        idle = [c for c in living if c.between_requests() and now - c.active > IDLE]
+        if unanswered:
+            unanswered[0].end()
+        elif blocked:
+            min(blocked, key=lambda c: c.sending_since or now).end()
+        elif idle:
+            min(idle, key=lambda c: c.active).end()
+        else:
             return False
-        _, sock = min(blocked, key=lambda pair: pair[0])
-        del self._open[sock]
-        _cut(sock)
         return True
 
     def cut_all(self) -> None:
         """Cut every open connection, and any that opens later."""
         self.cut = True
-        for sock in list(self._open):
-            _cut(sock)
+        for connection in list(self._open.values()):
+            connection.end()
 
 
 def _cut(sock: socket.socket) -> None:
@@ -119,15 +149,16 @@ def _cut(sock: socket.socket) -> None:
 
 
 class _Answering(anyio.abc.ByteStream):
-    """A connection's stream that marks the connection answered at its first send and times its
-    sends (rule 3), and cuts it at HTTP/2 (rule 5)."""
+    """A connection's stream that marks the connection answered at its first send, times its
+    sends and notes its activity (rule 3), ends its task at the client's close (rule 4), and cuts
+    it at HTTP/2 (rule 6)."""
 
     def __init__(self, stream: anyio.abc.ByteStream, connection: _Connection, sock: socket.socket,
                  scope: anyio.CancelScope) -> None:
         self._stream = stream
         self._connection = connection
         self._socket = sock
-        self._scope = scope  # the connection's task, all of it, which a refused one ends
+        self._scope = scope  # the connection's task, all of it, which a refused or closed one ends
         self._tail = b""  # the last received bytes, in which the HTTP/2 request line may begin
         self._cut = False
 
@@ -141,24 +172,40 @@ class _Answering(anyio.abc.ByteStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if self._cut:
             raise anyio.BrokenResourceError("HTTP/2 is not served")
-        data = await self._stream.receive(max_bytes)
-        seen = self._tail + data
-        if H2_REQUEST_LINE in seen:
-            self._refuse_http2("the HTTP/2 preface")
-        self._tail = seen[-(len(H2_REQUEST_LINE) - 1):]
+        try:
+            data = await self._stream.receive(max_bytes)
+        except anyio.EndOfStream:
+            if self._connection.between_requests() or not (self._connection.answered or self._connection.asked):
+                self._scope.cancel()  # rule 4: anycorn would wait for its idle timer
+            raise
+        self._connection.asked = True
+        self._connection.active = time.monotonic()
+        if not self._connection.websocket:
+            self._look_for_http2(data)
         return data
+
+    def _look_for_http2(self, data: bytes) -> None:
+        """Rule 6, joining only the last bytes received before and the first of ``data``."""
+        keep = len(H2_REQUEST_LINE) - 1
+        if H2_REQUEST_LINE in self._tail + data[:keep] or H2_REQUEST_LINE in data:
+            self._refuse_http2("the HTTP/2 preface")
+        self._tail = data[-keep:] if len(data) >= keep else (self._tail + data)[-keep:]
 
     async def send(self, item: bytes) -> None:
         if self._cut:
             raise anyio.BrokenResourceError("HTTP/2 is not served")
-        if item.startswith(b"HTTP/1.1 101 ") and b"\r\nupgrade: h2c\r\n" in item.lower():
-            self._refuse_http2("an upgrade to h2c")
+        if item.startswith(b"HTTP/1.1 101 "):
+            if b"\r\nupgrade: h2c\r\n" in item.lower():
+                self._refuse_http2("an upgrade to h2c")
+            self._connection.websocket = True
         self._connection.answered = True
         self._connection.sending_since = time.monotonic()
         try:
             await self._stream.send(item)
         finally:
             self._connection.sending_since = None
+            self._connection.asked = False
+            self._connection.active = time.monotonic()
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()
@@ -195,10 +242,13 @@ def _tracking_handler(app: Any, config: anycorn.Config, *args: Any) -> Callable[
             _sending_files[sock] = connection
             try:
                 with anyio.CancelScope() as scope:
+                    connection.scope = scope
+                    if connection.ended:  # cut_all ran since it opened
+                        scope.cancel()
                     await handler(_Answering(stream, connection, sock, scope))
             finally:
                 del _sending_files[sock]
-            if scope.cancel_called:  # rule 5: anycorn's own close may not have run
+            if scope.cancel_called:  # rules 4 and 6: anycorn's own close may not have run
                 await anyio.aclose_forcefully(stream)
     return tracked
 
@@ -218,6 +268,7 @@ async def _timed_sendfile(sock: socket.socket, *args: Any) -> int:
         return await _anycorn_sendfile(sock, *args)
     finally:
         connection.sending_since = None
+        connection.active = time.monotonic()
 
 
 anycorn.tcp_server.sendfile = _timed_sendfile
