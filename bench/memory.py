@@ -121,6 +121,23 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def peak_while(argv: list[str], what: str, rss, baseline: float) -> tuple[float, str, subprocess.Popen]:
+    """Run a load process (this script or another with ``--role ...``) that prints "connected" once
+    its clients are in and one summary line when done, sampling the server's ``rss()`` meanwhile.
+    Returns the peak, the summary line and the process (still to be waited for)."""
+    load = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert load.stdout is not None
+    if load.stdout.readline().strip() != "connected":
+        raise SystemExit(f"the {what} could not connect")
+    peak = baseline
+    while load.poll() is None:
+        peak = max(peak, rss())
+        ready, _, _ = select.select([load.stdout], [], [], 0.05)
+        if ready:
+            break
+    return peak, load.stdout.readline(), load
+
+
 def measure(args: argparse.Namespace, case: str) -> dict[str, float]:
     loggers = case == "loggers"
     log_port = free_port() if loggers else 0
@@ -129,22 +146,12 @@ def measure(args: argparse.Namespace, case: str) -> dict[str, float]:
     try:
         time.sleep(args.settle)
         baseline = server.rss()
-        clients = subprocess.Popen(
+        peak, line, clients = peak_while(
             [sys.executable, os.path.abspath(__file__), "--role", "clients",
              "--port", str(log_port or server.port), "--clients", str(args.clients),
              "--rate", str(0 if loggers else args.rate), "--seconds", str(args.seconds)],
-            stdout=subprocess.PIPE, text=True,
-        )
-        assert clients.stdout is not None
-        if clients.stdout.readline().strip() != "connected":
-            raise SystemExit("the clients could not connect")
-        peak = baseline
-        while clients.poll() is None:
-            peak = max(peak, server.rss())
-            ready, _, _ = select.select([clients.stdout], [], [], 0.05)
-            if ready:
-                break
-        summary = clients.stdout.readline().split()
+            "clients", server.rss, baseline)
+        summary = line.split()
         clients.wait(30)
         time.sleep(args.settle)
         after = server.rss()

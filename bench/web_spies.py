@@ -43,7 +43,6 @@ import contextlib
 import http.client
 import json
 import os
-import select
 import subprocess
 import sys
 import tempfile
@@ -230,22 +229,12 @@ def measure(args: argparse.Namespace, case: str) -> dict:
         if case in ("idle", "web"):
             return result
         cpu = cpu_seconds(server.pid)
-        spies = subprocess.Popen(
+        peak, line, spies = memory.peak_while(
             [sys.executable, os.path.abspath(__file__), "--role", "spies", "--port", str(server.web_port),
              "--cookie", server.login(), "--spies", str(args.spies), "--seconds", str(args.seconds),
              *(["--stalled"] if case != "readers" else []), *(["--deflate"] if args.deflate else [])],
-            stdout=subprocess.PIPE, text=True,
-        )
-        assert spies.stdout is not None
-        if spies.stdout.readline().strip() != "connected":
-            raise SystemExit("the spies could not connect")
-        peak = baseline
-        while spies.poll() is None:
-            peak = max(peak, server.rss())
-            ready, _, _ = select.select([spies.stdout], [], [], 0.05)
-            if ready:
-                break
-        summary = json.loads(spies.stdout.readline() or "{}")
+            "spies", server.rss, baseline)
+        summary = json.loads(line or "{}")
         result["cpu"] = cpu_seconds(server.pid) - cpu
         spies.wait(30)
         time.sleep(args.settle)
